@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make run`: start the whole platform with demo data, stay in the foreground
+# until Ctrl-C, then stop everything. SQLite is the store unless
+# HEALTHGOV_DATABASE_URL points at PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HEALTHGOV_ENV="${HEALTHGOV_ENV:-dev}"
+hg=.venv/bin/healthgov
+
+cleanup() { "$hg" stack down || true; }
+trap cleanup EXIT INT TERM
+
+"$hg" stack up
+"$hg" ingest deploy/demo/fixtures/synthea-10-patients --org gy-hosp-001
+cat <<MSG
+
+healthgov is up with the Synthea demo patients (hospital gy-hosp-001).
+  portal   http://127.0.0.1:8000        patients and regulators
+  ingest   http://127.0.0.1:8001/docs   hospital FHIR API
+  records  http://127.0.0.1:8002/docs   policy-enforced reads
+  audit    http://127.0.0.1:8003/docs   transparency log
+Try (see README.md):
+  TOKEN=\$($hg dev token --org gy-hosp-001 --sub dr-wang --role clinician --purpose TREAT)
+  curl -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8002/fhir/Patient/129c6ac7-8d06-89de-ad63-0204a93e76c3/\\\$everything
+Press Ctrl-C to stop.
+MSG
+while true; do sleep 1; done

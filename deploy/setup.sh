@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs everything healthgov needs on a fresh machine, idempotently:
+#   - the Python virtualenv with the project (editable) and its dev tools;
+#   - the Apache Kafka broker jars from Maven Central (deploy/kafka/pom.xml);
+#   - the pinned OPA binary, built with `go install` (unless `opa` is on PATH).
+# Everything lands in git-ignored directories (.venv, .cache) and is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OPA_VERSION="${HEALTHGOV_OPA_VERSION:-v1.17.0}"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# --- Python ------------------------------------------------------------------
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  step "python virtualenv (.venv)"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+# --- Kafka -------------------------------------------------------------------
+if [ -n "${KAFKA_HOME:-}" ] && [ -d "$KAFKA_HOME/libs" ]; then
+  step "kafka: using KAFKA_HOME=$KAFKA_HOME"
+elif [ ! -f .cache/kafka-libs/.complete ]; then
+  step "kafka jars from Maven Central (.cache/kafka-libs)"
+  command -v java >/dev/null || { echo "java (17+) is required for Kafka" >&2; exit 1; }
+  command -v mvn >/dev/null || { echo "mvn is required to fetch the Kafka jars" >&2; exit 1; }
+  rm -rf .cache/kafka-libs
+  mvn -B -q -f deploy/kafka/pom.xml \
+    org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+    -DoutputDirectory="$PWD/.cache/kafka-libs" -DincludeScope=runtime
+  touch .cache/kafka-libs/.complete
+fi
+
+# --- OPA ---------------------------------------------------------------------
+if [ ! -x .cache/bin/opa ]; then
+  if command -v opa >/dev/null 2>&1; then
+    step "opa: using $(command -v opa)"
+    mkdir -p .cache/bin && ln -sf "$(command -v opa)" .cache/bin/opa
+  else
+    step "opa ${OPA_VERSION} (go install, a few minutes the first time)"
+    command -v go >/dev/null || { echo "go is required to build OPA" >&2; exit 1; }
+    mkdir -p .cache/bin
+    CGO_ENABLED=0 GOBIN="$PWD/.cache/bin" GOFLAGS=-mod=mod \
+      go install "github.com/open-policy-agent/opa@${OPA_VERSION}"
+  fi
+fi
+step "setup complete"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make test`: start PostgreSQL, Kafka, OPA and the services on a fresh state
+# directory, run the policy tests and every pytest test against them, stop.
+# A component that does not start is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HEALTHGOV_ENV=test
+export HEALTHGOV_STATE_DIR="${HEALTHGOV_STATE_DIR:-$(mktemp -d /tmp/healthgov-test.XXXXXX)}"
+hg=.venv/bin/healthgov
+opa=.cache/bin/opa
+
+for port in 8000 8001 8002 8003 8181 9092 9093; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    echo "port $port is in use (is 'make run' still running? stop it first)" >&2; exit 1
+  fi
+done
+
+cleanup() {
+  status=$?
+  "$hg" stack down >/dev/null 2>&1 || true
+  ./deploy/postgres.sh stop || true
+  rm -rf "$HEALTHGOV_STATE_DIR"
+  exit $status
+}
+trap cleanup EXIT INT TERM
+
+echo "==> lint"
+.venv/bin/ruff check services tests bench
+
+echo "==> policies: opa check, fmt, test"
+"$opa" check --strict policies/
+"$opa" fmt --list --fail policies/
+"$opa" test policies/ --coverage --threshold 95 --format json >/tmp/healthgov-opa-coverage.json \
+  || { "$opa" test policies/ -v; exit 1; }
+"$opa" test policies/
+
+echo "==> postgresql"
+HEALTHGOV_DATABASE_URL=$(./deploy/postgres.sh start)
+export HEALTHGOV_DATABASE_URL
+
+echo "==> stack"
+"$hg" stack up
+
+echo "==> pytest"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,119 @@
+# The actions besides reading a patient's record that the services ask about:
+# directory look-ups, ingest writes, audit-trail reads and consent changes.
+package healthgov.access
+
+# ------------------------------------------- read of a directory resource
+# Organization, Location, Practitioner, PractitionerRole with no patient:
+# public facts about the health system, open to the organisations that run it.
+
+grants contains grant("directory_resource", plain_obligations) if {
+	directory_read
+	input.subject.org_type in directory_reader_org_types
+}
+
+deny contains "directory_not_permitted_for_org_type" if {
+	directory_read
+	not input.subject.org_type in directory_reader_org_types
+}
+
+# ----------------------------------------------------------- write (ingest)
+# A hospital pushes only the records it produced itself.
+
+writes_own_records if input.resource.hospital == input.subject.org
+
+grants contains grant("hospital_ingest", plain_obligations) if {
+	input.action == "write"
+	caller_is("hospital")
+	writes_own_records
+}
+
+deny contains "write_requires_hospital" if {
+	input.action == "write"
+	input.subject.org_type != "hospital"
+}
+
+deny contains "write_only_own_hospital_records" if {
+	input.action == "write"
+	caller_is("hospital")
+	not writes_own_records
+}
+
+# -------------------------------------------------------------- audit_read
+# Regulators read the whole trail; a patient reads the events about them.
+
+grants contains grant("regulator_audit_trail", plain_obligations) if {
+	input.action == "audit_read"
+	caller_is("regulator")
+}
+
+grants contains grant("patient_own_audit_events", plain_obligations) if {
+	input.action == "audit_read"
+	caller_is("patient")
+	own_records
+}
+
+deny contains "not_own_audit_events" if {
+	input.action == "audit_read"
+	caller_is("patient")
+	not own_records
+}
+
+deny contains "audit_read_not_permitted" if {
+	input.action == "audit_read"
+	not input.subject.org_type in {"regulator", "patient"}
+}
+
+# ----------------------------------------------------------- consent_write
+# The patient manages their own consents; a treating clinician may record one
+# on the patient's behalf, and the patient is told.
+
+grants contains grant("patient_manages_own_consents", plain_obligations) if {
+	input.action == "consent_write"
+	caller_is("patient")
+	own_records
+}
+
+deny contains "not_own_records" if {
+	input.action == "consent_write"
+	caller_is("patient")
+	about_a_patient
+	not own_records
+}
+
+clinician_consent_write if {
+	input.action == "consent_write"
+	caller_is("hospital")
+	input.purpose == "TREAT"
+}
+
+grants contains grant(
+	"clinician_records_consent_for_patient",
+	obligations_with({"notify_patient": true}),
+) if {
+	clinician_consent_write
+	is_clinician
+	in_care
+}
+
+deny contains "role_not_clinician" if {
+	clinician_consent_write
+	not is_clinician
+}
+
+deny contains "no_care_relationship" if {
+	clinician_consent_write
+	about_a_patient
+	not in_care
+}
+
+deny contains "consent_write_not_permitted" if {
+	input.action == "consent_write"
+	not input.subject.org_type in {"patient", "hospital"}
+}
+
+# Break-glass (ETREAT) is for care, not for changing what the patient allowed.
+deny contains "consent_write_requires_treat" if {
+	input.action == "consent_write"
+	caller_is("hospital")
+	input.purpose != "TREAT"
+}

@@ -1,0 +1,150 @@
+# Directory reads, ingest writes, audit-trail reads and consent changes.
+package healthgov.access_test
+
+# ------------------------------------------------------ directory resources
+
+directory(request, type) := with_fields(request, {"resource": {"patient": null, "type": type, "labels": []}})
+
+test_hospital_reads_directory if {
+	d := decide(directory(clinician, "Organization"))
+	allowed_by(d, "directory_resource")
+	d.obligations == no_obligations
+}
+
+test_hospital_reads_directory_in_emergency_without_clinician_role if {
+	request := with_fields(directory(clinician, "Location"), {"purpose": "ETREAT", "subject": {"role": "registrar"}})
+	allowed_by(decide(request), "directory_resource")
+}
+
+test_public_health_reads_directory if {
+	allowed_by(decide(directory(public_health, "Practitioner")), "directory_resource")
+}
+
+test_regulator_reads_directory if {
+	allowed_by(decide(directory(regulator, "PractitionerRole")), "directory_resource")
+}
+
+test_insurer_cannot_read_directory if {
+	d := decide(directory(insurer, "Organization"))
+	d.reasons == ["directory_not_permitted_for_org_type"]
+}
+
+test_patient_cannot_read_directory if {
+	d := decide(directory(with_fields(patient, {"subject": {"patient": null}}), "Organization"))
+	d.reasons == ["directory_not_permitted_for_org_type"]
+}
+
+test_suspended_hospital_cannot_read_directory if {
+	d := decide(directory(with_fields(clinician, {"subject": {"org": "gy-hosp-099"}}), "Organization"))
+	d.reasons == ["org_suspended"]
+}
+
+test_directory_type_with_patient_follows_record_rules if {
+	request := with_fields(clinician, {"resource": {"type": "Practitioner"}, "relationship": {"care": false}})
+	denied_for(decide(request), "no_care_relationship")
+}
+
+# -------------------------------------------------------------------- write
+
+ingest := with_fields(clinician, {
+	"action": "write",
+	"subject": {"id": "his-gateway", "role": "system"},
+	"resource": {"hospital": "gy-hosp-001"},
+	"relationship": {"care": false},
+})
+
+test_hospital_writes_own_records if {
+	d := decide(ingest)
+	allowed_by(d, "hospital_ingest")
+	d.obligations == no_obligations
+}
+
+test_hospital_writes_own_directory_entries if {
+	allowed_by(decide(directory(ingest, "Organization")), "hospital_ingest")
+}
+
+test_hospital_cannot_write_other_hospitals_records if {
+	d := decide(with_fields(ingest, {"resource": {"hospital": "gy-hosp-002"}}))
+	d.reasons == ["write_only_own_hospital_records"]
+}
+
+test_only_hospitals_write if {
+	d := decide(with_fields(insurer, {"action": "write", "resource": {"hospital": "gz-insurer-1"}}))
+	d.reasons == ["write_requires_hospital"]
+}
+
+test_suspended_hospital_cannot_write if {
+	d := decide(with_fields(ingest, {"subject": {"org": "gy-hosp-099"}, "resource": {"hospital": "gy-hosp-099"}}))
+	d.reasons == ["org_suspended"]
+}
+
+# --------------------------------------------------------------- audit_read
+
+test_regulator_reads_audit_trail if {
+	d := decide(with_fields(regulator, {"action": "audit_read", "resource": {"patient": null, "type": "AuditEvent"}}))
+	allowed_by(d, "regulator_audit_trail")
+	d.obligations == no_obligations
+}
+
+test_patient_reads_own_audit_events if {
+	allowed_by(decide(with_fields(patient, {"action": "audit_read"})), "patient_own_audit_events")
+}
+
+test_patient_cannot_read_others_audit_events if {
+	d := decide(with_fields(patient, {"action": "audit_read", "subject": {"patient": "p2"}}))
+	d.reasons == ["not_own_audit_events"]
+}
+
+test_patient_cannot_read_whole_audit_trail if {
+	d := decide(with_fields(patient, {"action": "audit_read", "resource": {"patient": null}}))
+	d.reasons == ["not_own_audit_events"]
+}
+
+test_hospital_cannot_read_audit_trail if {
+	d := decide(with_fields(clinician, {"action": "audit_read"}))
+	d.reasons == ["audit_read_not_permitted"]
+}
+
+# ------------------------------------------------------------ consent_write
+
+test_patient_writes_own_consents if {
+	d := decide(with_fields(patient, {"action": "consent_write"}))
+	allowed_by(d, "patient_manages_own_consents")
+	d.obligations == no_obligations
+}
+
+test_patient_cannot_write_others_consents if {
+	d := decide(with_fields(patient, {"action": "consent_write", "subject": {"patient": "p2"}}))
+	d.reasons == ["not_own_records"]
+}
+
+test_clinician_records_consent_and_patient_is_told if {
+	d := decide(with_fields(clinician, {"action": "consent_write"}))
+	allowed_by(d, "clinician_records_consent_for_patient")
+	d.obligations == object.union(no_obligations, {"notify_patient": true})
+}
+
+test_clinician_consent_write_needs_care if {
+	d := decide(with_fields(clinician, {"action": "consent_write", "relationship": {"care": false}}))
+	d.reasons == ["no_care_relationship"]
+}
+
+test_consent_write_needs_clinician_role if {
+	d := decide(with_fields(clinician, {"action": "consent_write", "subject": {"role": "billing"}}))
+	d.reasons == ["role_not_clinician"]
+}
+
+test_consent_write_not_under_break_glass if {
+	d := decide(with_fields(clinician, {"action": "consent_write", "purpose": "ETREAT"}))
+	d.reasons == ["consent_write_requires_treat"]
+}
+
+test_third_party_cannot_write_consents if {
+	d := decide(with_fields(insurer, {"action": "consent_write"}))
+	d.reasons == ["consent_write_not_permitted"]
+}
+
+test_consent_write_needs_patient if {
+	d := decide(with_fields(patient, {"action": "consent_write", "resource": {"patient": null}}))
+	d.reasons == ["resource_has_no_patient"]
+}

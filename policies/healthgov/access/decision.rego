@@ -1,0 +1,71 @@
+# The decision document: data.healthgov.access.decision (DESIGN §5).
+#
+#   {"allow": bool, "reasons": [...], "policy_version": "...",
+#    "obligations": {"deidentify", "redact_labels", "notify_patient",
+#                    "notify_after", "review"}}
+#
+# Default deny. A request is allowed when exactly one rule grants it and no
+# reason to deny holds; the allow names that rule. A deny names every reason
+# that holds (sorted), so a caller and an auditor can see all that was wrong.
+package healthgov.access
+
+# ------------------------------------------------------------- obligations
+
+# What an allowed reader must do with the data: nothing beyond the default.
+plain_obligations := {
+	"deidentify": "none",
+	"redact_labels": [],
+	"notify_patient": false,
+	"notify_after": null,
+	"review": false,
+}
+
+# A complete obligations object: the defaults with `overrides` applied.
+obligations_with(overrides) := object.union(plain_obligations, overrides)
+
+# A grant: the rule that allows the request, and what the reader must do.
+grant(rule, obligations) := {"rule": rule, "obligations": obligations}
+
+# ---------------------------------------------------------------- decision
+
+default allow := false
+
+allow if {
+	count(deny) == 0
+	count(grants) == 1
+}
+
+# Two rules granting the same request would be a bug in this policy, and the
+# obligations of either could be wrong: refuse rather than pick one.
+deny_reasons := sort(deny) if {
+	count(deny) > 0
+} else := ["conflicting_rules"] if {
+	count(grants) > 1
+} else := ["no_matching_rule"]
+
+decision := {
+	"allow": true,
+	"reasons": [g.rule],
+	"policy_version": policy_version,
+	"obligations": g.obligations,
+} if {
+	allow
+	some g in grants
+} else := {
+	"allow": false,
+	"reasons": deny_reasons,
+	"policy_version": policy_version,
+	"obligations": plain_obligations,
+}
+
+# ---------------------------------------------------------- policy version
+
+# From policies/healthgov/manifest/data.json: the release name plus the first
+# 12 hex digits of the SHA-256 digest of the rule files, so that two different
+# rule sets can never carry the same version in the audit trail. The digest
+# is kept current by tests/unit/policies/test_policy_manifest.py.
+default policy_version := "unversioned"
+
+policy_version := sprintf("%s+%s", [manifest.version, substring(manifest.digest, 0, 12)])
+
+manifest := data.healthgov.manifest

@@ -1,0 +1,171 @@
+"""Caller authentication: org-signed JWTs (RFC 7523 style, DESIGN §5).
+
+A caller presents a short-lived JWT signed with its organisation's Ed25519 key.
+We check the signature against the key registered for ``iss``, the audience,
+that the token lives at most five minutes, that its ``jti`` was never seen, and
+that the organisation is registered and not suspended. Only the portal's key
+may carry a ``patient`` claim.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+MAX_LIFETIME_S = 300
+LEEWAY_S = 5
+
+
+class AuthError(Exception):
+    """The caller is not authenticated; ``status`` is 401 or 403."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller, as the token and the registry describe it."""
+
+    id: str
+    org: str
+    org_type: str
+    role: str
+    patient: str | None = None
+    purpose: str | None = None
+    jti: str = ""
+    claims: dict[str, Any] | None = None
+
+
+def load_registry(path: Path) -> dict[str, Any]:
+    """The org registry document (the same JSON OPA sees as data)."""
+    return json.loads(path.read_text())
+
+
+class ReplayCache:
+    """Remembers ``(iss, jti)`` until the token would have expired anyway."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def check_and_add(self, iss: str, jti: str, exp: float) -> bool:
+        now = time.time()
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._seen = {k: v for k, v in self._seen.items() if v > now - LEEWAY_S}
+            if (iss, jti) in self._seen:
+                return False
+            self._seen[(iss, jti)] = exp
+            return True
+
+
+class Authenticator:
+    """Verifies tokens addressed to one service (``audience``)."""
+
+    def __init__(
+        self,
+        *,
+        audience: str,
+        registry: dict[str, Any],
+        public_keys: dict[str, bytes],
+        portal_org: str,
+    ) -> None:
+        self.audience = audience
+        self.registry = registry
+        self.keys = {org: Ed25519PublicKey.from_public_bytes(k) for org, k in public_keys.items()}
+        self.portal_org = portal_org
+        self.replays = ReplayCache()
+
+    def verify(self, token: str) -> Caller:
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"malformed token: {exc}") from exc
+        iss = unverified.get("iss")
+        key = self.keys.get(iss) if isinstance(iss, str) else None
+        org = self.registry.get("orgs", {}).get(iss) if isinstance(iss, str) else None
+        if key is None or org is None:
+            raise AuthError("token issuer is not a registered organisation")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["EdDSA"],
+                audience=self.audience,
+                issuer=iss,
+                leeway=LEEWAY_S,
+                options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
+            )
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError(f"token audience is not {self.audience!r}") from exc
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from exc
+        if claims["exp"] - claims["iat"] > MAX_LIFETIME_S:
+            raise AuthError(f"token lifetime exceeds {MAX_LIFETIME_S} seconds")
+        if org.get("suspended", False):
+            raise AuthError("organisation is suspended", status=403)
+        patient = claims.get("patient")
+        if patient is not None and iss != self.portal_org:
+            raise AuthError("only the portal may assert a patient claim", status=403)
+        if not self.replays.check_and_add(iss, str(claims["jti"]), float(claims["exp"])):
+            raise AuthError("token replayed (jti already used)")
+        return Caller(
+            id=str(claims["sub"]),
+            org=iss,
+            org_type=str(org["type"]),
+            role=str(claims.get("role", "")),
+            patient=patient,
+            purpose=claims.get("purpose"),
+            jti=str(claims["jti"]),
+            claims=claims,
+        )
+
+
+def issue_token(
+    *,
+    org: str,
+    private_key: bytes,
+    subject: str,
+    audience: str | list[str],
+    role: str,
+    patient: str | None = None,
+    purpose: str | None = None,
+    ttl_s: int = 120,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Sign a short-lived token as ``org`` (the org's own systems do this)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": org,
+        "sub": subject,
+        "aud": audience,
+        "iat": now,
+        "exp": now + ttl_s,
+        "jti": str(uuid.uuid4()),
+        "role": role,
+    }
+    if patient is not None:
+        claims["patient"] = patient
+    if purpose is not None:
+        claims["purpose"] = purpose
+    claims.update(extra or {})
+    return jwt.encode(claims, Ed25519PrivateKey.from_private_bytes(private_key), algorithm="EdDSA")
+
+
+def bearer(authorization: str | None) -> str:
+    """Extract the token from an ``Authorization: Bearer`` header."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise AuthError("missing bearer token")
+    return authorization[7:].strip()

@@ -1,0 +1,163 @@
+"""The ``healthgov`` command line: run the stack, mint dev tokens, load data, verify the audit log."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from services.adapters.auth import issue_token, load_registry
+from services.adapters.config import PlatformSettings
+from services.adapters.keys import PlatformKeys
+from services.cli.stack import ComponentFailed, Stack
+
+app = typer.Typer(help="healthgov: health data governance platform", no_args_is_help=True)
+stack_app = typer.Typer(help="Start, stop and inspect the local platform.", no_args_is_help=True)
+dev_app = typer.Typer(help="Development helpers (refused outside dev mode).", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(dev_app, name="dev")
+console = Console(stderr=True)
+
+
+def _register_subapps() -> None:
+    from services.cli import audit as audit_cli
+    from services.cli import ingest as ingest_cli
+
+    app.add_typer(audit_cli.app, name="audit")
+    app.command(name="ingest")(ingest_cli.ingest)
+    try:
+        from services.cli import policy as policy_cli
+
+        app.add_typer(policy_cli.app, name="policy")
+    except ImportError:  # pragma: no cover - policy CLI is optional during development
+        pass
+
+
+@stack_app.command("up")
+def stack_up(
+    foreground: Annotated[bool, typer.Option(help="Stay in the foreground until Ctrl-C.")] = False,
+) -> None:
+    """Start Kafka, OPA and the four services; wait until every health check passes."""
+    stack = Stack()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("starting", total=len(stack.components))
+
+        def step(name: str) -> None:
+            progress.update(task, description=f"starting {name}", advance=0)
+
+        try:
+            stack.prepare_state()
+            for name in stack.components:
+                step(name)
+                stack.start(name)
+                progress.advance(task)
+        except ComponentFailed as exc:
+            progress.stop()
+            console.print(f"[red]{exc.name} failed to start[/red]; last log lines:\n{exc.tail}")
+            stack.down()
+            raise typer.Exit(1) from exc
+    for name, info in stack.status().items():
+        console.print(f"  [green]✔[/green] {name:8} {info['url']}")
+    if foreground:
+        _wait_for_interrupt(stack)
+
+
+def _wait_for_interrupt(stack: Stack) -> None:
+    stopping = False
+
+    def handler(_sig: int, _frm: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    console.print("healthgov is running; press Ctrl-C to stop.")
+    while not stopping:
+        time.sleep(0.5)
+    console.print("stopping…")
+    stack.down()
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop every component."""
+    Stack().down()
+    console.print("stopped")
+
+
+@stack_app.command("status")
+def stack_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show each component's pid, health and URL."""
+    stack = Stack()
+    status = stack.status()
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+    else:
+        for name, info in status.items():
+            mark = "[green]up[/green]" if info["healthy"] else "[red]down[/red]"
+            console.print(f"{name:8} {mark:20} {info['url']}")
+    if not all(i["healthy"] for i in status.values()):
+        raise typer.Exit(1)
+
+
+def _require_dev(settings: PlatformSettings) -> None:
+    if not settings.dev_mode:
+        console.print("[red]refused: dev helpers work only with HEALTHGOV_ENV=dev or test[/red]")
+        raise typer.Exit(2)
+
+
+@dev_app.command("orgs")
+def dev_orgs(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the demo organisation registry."""
+    settings = PlatformSettings()
+    registry = load_registry(settings.registry_file)
+    if as_json:
+        typer.echo(json.dumps(registry, indent=2))
+        return
+    for org, info in registry["orgs"].items():
+        flag = " (suspended)" if info.get("suspended") else ""
+        typer.echo(f"{org:20} {info['type']:16} {info['name']}{flag}")
+
+
+@dev_app.command("token")
+def dev_token(
+    org: Annotated[str, typer.Option(help="Issuing organisation id.")],
+    sub: Annotated[str, typer.Option(help="User id within the organisation.")],
+    role: Annotated[str, typer.Option(help="Role, e.g. clinician, officer, researcher.")],
+    aud: Annotated[str, typer.Option(help="Audience: ingest, records, audit or portal.")] = "records",
+    patient: Annotated[str | None, typer.Option(help="Patient claim (portal only).")] = None,
+    purpose: Annotated[str | None, typer.Option(help="PurposeOfUse code.")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds (at most 300).")] = 120,
+) -> None:
+    """Print a short-lived JWT signed with a demo organisation's key."""
+    settings = PlatformSettings()
+    _require_dev(settings)
+    registry = load_registry(settings.registry_file)
+    if org not in registry["orgs"]:
+        console.print(f"[red]unknown organisation {org!r}[/red]")
+        raise typer.Exit(2)
+    private, _ = PlatformKeys(settings.state_dir).org_signer(org)
+    audience: str | list[str] = aud.split(",") if "," in aud else aud
+    typer.echo(issue_token(org=org, private_key=private, subject=sub, audience=audience, role=role,
+                           patient=patient, purpose=purpose, ttl_s=ttl))
+
+
+_register_subapps()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
+
+__all__ = ["Path", "app"]

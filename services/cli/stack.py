@@ -1,0 +1,301 @@
+"""Start, stop and inspect the local platform: Kafka, OPA and the four services.
+
+Each component is a background process with a pid file and a log file in the
+state directory. ``up`` waits until every health check passes; if one fails it
+stops, prints that component's log tail and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from services.adapters.auth import load_registry
+from services.adapters.config import REPO_ROOT, PlatformSettings
+from services.adapters.keys import PlatformKeys
+
+SERVICES = {"portal": 8000, "ingest": 8001, "records": 8002, "audit": 8003}
+
+
+@dataclass
+class Component:
+    """One process of the stack and how to tell it is healthy."""
+
+    name: str
+    argv: list[str]
+    healthy: Callable[[], bool]
+    url: str
+    prepare: Callable[[], None] = lambda: None
+    after_start: Callable[[], None] = lambda: None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    """The platform's processes, rooted at one state directory."""
+
+    def __init__(self, settings: PlatformSettings | None = None) -> None:
+        self.settings = settings or PlatformSettings()
+        self.state = self.settings.state_dir
+        self.run_dir = self.state / "run"
+        self.log_dir = self.state / "logs"
+        self.components = {c.name: c for c in self._components()}
+
+    # --- component definitions -------------------------------------------------
+
+    def _kafka_libs(self) -> str:
+        home = os.environ.get("KAFKA_HOME")
+        if home and Path(home, "libs").is_dir():
+            return str(Path(home, "libs", "*"))
+        libs = REPO_ROOT / ".cache" / "kafka-libs"
+        if not libs.is_dir():
+            raise RuntimeError("Kafka jars missing: run deploy/setup.sh (make setup)")
+        return str(libs / "*")
+
+    def _kafka_prepare(self) -> None:
+        kdir = self.state / "kafka"
+        data = kdir / "data"
+        kdir.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": "127.0.0.1:9093",
+            "listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+            "advertised.listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "message.max.bytes": "10485760",
+        }
+        (kdir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        if not (data / "meta.properties").exists():
+            cluster_id = ""
+            while not cluster_id or cluster_id.startswith("-"):
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            subprocess.run(
+                [
+                    "java", "-cp", self._kafka_libs(), "kafka.tools.StorageTool", "format",
+                    "-t", cluster_id, "-c", str(kdir / "server.properties"), "--standalone",
+                ],
+                check=True, capture_output=True, text=True,
+            )
+
+    def _kafka_argv(self) -> list[str]:
+        kdir = self.state / "kafka"
+        return [
+            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={REPO_ROOT / 'deploy' / 'kafka' / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.log_dir}",
+            "-cp", self._kafka_libs(), "kafka.Kafka", str(kdir / "server.properties"),
+        ]
+
+    def _kafka_healthy(self) -> bool:
+        if not _port_open(9092):
+            return False
+        try:
+            from kafka.admin import KafkaAdminClient
+
+            admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
+                                     request_timeout_ms=3000)
+            admin.list_topics()
+            admin.close()
+            return True
+        except Exception:
+            return False
+
+    def _kafka_topics(self) -> None:
+        from services.adapters.kafka import ensure_topics
+
+        ensure_topics(self.settings.kafka_bootstrap)
+
+    def _opa_binary(self) -> str:
+        local = REPO_ROOT / ".cache" / "bin" / "opa"
+        found = str(local) if local.exists() else shutil.which("opa")
+        if not found:
+            raise RuntimeError("opa missing: run deploy/setup.sh (make setup)")
+        return found
+
+    def _components(self) -> list[Component]:
+        s = self.settings
+        comps = [
+            Component(
+                name="kafka", argv=[], healthy=self._kafka_healthy, url=s.kafka_bootstrap,
+                prepare=self._kafka_prepare, after_start=self._kafka_topics,
+            ),
+            Component(
+                name="opa",
+                argv=[
+                    "@opa", "run", "--server", "--addr", "127.0.0.1:8181", "--log-level", "error",
+                    "--skip-version-check", "--disable-telemetry",
+                    str(REPO_ROOT / "policies"), f"healthgov.registry:{s.registry_file}",
+                ],
+                healthy=lambda: _http_ok(f"{s.opa_url}/health"),
+                url=s.opa_url,
+            ),
+        ]
+        for name, port in SERVICES.items():
+            comps.append(
+                Component(
+                    name=name,
+                    argv=[
+                        sys.executable, "-m", "uvicorn", f"services.{name}.app:create_app",
+                        "--factory", "--host", "127.0.0.1", "--port", str(port),
+                        "--log-level", "warning", "--no-access-log",
+                    ],
+                    healthy=lambda port=port: _http_ok(f"http://127.0.0.1:{port}/healthz"),
+                    url=f"http://127.0.0.1:{port}",
+                )
+            )
+        return comps
+
+    # --- process control ----------------------------------------------------------
+
+    def _pidfile(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def pid(self, name: str) -> int | None:
+        path = self._pidfile(name)
+        if not path.exists():
+            return None
+        pid = int(path.read_text().strip() or 0)
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return None
+        return pid
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_file(name)
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def prepare_state(self) -> None:
+        """Directories and keys, created before any service starts (no races)."""
+        for d in (self.state, self.run_dir, self.log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        orgs = list(load_registry(self.settings.registry_file)["orgs"])
+        PlatformKeys(self.state).ensure_all(orgs)
+
+    def start(self, name: str, timeout_s: float = 90) -> None:
+        """Start one component and wait for its health check; raise with its log tail."""
+        comp = self.components[name]
+        if self.pid(name) is None:
+            comp.prepare()
+            argv = self._kafka_argv() if name == "kafka" else list(comp.argv)
+            if argv and argv[0] == "@opa":
+                argv[0] = self._opa_binary()
+            log = open(self.log_file(name), "ab")  # noqa: SIM115 - handed to the child
+            env = {**os.environ, "HEALTHGOV_STATE_DIR": str(self.state), **comp.env}
+            proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT, env=env, start_new_session=True,
+            )
+            self._pidfile(name).write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if comp.healthy():
+                comp.after_start()
+                return
+            if self.pid(name) is None:
+                break
+            time.sleep(0.3)
+        raise ComponentFailed(name, self.log_tail(name))
+
+    def stop(self, name: str, timeout_s: float = 30) -> None:
+        pid = self.pid(name)
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout_s
+            while self.pid(name) is not None and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.2)
+            if self.pid(name) is not None:
+                os.killpg(pid, signal.SIGKILL)
+                time.sleep(0.2)
+            _reap(pid)
+        self._pidfile(name).unlink(missing_ok=True)
+
+    def up(self, progress: Callable[[str], None] = lambda _n: None) -> None:
+        self.prepare_state()
+        for name in self.components:
+            progress(name)
+            self.start(name)
+
+    def down(self) -> None:
+        for name in reversed(list(self.components)):
+            self.stop(name)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        return {
+            name: {
+                "pid": self.pid(name),
+                "healthy": comp.healthy() if self.pid(name) else False,
+                "url": comp.url,
+                "log": str(self.log_file(name)),
+            }
+            for name, comp in self.components.items()
+        }
+
+    def status_json(self) -> str:
+        return json.dumps(self.status(), indent=2)
+
+
+class ComponentFailed(Exception):
+    """A component did not become healthy; carries its log tail."""
+
+    def __init__(self, name: str, tail: str) -> None:
+        super().__init__(f"{name} did not become healthy")
+        self.name = name
+        self.tail = tail
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _reap(pid: int) -> None:
+    """Collect a child we started in this process, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,127 @@
+"""Versioned message schemas carried on Kafka (DESIGN §3, §6).
+
+Each value is JSON with a ``schema`` field naming its version, so consumers can
+refuse what they do not understand instead of guessing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import rfc8785
+import uuid6
+from pydantic import BaseModel, ConfigDict, Field
+
+INGEST_ENVELOPE_SCHEMA = "healthgov.ingest.envelope.v1"
+AUDIT_EVENT_SCHEMA = "healthgov.audit.event.v1"
+DEADLETTER_SCHEMA = "healthgov.deadletter.v1"
+
+AuditKind = Literal[
+    "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest"
+]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """Format a timestamp as RFC 3339 with a ``Z`` suffix (what OPA parses)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class IngestEnvelope(BaseModel):
+    """What ingest puts on ``ingest.resources.v1``.
+
+    Only routing metadata travels in the clear; the FHIR payload is the HPKE
+    ``sealed`` blob that only the records service can open. ``hospital`` is the
+    authenticated sender (an organisation, not a person).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: Literal["healthgov.ingest.envelope.v1"] = Field(
+        default=INGEST_ENVELOPE_SCHEMA, alias="schema"
+    )
+    submission_id: str
+    hospital: str
+    kind: Literal["resource", "transaction"]
+    sealed: str  # base64 of HPKE(enc || ciphertext)
+    received_at: str
+
+
+class SealedPayload(BaseModel):
+    """The plaintext inside an envelope's seal, as records sees it after opening."""
+
+    resources: list[dict[str, Any]]
+    labels: list[list[str]]  # per resource, parallel to ``resources``
+    patients: list[str | None]  # per resource: the patient's logical id, or None (directory)
+
+
+class Accessor(BaseModel):
+    """Who asked: the authenticated caller."""
+
+    id: str
+    org: str
+    org_type: str
+    role: str
+
+
+class ResourceRef(BaseModel):
+    """One resource a disclosure touched: type, id and version."""
+
+    type: str
+    id: str
+    version: str | None = None
+
+
+class AuditDecision(BaseModel):
+    """The policy decision an event records."""
+
+    allow: bool
+    reasons: list[str] = Field(default_factory=list)
+    obligations: dict[str, Any] = Field(default_factory=dict)
+    policy_version: str | None = None
+
+
+class AuditEvent(BaseModel):
+    """One accountable act (DESIGN §6).
+
+    Shaped to map onto FHIR AuditEvent / IHE BALP and to answer a HIPAA
+    accounting of disclosures: when, to whom, what, why.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_: Literal["healthgov.audit.event.v1"] = Field(
+        default=AUDIT_EVENT_SCHEMA, alias="schema"
+    )
+    event_id: str = Field(default_factory=lambda: str(uuid6.uuid7()))
+    occurred_at: str = Field(default_factory=lambda: rfc3339(utcnow()))
+    kind: AuditKind
+    accessor: Accessor
+    purpose: str | None = None
+    patient: str | None = None
+    resources: list[ResourceRef] = Field(default_factory=list)
+    decision: AuditDecision | None = None
+    legal: dict[str, Any] = Field(default_factory=dict)
+    request_id: str | None = None
+    data_digest: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    def canonical(self) -> bytes:
+        """RFC 8785 canonical JSON: the exact bytes the Merkle leaf hashes."""
+        return rfc8785.dumps(self.model_dump(mode="json", by_alias=True))
+
+
+class DeadLetter(BaseModel):
+    """A message a consumer could not process, with the reason, for an operator."""
+
+    schema_: Literal["healthgov.deadletter.v1"] = Field(default=DEADLETTER_SCHEMA, alias="schema")
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    original: str  # base64 of the original value

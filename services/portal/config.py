@@ -1,0 +1,7 @@
+"""Portal settings."""
+
+from services.adapters.config import PlatformSettings
+
+
+class PortalSettings(PlatformSettings):
+    pass

@@ -1,0 +1,134 @@
+"""Shared fixtures: the running platform, demo-org tokens and the demo data.
+
+Integration and end-to-end tests talk to the real Kafka, OPA, PostgreSQL and
+services that ``make test`` started. If the platform is not up they fail (never
+skip): a component that does not start is a failure.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.adapters.auth import issue_token
+from services.adapters.config import REPO_ROOT, PlatformSettings
+from services.adapters.keys import PlatformKeys
+
+FIXTURES = REPO_ROOT / "deploy" / "demo" / "fixtures"
+TEN = FIXTURES / "synthea-10-patients"
+DIRECTORY_TYPES = {"Organization", "Location", "Practitioner", "PractitionerRole"}
+
+
+def load_ndjson(directory: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for f in sorted(directory.glob("*.ndjson.gz")):
+        out.extend(json.loads(line) for line in gzip.open(f) if line.strip())
+    return out
+
+
+@pytest.fixture(scope="session")
+def settings() -> PlatformSettings:
+    return PlatformSettings()
+
+
+@pytest.fixture(scope="session")
+def keys(settings: PlatformSettings) -> PlatformKeys:
+    return PlatformKeys(settings.state_dir)
+
+
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def token(keys: PlatformKeys) -> TokenFactory:
+    """Mint a token as a demo organisation: ``token(org, aud, role=..., purpose=...)``."""
+
+    def make(org: str, aud: str = "records", *, sub: str = "user-1", role: str = "clinician",
+             patient: str | None = None, purpose: str | None = None, ttl_s: int = 120,
+             **extra: Any) -> str:
+        private, _ = keys.org_signer(org)
+        return issue_token(org=org, private_key=private, subject=sub, audience=aud, role=role,
+                           patient=patient, purpose=purpose, ttl_s=ttl_s, extra=extra or None)
+
+    return make
+
+
+def auth(tok: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}", **headers}
+
+
+@pytest.fixture(scope="session")
+def stack():  # type: ignore[no-untyped-def]
+    """The running platform; fails loudly if any component is down."""
+    from services.cli.stack import Stack
+
+    s = Stack()
+    status = s.status()
+    down = [n for n, i in status.items() if not i["healthy"]]
+    assert not down, f"platform components not running: {down} (start with `healthgov stack up`)"
+    return s
+
+
+@pytest.fixture(scope="session")
+def ten_patients() -> list[dict[str, Any]]:
+    return load_ndjson(TEN)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def clinician_counts(token: TokenFactory, settings: PlatformSettings, patient_ids: list[str],
+                     org: str = "gy-hosp-001") -> Counter[str]:
+    """Per-type counts a clinician of ``org`` reads back for these patients and the directory."""
+    counts: Counter[str] = Counter()
+    with httpx.Client(base_url=settings.records_url, timeout=60) as c:
+        for pid in patient_ids:
+            r = c.get(f"/fhir/Patient/{pid}/$everything",
+                      headers=auth(token(org, purpose="TREAT")))
+            assert r.status_code == 200, r.text
+            counts.update(e["resource"]["resourceType"] for e in r.json()["entry"])
+        for rtype in sorted(DIRECTORY_TYPES):
+            r = c.get(f"/fhir/{rtype}", headers=auth(token(org, purpose="TREAT")))
+            assert r.status_code == 200, r.text
+            counts.update(e["resource"]["resourceType"] for e in r.json()["entry"])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def loaded(stack, token: TokenFactory, settings: PlatformSettings,  # type: ignore[no-untyped-def]
+           ten_patients: list[dict[str, Any]]) -> dict[str, Any]:
+    """The 10-patient set sent through the ingest API by gy-hosp-001 and stored by records."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=settings.ingest_url, timeout=300) as c:
+        for f in sorted(TEN.glob("*.ndjson.gz")):
+            r = c.post("/fhir/$import", content=gzip.decompress(f.read_bytes()),
+                       headers=auth(token("gy-hosp-001", "ingest", role="integration"),
+                                    **{"Content-Type": "application/fhir+ndjson"}))
+            assert r.status_code == 200, r.text
+    acked = time.perf_counter() - started
+    expected = Counter(r["resourceType"] for r in ten_patients)
+    patient_ids = [r["id"] for r in ten_patients if r["resourceType"] == "Patient"]
+    seen: dict[str, Counter[str]] = {}
+
+    def all_stored() -> bool:
+        seen["counts"] = clinician_counts(token, settings, patient_ids)
+        return seen["counts"] == expected
+
+    wait_for(all_stored, 180, "records to store every ingested resource")
+    stored = time.perf_counter() - started
+    return {"expected": expected, "patient_ids": patient_ids, "acked_s": acked, "stored_s": stored,
+            "rate": len(ten_patients) / stored}
