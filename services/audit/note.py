@@ -181,7 +181,8 @@ class Signer:
             return self._key.sign(text)
         if timestamp is None:
             raise NoteError("a cosignature needs a timestamp")
-        return timestamp.to_bytes(8, "big") + self._key.sign(cosignature_message(text, timestamp))
+        message = cosignature_message(text, timestamp)  # checks the timestamp range first
+        return timestamp.to_bytes(8, "big") + self._key.sign(message)
 
 
 def generate_key(name: str, alg: int = ALG_ED25519, seed: bytes | None = None) -> tuple[str, str]:
@@ -216,6 +217,10 @@ def new_verifier(vkey: str) -> Verifier:
     if kid != key_id(name, alg, public_key):
         raise KeyFormatError("verifier key id does not match the key")
     return Verifier(name, kid, alg, public_key)
+
+
+def _as_verifier(key: Verifier | str) -> Verifier:
+    return new_verifier(key) if isinstance(key, str) else key
 
 
 def new_signer(skey: str) -> Signer:
@@ -289,8 +294,8 @@ def parse_note(msg: str | bytes) -> Note:
     return Note(text, (), sigs)
 
 
-def open_note(msg: str | bytes, verifiers: Iterable[Verifier]) -> Note:
-    """Parse ``msg`` and verify it against the known ``verifiers``.
+def open_note(msg: str | bytes, verifiers: Iterable[Verifier | str]) -> Note:
+    """Parse ``msg`` and verify it against the known ``verifiers`` (objects or vkey strings).
 
     Signatures from unknown (name, key id) pairs go to ``unverified_sigs``;
     a failing signature from a known key raises ``InvalidSignatureError``;
@@ -299,7 +304,7 @@ def open_note(msg: str | bytes, verifiers: Iterable[Verifier]) -> Note:
     """
     parsed = parse_note(msg)
     known: dict[tuple[str, int], list[Verifier]] = {}
-    for v in verifiers:
+    for v in map(_as_verifier, verifiers):
         known.setdefault((v.name, v.key_id), []).append(v)
     text = parsed.text.encode()
     verified: list[Signature] = []
@@ -400,13 +405,14 @@ def parse_checkpoint(text: str) -> Checkpoint:
     return Checkpoint(lines[0], int(lines[1]), root, tuple(lines[3:]))
 
 
-def open_checkpoint(msg: str | bytes, log_verifier: Verifier, origin: str | None = None) -> Checkpoint:
+def open_checkpoint(msg: str | bytes, log_verifier: Verifier | str, origin: str | None = None) -> Checkpoint:
     """Verify the log's signature on a checkpoint note and parse it.
 
     Only ``log_verifier`` counts (cosignatures are checked separately with
     ``verify_cosignature``).  The origin line must equal ``origin``, which
     defaults to the log key's name (the spec's recommended convention).
     """
+    log_verifier = _as_verifier(log_verifier)
     note = open_note(msg, [log_verifier])
     checkpoint = parse_checkpoint(note.text)
     expected = log_verifier.name if origin is None else origin
@@ -445,12 +451,13 @@ def cosign(msg: str | bytes, cosigner: Signer, timestamp: int) -> str:
     return add_signatures(msg, cosigner, timestamp=timestamp)
 
 
-def verify_cosignature(msg: str | bytes, verifier: Verifier) -> int:
+def verify_cosignature(msg: str | bytes, verifier: Verifier | str) -> int:
     """Verify ``verifier``'s cosignature on a checkpoint note; return its timestamp.
 
     Raises ``UnverifiedNoteError`` if that cosigner did not sign and
     ``InvalidSignatureError`` if its signature is bad.
     """
+    verifier = _as_verifier(verifier)
     if verifier.alg != ALG_COSIGNATURE_V1:
         raise NoteError("cosignature verifier key must have algorithm 0x04")
     note = open_note(msg, [verifier])

@@ -8,6 +8,7 @@ independent.  Address counts must stay within 2*log2(n) + 2.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -32,7 +33,7 @@ def _check_plan_shape(plan: tree.Plan, size: int) -> None:
     """Entries are contiguous runs of existing perfect subtrees; at most one is composite."""
     assert sum(len(entry) > 1 for entry in plan) <= 1
     for entry in plan:
-        for (level, index), nxt in zip(entry, entry[1:], strict=False):
+        for (level, index), nxt in itertools.pairwise(entry):
             assert nxt[0] < level
             assert tree.node_range(level, index)[1] == tree.node_range(*nxt)[0]
         for level, index in entry:
@@ -53,7 +54,7 @@ def grown() -> tuple[list[bytes], dict[tree.Address, bytes], list[int]]:
     for size, entry in enumerate(entries):
         calls: list[tree.Address] = []
 
-        def get_node(level: int, index: int) -> bytes:
+        def get_node(level: int, index: int, calls: list[tree.Address] = calls) -> bytes:
             calls.append((level, index))
             return store[level, index]
 

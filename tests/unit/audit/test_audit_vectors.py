@@ -109,8 +109,8 @@ def test_reference_tree_roots_of_every_prefix() -> None:
         assert merkle.root_hash(leaves[:size]) == want
         assert tree.hash_plan(tree.root_plan(size), store) == [want]
         if size < len(leaves):
-            for level, index, h in tree.appended_nodes(size, merkle.leaf_hash(leaves[size]), lambda lv, ix: store[lv, ix]):
-                store[level, index] = h
+            new = tree.appended_nodes(size, merkle.leaf_hash(leaves[size]), lambda lv, ix: store[lv, ix])
+            store.update({(level, index): h for level, index, h in new})
 
 
 @pytest.mark.parametrize("path", [p for p in INCLUSION if p.name == "happy-path.json"], ids=_id)

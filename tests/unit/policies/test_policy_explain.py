@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -15,6 +16,8 @@ from services.cli import policy as policy_cli
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "policies" / "examples"
 
+if policy_cli.find_opa_binary() is None and os.environ.get("CI") == "true":
+    raise RuntimeError("opa binary missing in CI: run the deploy setup")
 pytestmark = pytest.mark.skipif(
     policy_cli.find_opa_binary() is None, reason="opa binary not installed (deploy setup)"
 )
