@@ -30,7 +30,7 @@ DIRECTORY_TYPES = {"Organization", "Location", "Practitioner", "PractitionerRole
 def load_ndjson(directory: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for f in sorted(directory.glob("*.ndjson.gz")):
-        out.extend(json.loads(line) for line in gzip.open(f) if line.strip())
+        out.extend(json.loads(line) for line in gzip.decompress(f.read_bytes()).splitlines() if line.strip())
     return out
 
 
@@ -80,6 +80,11 @@ def stack():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def ten_patients() -> list[dict[str, Any]]:
     return load_ndjson(TEN)
+
+
+def first_patient() -> dict[str, Any]:
+    """The first Patient of the 10-patient set, as a hospital would send it."""
+    return json.loads(gzip.decompress((TEN / "Patient.000.ndjson.gz").read_bytes()).splitlines()[0])
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 120, what: str = "condition") -> None:

@@ -8,6 +8,7 @@ Consumers commit offsets only after the handler's own database commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -172,9 +173,7 @@ def ensure_topics(bootstrap: str, topics: Iterable[Topic] = ALL_TOPICS) -> None:
             if t.name not in existing
         }
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted, timeout_ms=30000, wait_for_metadata=True)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

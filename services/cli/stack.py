@@ -8,6 +8,7 @@ stops, prints that component's log tail and exits non-zero.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -232,10 +233,8 @@ class Stack:
     def stop(self, name: str, timeout_s: float = 30) -> None:
         pid = self.pid(name)
         if pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + timeout_s
             while self.pid(name) is not None and time.monotonic() < deadline:
                 _reap(pid)
@@ -295,7 +294,5 @@ def _http_ok(url: str) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect a child we started in this process, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -6,15 +6,13 @@ always bring the component back, even when an assertion fails.
 
 from __future__ import annotations
 
-import gzip
-import json
 import time
 import uuid
 from collections import Counter
 
 import httpx
 
-from tests.conftest import TEN, auth, clinician_counts, wait_for
+from tests.conftest import auth, clinician_counts, first_patient, wait_for
 
 
 def _audit_size(settings) -> int:
@@ -49,7 +47,7 @@ def test_with_kafka_stopped_a_read_discloses_nothing(loaded, stack, token, setti
         assert r.headers["Retry-After"]
         assert "entry" not in r.json() and pid not in r.text
         # Ingest does not acknowledge what it could not make durable.
-        patient = json.loads(gzip.open(TEN / "Patient.000.ndjson.gz").readline())
+        patient = first_patient()
         w = httpx.post(f"{settings.ingest_url}/fhir/Patient", json=patient, timeout=60,
                        headers=auth(token("gy-hosp-001", "ingest", role="integration")))
         assert w.status_code == 503
@@ -60,7 +58,7 @@ def test_with_kafka_stopped_a_read_discloses_nothing(loaded, stack, token, setti
 
 def test_restart_loses_nothing_that_was_acknowledged(loaded, stack, token, settings) -> None:
     # A new patient with a condition, acknowledged just before a full restart.
-    patient = json.loads(gzip.open(TEN / "Patient.000.ndjson.gz").readline())
+    patient = first_patient()
     pid = patient["id"] = str(uuid.uuid4())
     condition = {
         "resourceType": "Condition", "id": str(uuid.uuid4()),
