@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${HEALTHGOV_PG_PORT:-55432}"
-ptr=.cache/pg-dir
+ptr=.cache/pg-dir-$PORT
 
 find_bin() {
   local d

@@ -9,7 +9,9 @@ export HEALTHGOV_STATE_DIR="${HEALTHGOV_STATE_DIR:-$(mktemp -d /tmp/healthgov-te
 hg=.venv/bin/healthgov
 opa=.cache/bin/opa
 
-for port in 8000 8001 8002 8003 8181 9092 9093; do
+off=${HEALTHGOV_PORT_OFFSET:-0}
+for base in 8000 8001 8002 8003 8181 9092 9093; do
+  port=$((base + off))
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "port $port is in use (is 'make run' still running? stop it first)" >&2; exit 1
   fi
@@ -35,6 +37,7 @@ echo "==> policies: opa check, fmt, test"
 "$opa" test policies/
 
 echo "==> postgresql"
+export HEALTHGOV_PG_PORT="${HEALTHGOV_PG_PORT:-$((55432 + off))}"
 HEALTHGOV_DATABASE_URL=$(./deploy/postgres.sh start)
 export HEALTHGOV_DATABASE_URL
 

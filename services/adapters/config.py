@@ -13,6 +13,8 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PORTS = {"portal": 8000, "ingest": 8001, "records": 8002, "audit": 8003, "opa": 8181,
+         "kafka": 9092, "kafka-controller": 9093}
 
 
 class PlatformSettings(BaseSettings):
@@ -23,20 +25,32 @@ class PlatformSettings(BaseSettings):
     env: str = "dev"
     state_dir: Path = REPO_ROOT / ".state"
     registry_file: Path = REPO_ROOT / "deploy" / "demo" / "registry.json"
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    opa_url: str = "http://127.0.0.1:8181"
+    # Shifts every local port (Kafka, OPA, services) so two stacks can share a machine.
+    port_offset: int = 0
+    kafka_bootstrap: str = ""
+    opa_url: str = ""
     database_url: str | None = None
     portal_org: str = "healthgov-portal"
-    ingest_url: str = "http://127.0.0.1:8001"
-    records_url: str = "http://127.0.0.1:8002"
-    audit_url: str = "http://127.0.0.1:8003"
-    portal_url: str = "http://127.0.0.1:8000"
+    ingest_url: str = ""
+    records_url: str = ""
+    audit_url: str = ""
+    portal_url: str = ""
 
     @model_validator(mode="after")
-    def _known_env(self) -> PlatformSettings:
+    def _defaults(self) -> PlatformSettings:
         if self.env not in ("dev", "test", "prod"):
             raise ValueError("HEALTHGOV_ENV must be dev, test or prod")
+        local = "http://127.0.0.1:{}"
+        self.kafka_bootstrap = self.kafka_bootstrap or f"127.0.0.1:{self.port('kafka')}"
+        self.opa_url = self.opa_url or local.format(self.port("opa"))
+        for name in ("portal", "ingest", "records", "audit"):
+            if not getattr(self, f"{name}_url"):
+                setattr(self, f"{name}_url", local.format(self.port(name)))
         return self
+
+    def port(self, component: str) -> int:
+        """The local port of a component (DESIGN §7), shifted by ``port_offset``."""
+        return PORTS[component] + self.port_offset
 
     @property
     def dev_mode(self) -> bool:

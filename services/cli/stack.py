@@ -28,7 +28,7 @@ from services.adapters.auth import load_registry
 from services.adapters.config import REPO_ROOT, PlatformSettings
 from services.adapters.keys import PlatformKeys
 
-SERVICES = {"portal": 8000, "ingest": 8001, "records": 8002, "audit": 8003}
+SERVICES = ("portal", "ingest", "records", "audit")
 
 
 @dataclass
@@ -69,12 +69,14 @@ class Stack:
         kdir = self.state / "kafka"
         data = kdir / "data"
         kdir.mkdir(parents=True, exist_ok=True)
+        broker = f"127.0.0.1:{self.settings.port('kafka')}"
+        controller = f"127.0.0.1:{self.settings.port('kafka-controller')}"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "controller.quorum.bootstrap.servers": "127.0.0.1:9093",
-            "listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
-            "advertised.listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+            "controller.quorum.bootstrap.servers": controller,
+            "listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
+            "advertised.listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -115,7 +117,7 @@ class Stack:
         ]
 
     def _kafka_healthy(self) -> bool:
-        if not _port_open(9092):
+        if not _port_open(self.settings.port("kafka")):
             return False
         try:
             from kafka.admin import KafkaAdminClient
@@ -150,15 +152,16 @@ class Stack:
             Component(
                 name="opa",
                 argv=[
-                    "@opa", "run", "--server", "--addr", "127.0.0.1:8181", "--log-level", "error",
-                    "--skip-version-check", "--disable-telemetry",
+                    "@opa", "run", "--server", "--addr", f"127.0.0.1:{s.port('opa')}",
+                    "--log-level", "error", "--skip-version-check",
                     str(REPO_ROOT / "policies"), f"healthgov.registry:{s.registry_file}",
                 ],
                 healthy=lambda: _http_ok(f"{s.opa_url}/health"),
                 url=s.opa_url,
             ),
         ]
-        for name, port in SERVICES.items():
+        for name in SERVICES:
+            port = s.port(name)
             comps.append(
                 Component(
                     name=name,
