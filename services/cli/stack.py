@@ -186,6 +186,9 @@ class Stack:
         if not path.exists():
             return None
         pid = int(path.read_text().strip() or 0)
+        if pid <= 0:
+            return None
+        _reap(pid)  # a child of ours that exited is a zombie until reaped
         try:
             os.kill(pid, 0)
         except (ProcessLookupError, PermissionError):

@@ -1,0 +1,48 @@
+"""The stack runner reports a component that does not start, with its log tail."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.adapters.config import PlatformSettings
+from services.cli.stack import Component, ComponentFailed, Stack
+
+
+def test_a_component_that_dies_fails_with_its_log_tail(tmp_path: Path) -> None:
+    stack = Stack(PlatformSettings(state_dir=tmp_path, port_offset=5000))
+    stack.prepare_state()
+    stack.components["bogus"] = Component(
+        name="bogus",
+        argv=[sys.executable, "-c", "import sys; print('bogus: cannot bind 127.0.0.1:1'); sys.exit(3)"],
+        healthy=lambda: False, url="")
+    with pytest.raises(ComponentFailed) as failed:
+        stack.start("bogus", timeout_s=20)
+    assert failed.value.name == "bogus"
+    assert "cannot bind" in failed.value.tail
+    assert stack.pid("bogus") is None
+
+
+def test_a_component_that_never_gets_healthy_times_out_and_is_reported(tmp_path: Path) -> None:
+    stack = Stack(PlatformSettings(state_dir=tmp_path, port_offset=5000))
+    stack.prepare_state()
+    stack.components["sleepy"] = Component(
+        name="sleepy", argv=[sys.executable, "-c", "print('starting', flush=True); import time; time.sleep(60)"],
+        healthy=lambda: False, url="")
+    try:
+        with pytest.raises(ComponentFailed) as failed:
+            stack.start("sleepy", timeout_s=2)
+        assert "starting" in failed.value.tail
+    finally:
+        stack.stop("sleepy")
+    assert stack.pid("sleepy") is None
+
+
+def test_status_reports_every_component_down_on_an_empty_state_dir(tmp_path: Path) -> None:
+    stack = Stack(PlatformSettings(state_dir=tmp_path, port_offset=5000))
+    status = stack.status()
+    assert set(status) == {"kafka", "opa", "portal", "ingest", "records", "audit"}
+    assert not any(s["healthy"] for s in status.values())
+    assert status["records"]["url"] == "http://127.0.0.1:13002"
