@@ -12,10 +12,12 @@ trap cleanup EXIT INT TERM
 
 "$hg" stack up
 "$hg" ingest deploy/demo/fixtures/synthea-10-patients --org gy-hosp-001
+echo "demo portal accounts (username, password):"
+"$hg" portal demo-accounts deploy/demo/fixtures/synthea-10-patients
 cat <<MSG
 
 healthgov is up with the Synthea demo patients (hospital gy-hosp-001).
-  portal   http://127.0.0.1:8000        patients and regulators
+  portal   http://127.0.0.1:8000        patients and regulators (sign in with an account above)
   ingest   http://127.0.0.1:8001/docs   hospital FHIR API
   records  http://127.0.0.1:8002/docs   policy-enforced reads
   audit    http://127.0.0.1:8003/docs   transparency log

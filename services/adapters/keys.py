@@ -38,6 +38,7 @@ class KeyProvider(Protocol):
     def get(self, kid: str) -> bytes: ...
     def rotate(self) -> str: ...
     def retire(self, kid: str) -> None: ...
+    def kids(self) -> list[str]: ...
 
 
 class LocalKeyring:
@@ -81,6 +82,10 @@ class LocalKeyring:
         doc["keks"].pop(kid, None)
         _write_secret(self.path, doc)
 
+    def kids(self) -> list[str]:
+        """Every KEK id the keyring still holds (the active one included)."""
+        return sorted(self._doc()["keks"])
+
 
 class PlatformKeys:
     """Every key a healthgov deployment owns, generated once per state dir."""
@@ -113,6 +118,10 @@ class PlatformKeys:
 
     def blind_index_key(self) -> bytes:
         return self._secret("blind-index")
+
+    def portal_key(self) -> bytes:
+        """The portal's key for its own account data (sealed patient references)."""
+        return self._secret("portal")
 
     def keyring(self) -> LocalKeyring:
         return LocalKeyring(self.dir / "keyring.json")

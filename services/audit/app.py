@@ -18,6 +18,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
 from sqlmodel import Session, select
 
+from services.adapters import crypto
 from services.adapters.kafka import ConsumerLoop
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
@@ -70,10 +71,12 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     install_error_handlers(app, fhir=False)
 
     def authorise(caller: Any, patient: str | None) -> None:
+        """Ask OPA whether ``caller`` may read events about ``patient`` (a pseudonym, or all)."""
         purpose = "PATRQT" if caller.org_type == "patient" else (caller.purpose or "HCOMPL")
+        me = crypto.pseudonym(keys.pseudonym_key(), caller.patient) if caller.patient else None
         decision = policy.decide(PolicyInput(
             subject=Subject(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role,
-                            patient=caller.patient),
+                            patient=me),
             action="audit_read", purpose=purpose,
             resource=PolicyResource(patient=patient, type="AuditEvent"), now=rfc3339(utcnow())))
         if not decision.allow:
@@ -158,8 +161,6 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
                cursor: Annotated[int, Query(ge=0)] = 0,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         if caller.org_type == "patient":
-            from services.adapters import crypto
-
             patient = crypto.pseudonym(keys.pseudonym_key(), caller.patient or "")
         authorise(caller, patient)
         q = select(Entry).where(Entry.idx >= cursor)

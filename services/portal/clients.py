@@ -1,0 +1,84 @@
+"""The portal's calls to records and audit, on behalf of the signed-in person.
+
+Patients: the portal signs with its own organisation key and a ``patient``
+claim (only the portal's key may carry one, DESIGN §5). Regulators: in dev and
+test the portal signs as the demo regulator; in production a regulator's own
+identity provider issues that token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from services.adapters.auth import issue_token
+from services.adapters.keys import PlatformKeys
+from services.portal.accounts import Principal
+from services.portal.config import PortalSettings
+
+
+class Upstream(Exception):
+    """Records or audit answered with an error the person should see."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class PortalClients:
+    def __init__(self, settings: PortalSettings, keys: PlatformKeys) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.http = httpx.Client(timeout=30)
+
+    def _token(self, who: Principal, audience: str) -> str:
+        if who.role == "patient":
+            private, _ = self.keys.org_signer(self.settings.portal_org)
+            return issue_token(org=self.settings.portal_org, private_key=private, subject=who.username,
+                               audience=audience, role="patient", patient=who.subject, purpose="PATRQT")
+        if not self.settings.dev_mode:
+            raise Upstream(501, "regulators sign in through their organisation's identity provider")
+        private, _ = self.keys.org_signer(self.settings.regulator_org)
+        return issue_token(org=self.settings.regulator_org, private_key=private, subject=who.username,
+                           audience=audience, role="regulator", purpose="HCOMPL")
+
+    def _get(self, who: Principal, service: str, path: str, **params: Any) -> httpx.Response:
+        base = self.settings.records_url if service == "records" else self.settings.audit_url
+        try:
+            resp = self.http.get(base + path, params={k: v for k, v in params.items() if v is not None},
+                                 headers={"Authorization": f"Bearer {self._token(who, service)}"})
+        except httpx.HTTPError as exc:
+            raise Upstream(503, f"{service} is unavailable") from exc
+        if resp.status_code >= 400:
+            raise Upstream(resp.status_code, _detail(resp))
+        return resp
+
+    def my_records(self, who: Principal) -> dict[str, Any]:
+        return self._get(who, "records", f"/fhir/Patient/{who.subject}/$everything").json()
+
+    def my_access(self, who: Principal, cursor: int = 0) -> dict[str, Any]:
+        return self._get(who, "audit", "/events", cursor=cursor, limit=200).json()
+
+    def events(self, who: Principal, **filters: Any) -> dict[str, Any]:
+        return self._get(who, "audit", "/events", **filters).json()
+
+    def public(self, path: str, **params: Any) -> httpx.Response:
+        try:
+            resp = self.http.get(self.settings.audit_url + path, params=params)
+        except httpx.HTTPError as exc:
+            raise Upstream(503, "audit is unavailable") from exc
+        if resp.status_code >= 400:
+            raise Upstream(resp.status_code, _detail(resp))
+        return resp
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300]
+    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        return "; ".join(i.get("diagnostics", "") for i in body.get("issue", []))
+    return str(body.get("detail", body) if isinstance(body, dict) else body)[:300]

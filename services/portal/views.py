@@ -1,0 +1,69 @@
+"""Shaping upstream answers into what a person reads: no raw FHIR, no raw events."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from typing import Any
+
+from services.audit import merkle, note
+
+
+def record_summary(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    by_type: dict[str, dict[str, Any]] = defaultdict(lambda: {"count": 0, "sources": set()})
+    conditions = []
+    for entry in bundle.get("entry", []):
+        res = entry.get("resource", {})
+        row = by_type[res.get("resourceType", "?")]
+        row["count"] += 1
+        if source := res.get("meta", {}).get("source"):
+            row["sources"].add(source)
+        if res.get("resourceType") == "Condition":
+            code = res.get("code", {})
+            text = code.get("text") or next((c.get("display") for c in code.get("coding", [])), "")
+            status = next((c.get("code") for c in res.get("clinicalStatus", {}).get("coding", [])), "")
+            conditions.append({"onset": (res.get("onsetDateTime") or "")[:10], "text": text, "status": status})
+    summary = [{"type": t, "count": r["count"], "sources": sorted(r["sources"])}
+               for t, r in sorted(by_type.items())]
+    return summary, sorted(conditions, key=lambda c: c["onset"], reverse=True)
+
+
+STATE_TYPES = {"public_health", "law_enforcement", "regulator"}
+
+
+def event_rows(events: list[dict[str, Any]], registry: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    orgs = registry.get("orgs", {})
+    for e in events:
+        acc = e.get("accessor", {})
+        decision = e.get("decision") or {}
+        rows.append({
+            "index": e.get("index"),
+            "event_id": e.get("event_id"),
+            "when": (e.get("occurred_at") or "")[:19].replace("T", " "),
+            "who": orgs.get(acc.get("org"), {}).get("name", acc.get("org")),
+            "org_type": acc.get("org_type"),
+            "state": acc.get("org_type") in STATE_TYPES,
+            "purpose": e.get("purpose"),
+            "kind": e.get("kind"),
+            "denied": e.get("kind") == "denial",
+            "reasons": ", ".join(decision.get("reasons", [])),
+            "count": len(e.get("resources", [])),
+            "patient": e.get("patient"),
+        })
+    return rows
+
+
+def check_receipt(receipt: dict[str, Any], verifier_key: str) -> dict[str, Any]:
+    """Verify a receipt as a patient could offline: signature, then inclusion."""
+    out: dict[str, Any] = {"ok": False, "key": verifier_key, "index": receipt.get("index")}
+    try:
+        cp = note.open_checkpoint(receipt["checkpoint"], note.new_verifier(verifier_key))
+        entry = base64.b64decode(receipt["entry"])
+        proof = [base64.b64decode(h) for h in receipt["proof"]]
+        merkle.verify_inclusion(merkle.leaf_hash(entry), int(receipt["index"]), cp.size, proof, cp.root_hash)
+        out.update(ok=True, size=cp.size, event=json.dumps(json.loads(entry), indent=2))
+    except (note.NoteError, merkle.ProofError, KeyError, ValueError) as exc:
+        out["error"] = str(exc)
+    return out
