@@ -60,6 +60,7 @@ class Producer:
                         max_request_size=8 * 1024 * 1024,
                         compression_type=None,
                         max_block_ms=5000,
+                        bootstrap_timeout_ms=5000,  # a dead broker is a 503 in seconds, not half a minute
                         request_timeout_ms=5000,
                         delivery_timeout_ms=12000,
                         reconnect_backoff_max_ms=1000,
@@ -81,6 +82,24 @@ class Producer:
 
     def send(self, message: Message, timeout_s: float = SEND_TIMEOUT_S) -> None:
         self.send_all([message], timeout_s)
+
+    def send_stream(self, batches: Iterable[Sequence[Message]], timeout_s: float = SEND_TIMEOUT_S) -> int:
+        """Send batches as ``batches`` yields them, then return only when the broker acknowledged all.
+
+        Producing overlaps the caller's preparation of the next batch (the
+        iterable is consumed lazily); the count of messages is returned.
+        """
+        producer = self._get()
+        futures = []
+        try:
+            for batch in batches:
+                futures.extend(producer.send(m.topic, value=m.value, key=m.key) for m in batch)
+            producer.flush(timeout=timeout_s)
+            for future in futures:
+                future.get(timeout=timeout_s)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"kafka did not acknowledge: {exc}") from exc
+        return len(futures)
 
     def close(self) -> None:
         with self._lock:

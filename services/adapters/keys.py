@@ -119,6 +119,10 @@ class PlatformKeys:
     def blind_index_key(self) -> bytes:
         return self._secret("blind-index")
 
+    def ingest_spool_key(self) -> bytes:
+        """Ingest's own key for accepted bulk-import data waiting to be published."""
+        return self._secret("ingest-spool")
+
     def portal_key(self) -> bytes:
         """The portal's key for its own account data (sealed patient references)."""
         return self._secret("portal")
@@ -129,6 +133,10 @@ class PlatformKeys:
     def audit_log_signer(self) -> tuple[bytes, bytes]:
         pair = self._pair("audit-log", crypto.ed25519_generate)
         return crypto.b64d(pair["private"]), crypto.b64d(pair["public"])
+
+    def audit_db_password(self) -> str:
+        """The audit writer role's PostgreSQL password, when the audit service creates that role."""
+        return self._secret("audit-db-writer").hex()
 
     def witness_signer(self) -> tuple[bytes, bytes]:
         pair = self._pair("witness", crypto.ed25519_generate)

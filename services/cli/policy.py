@@ -64,6 +64,9 @@ REASONS: dict[str, str] = {
     "regulator_audit_trail": "A regulator reading the audit trail.",
     "patient_own_audit_events": "A patient reading who accessed their records.",
     "patient_manages_own_consents": "A patient changing their own consents.",
+    "patient_erases_own_records": "A patient erasing their own records (their data key is destroyed).",
+    "clinician_refers_patient": "A treating clinician referring the patient to another hospital; the patient is told.",
+    "patient_refers_self": "A patient referring themselves to a hospital.",
     "clinician_records_consent_for_patient": (
         "A treating clinician recording a consent on the patient's behalf."
     ),
@@ -105,6 +108,10 @@ REASONS: dict[str, str] = {
     "audit_read_not_permitted": "Only regulators and patients may read the audit trail.",
     "consent_write_not_permitted": "Only the patient or a treating clinician may change consents.",
     "consent_write_requires_treat": "Consents are recorded for treatment (TREAT), not break-glass.",
+    "erase_only_by_patient": "Only the patient may erase their records.",
+    "referral_target_not_a_hospital": "A patient can only be referred to a registered hospital in good standing.",
+    "referral_requires_treat": "Referrals are made for treatment (TREAT), not break-glass.",
+    "refer_not_permitted": "Only the patient or a treating clinician may refer the patient.",
     "conflicting_rules": "Two rules matched; the policy refuses rather than guess.",
     "no_matching_rule": "No rule allows this request.",
 }

@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 INGEST_ENVELOPE_SCHEMA = "healthgov.ingest.envelope.v1"
 AUDIT_EVENT_SCHEMA = "healthgov.audit.event.v1"
 DEADLETTER_SCHEMA = "healthgov.deadletter.v1"
+CONSENT_CHANGE_SCHEMA = "healthgov.consent.change.v1"
 
 AuditKind = Literal[
-    "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest"
+    "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral"
 ]
 
 
@@ -125,3 +126,27 @@ class DeadLetter(BaseModel):
     offset: int
     reason: str
     original: str  # base64 of the original value
+
+
+class ConsentChange(BaseModel):
+    """A consent created or revoked, on ``consent.changes.v1`` (key: patient pseudonym).
+
+    The records service applies it to its consent registry (idempotently, by
+    ``change_id``); the accountable act is the matching AuditEvent of kind
+    ``consent`` (``event_id``). The FHIR Consent travels only as ``sealed``:
+    AES-256-GCM under the patient's data key, bound to this ``change_id``, so
+    the broker never holds who consented to what in the clear and erasing the
+    patient makes these messages unreadable too.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    schema_: Literal["healthgov.consent.change.v1"] = Field(default=CONSENT_CHANGE_SCHEMA, alias="schema")
+    change_id: str = Field(default_factory=lambda: str(uuid6.uuid7()))
+    occurred_at: str = Field(default_factory=lambda: rfc3339(utcnow()))
+    change: Literal["created", "revoked"]
+    patient: str  # pseudonym
+    consent_index: str  # blind index of the consent id
+    sealed: str  # base64 of the sealed FHIR Consent, as it is after the change
+    accessor: Accessor
+    event_id: str  # the AuditEvent of kind "consent" that records the change

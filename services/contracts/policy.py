@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 DECISION_PATH = "healthgov/access/decision"
 
-Action = Literal["read", "write", "audit_read", "consent_write"]
+Action = Literal["read", "write", "audit_read", "consent_write", "erase", "refer"]
 PURPOSES = ("PATRQT", "TREAT", "ETREAT", "PUBHLTH", "HLEGAL", "HCOMPL", "HRESCH", "HPAYMT", "HMARKT")
 
 

@@ -1,168 +1,197 @@
-"""Ingest HTTP API: the hospital-facing FHIR R4 front door (port 8001).
+"""Ingest HTTP API: the hospital-facing FHIR R4 and HL7 v2 front door (port 8001).
 
-Routes stay thin: authenticate, parse, authorise the write with OPA, call
-``service.submit`` and shape the FHIR response. A submission is acknowledged
-only after Kafka acknowledged every message.
+Routes stay thin: authenticate, rate-limit, read the body within the limits,
+call one ``Ingestor``/``JobRunner`` use case and shape the FHIR answer. A
+submission is acknowledged only after Kafka acknowledged every message.
+
+- ``POST /fhir``: transaction (all-or-nothing) or batch (per entry) Bundle.
+- ``POST /fhir/{type}``, ``PUT /fhir/{type}/{id}``: one resource.
+- ``POST /fhir/$import``: NDJSON, per line; with ``Prefer: respond-async`` an
+  asynchronous job (202 + ``Content-Location``), status at ``GET /jobs/{id}``.
+- ``POST /hl7v2``: one ER7 message, answered with an ACK; the same over MLLP
+  with mutual TLS when configured (``services/ingest/mllp.py``).
 """
 
 from __future__ import annotations
 
-import gzip
-import threading
-from collections import OrderedDict
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
-from services.adapters.auth import Caller
+from services.adapters.auth import load_registry
 from services.adapters.kafka import Producer
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
-from services.contracts.events import rfc3339, utcnow
-from services.contracts.policy import PolicyInput, PolicyResource, Subject
+from services.ingest import bundle as bundles
 from services.ingest import fhir
+from services.ingest.body import read_body, split_lines
 from services.ingest.config import IngestSettings
-from services.ingest.labels import load_table
-from services.ingest.service import Receipt, Sealer, submit
+from services.ingest.hl7_route import hl7_handler, install_hl7
+from services.ingest.idempotency import Idempotency, InFlight, KeyReused
+from services.ingest.jobs import JobRunner
+from services.ingest.mllp import MllpServer, tls_context
+from services.ingest.prepare import Context
+from services.ingest.ratelimit import RateLimited, RateLimiter
+from services.ingest.service import Forbidden, Ingestor, body_digest
+from services.ingest.store import make_engine
+from services.ingest.validation import Pool
 
 FHIR_JSON = "application/fhir+json"
 
 
-class IdempotencyCache:
-    """Answers a repeated submission (same key from the same hospital) the same way."""
+def _outcome(status: int, issues: list[fhir.Issue], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(fhir.operation_outcome(issues), status_code=status, media_type=FHIR_JSON, headers=headers)
 
-    def __init__(self, size: int = 10_000) -> None:
-        self._items: OrderedDict[tuple[str, str], tuple[int, dict[str, Any]]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.size = size
 
-    def get(self, org: str, key: str | None) -> tuple[int, dict[str, Any]] | None:
-        if not key:
-            return None
-        with self._lock:
-            return self._items.get((org, key))
-
-    def put(self, org: str, key: str | None, status: int, body: dict[str, Any]) -> None:
-        if not key:
-            return
-        with self._lock:
-            self._items[(org, key)] = (status, body)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+def _receipt_headers(receipt: Any) -> dict[str, str]:
+    headers = {"X-Healthgov-Submission": receipt.submission_id, "X-Healthgov-Event-Id": receipt.event_id}
+    if receipt.replay:
+        headers["X-Healthgov-Replayed"] = "true"
+    return headers
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or IngestSettings()
     keys = PlatformKeys(settings.state_dir)
-    app = FastAPI(title="healthgov ingest", version="1.0")
-    app.state.authenticator = build_authenticator(settings, "ingest")
-    sealer = Sealer(records_public_key=keys.records_hpke_public(),
-                    pseudonym_key=keys.pseudonym_key(), labels=load_table(settings.labels_file))
+    engine = make_engine(settings.store_url)
+    ctx = Context(records_public_key=keys.records_hpke_public(), pseudonym_key=keys.pseudonym_key(),
+                  labels_file=str(settings.labels_file), message_resources=settings.message_resources)
     producer = Producer(settings.kafka_bootstrap, "healthgov-ingest")
-    policy = PolicyClient(settings.opa_url)
-    seen = IdempotencyCache()
+    pool = Pool(settings.validation_workers, settings.validation_memo)
+    ingestor = Ingestor(ctx=ctx, producer=producer, policy=PolicyClient(settings.opa_url), pool=pool,
+                        idempotency=Idempotency(engine, keys.pseudonym_key(), stale_after_s=60),
+                        pool_threshold=settings.pool_threshold, chunk_lines=settings.chunk_lines)
+    runner = JobRunner(engine=engine, ingestor=ingestor, spool_key=keys.ingest_spool_key(),
+                       chunk_lines=settings.chunk_lines, lease_s=settings.job_lease_s,
+                       poll_s=settings.job_poll_s, max_errors=settings.job_max_errors)
+    limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+
+    mllp = None
+    if settings.mllp_cert and settings.mllp_key and settings.mllp_client_ca:
+        mllp = MllpServer(host=settings.mllp_host, port=settings.mllp_port,
+                          context=tls_context(str(settings.mllp_cert), str(settings.mllp_key),
+                                              str(settings.mllp_client_ca)),
+                          registry=load_registry(settings.registry_file), handle=hl7_handler(ingestor, settings))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        await run_in_threadpool(pool.warm_up)
+        runner.start()
+        if mllp is not None:
+            await mllp.start()
+        yield
+        if mllp is not None:
+            await mllp.stop()
+        runner.stop()
+        producer.close()
+        pool.close()
+
+    app = FastAPI(title="healthgov ingest", version="1.0", lifespan=lifespan)
+    app.state.authenticator = build_authenticator(settings, "ingest")
+    app.state.ingestor, app.state.runner, app.state.engine = ingestor, runner, engine
     install_error_handlers(app)
 
-    def outcome(status: int, issues: list[fhir.Issue]) -> JSONResponse:
-        return JSONResponse(fhir.operation_outcome(issues), status_code=status, media_type=FHIR_JSON)
-
-    def authorise_write(caller: Caller) -> JSONResponse | None:
-        decision = policy.decide(PolicyInput(
-            subject=Subject(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
-            action="write", purpose="TREAT",
-            resource=PolicyResource(patient=None, type="Bundle", hospital=caller.org),
-            now=rfc3339(utcnow()),
-        ))
-        if decision.allow:
-            return None
-        return outcome(403, [fhir.Issue("write denied: " + ", ".join(decision.reasons),
-                                        code="forbidden")])
-
-    async def read_body(request: Request) -> bytes:
-        body = await request.body()
-        if request.headers.get("content-encoding") == "gzip":
-            body = gzip.decompress(body)
-        if len(body) > settings.max_body_bytes:
-            raise fhir.InvalidSubmission(
-                [fhir.Issue(f"request of {len(body)} bytes exceeds {settings.max_body_bytes}",
-                            "body", "too-costly")], status=413)
-        return body
-
-    def accept(caller: Caller, sub: fhir.Submission, key: str | None) -> JSONResponse:
-        if (cached := seen.get(caller.org, key)) is not None:
-            return JSONResponse(cached[1], status_code=cached[0], media_type=FHIR_JSON)
-        if (denied := authorise_write(caller)) is not None:
-            return denied
-        receipt = submit(caller=caller, submission=sub, sealer=sealer, producer=producer)
-        body = response_bundle(sub, receipt)
-        seen.put(caller.org, key, 200, body)
-        return JSONResponse(body, status_code=200, media_type=FHIR_JSON,
-                            headers={"X-Healthgov-Submission": receipt.submission_id,
-                                     "X-Healthgov-Event-Id": receipt.event_id})
-
     @app.exception_handler(fhir.InvalidSubmission)
-    async def _invalid(_request: Request, exc: fhir.InvalidSubmission) -> JSONResponse:
-        headers = {"Retry-After": "60"} if exc.status == 429 else {}
-        return JSONResponse(fhir.operation_outcome(exc.issues), status_code=exc.status,
-                            media_type=FHIR_JSON, headers=headers)
+    async def _invalid(_r: Request, exc: fhir.InvalidSubmission) -> JSONResponse:
+        return _outcome(exc.status, exc.issues)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_r: Request, exc: Forbidden) -> JSONResponse:
+        return _outcome(403, [fhir.Issue("write denied: " + ", ".join(exc.reasons), code="forbidden")])
+
+    @app.exception_handler(RateLimited)
+    async def _limited(_r: Request, exc: RateLimited) -> JSONResponse:
+        return _outcome(429, [fhir.Issue(str(exc), code="throttled")], {"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(KeyReused)
+    async def _reused(_r: Request, exc: KeyReused) -> JSONResponse:
+        return _outcome(422, [fhir.Issue(str(exc), "Idempotency-Key", "duplicate")])
+
+    @app.exception_handler(InFlight)
+    async def _inflight(_r: Request, exc: InFlight) -> JSONResponse:
+        return _outcome(409, [fhir.Issue(str(exc), "Idempotency-Key", "conflict")], {"Retry-After": "1"})
+
+    async def body_of(request: Request, caller: Any) -> bytes:
+        limiter.take(caller.org)
+        return await read_body(request, settings.max_body_bytes)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "validation_workers": pool.workers}
 
     @app.post("/fhir")
     async def post_bundle(request: Request, caller: CallerDep,
                           idempotency_key: str | None = Header(default=None)) -> JSONResponse:
-        body = await read_body(request)
-        sub = fhir.parse_bundle(fhir.parse_json(body), settings.max_entries)
-        return await _in_thread(accept, caller, sub, idempotency_key or sub.identifier)
+        body = await body_of(request, caller)
+        parsed = bundles.read_entries(fhir.parse_json(body), settings.max_bundle_entries)
+        await run_in_threadpool(ingestor.check_bundle, parsed, caller.org)
+        receipt = await run_in_threadpool(ingestor.submit_bundle, caller, parsed, body_digest(body),
+                                          idempotency_key or parsed.identifier)
+        return JSONResponse(bundles.response(parsed, receipt.submission_id), media_type=FHIR_JSON,
+                            headers=_receipt_headers(receipt))
 
     @app.post("/fhir/$import")
-    async def post_ndjson(request: Request, caller: CallerDep,
-                          idempotency_key: str | None = Header(default=None)) -> JSONResponse:
-        body = await read_body(request)
-        sub = await _in_thread(fhir.parse_ndjson, body, settings.max_entries)
-        return await _in_thread(accept, caller, sub, idempotency_key)
+    async def post_ndjson(request: Request, caller: CallerDep, prefer: str | None = Header(default=None),
+                          idempotency_key: str | None = Header(default=None)) -> Response:
+        body = await body_of(request, caller)
+        lines = split_lines(body, settings.max_ndjson_lines)
+        digest = body_digest(body)
+        if prefer and "respond-async" in prefer.lower():
+            await run_in_threadpool(ingestor.authorise, caller)
+            job = await run_in_threadpool(runner.create, caller, lines, digest)
+            url = f"{str(request.base_url).rstrip('/')}/jobs/{job.id}"
+            return JSONResponse({"id": job.id, "status": job.state, "lines": job.lines}, status_code=202,
+                                headers={"Content-Location": url, "X-Healthgov-Submission": job.id})
+        receipt, outcomes = await run_in_threadpool(ingestor.submit_ndjson, caller, lines, digest, idempotency_key)
+        entries = [{"response": {"status": "201 Created", "location": f"{o.rtype}/{o.rid}"}} if o.ok else
+                   {"response": {"status": "400 Bad Request",
+                                 "outcome": fhir.operation_outcome(o.issue_objects())}} for o in outcomes]
+        return JSONResponse({"resourceType": "Bundle", "type": "batch-response", "entry": entries},
+                            media_type=FHIR_JSON, headers=_receipt_headers(receipt))
+
+    @app.get("/jobs/{job_id}")
+    async def job_status(job_id: str, caller: CallerDep) -> JSONResponse:
+        status = await run_in_threadpool(runner.status, caller.org, job_id)
+        if status is None:
+            return _outcome(404, [fhir.Issue("no such import job", code="not-found")])
+        running = status["status"] in ("accepted", "running")
+        return JSONResponse(status, status_code=202 if running else 200,
+                            headers={"X-Progress": f"{status['progress']}%"} if running else None)
+
+    async def one_resource(request: Request, caller: Any, rtype: str, rid: str | None,
+                           key: str | None) -> JSONResponse:
+        body = await body_of(request, caller)
+        doc = fhir.parse_json(body)
+        if isinstance(doc, dict) and doc.get("resourceType") not in (None, rtype):
+            raise fhir.InvalidSubmission([fhir.Issue("resourceType does not match the URL type", "resourceType")])
+        entry = {"resource": doc, "request": {"method": "PUT" if rid else "POST",
+                                              "url": f"{rtype}/{rid}" if rid else rtype}}
+        parsed = bundles.read_entries({"resourceType": "Bundle", "type": "transaction", "entry": [entry]}, 1)
+        try:
+            await run_in_threadpool(ingestor.check_bundle, parsed, caller.org)
+        except fhir.InvalidSubmission as exc:  # name paths from the resource, not the wrapper Bundle
+            for issue in exc.issues:
+                issue.diagnostics = issue.diagnostics.replace("Bundle.entry[0].resource", rtype)
+                issue.expression = (issue.expression or "").replace("Bundle.entry[0].resource", rtype) or None
+            raise
+        receipt = await run_in_threadpool(ingestor.submit_bundle, caller, parsed, body_digest(body), key)
+        headers = {**_receipt_headers(receipt), "Location": parsed.entries[0].location}
+        return JSONResponse(parsed.entries[0].resource, status_code=200 if rid else 201, media_type=FHIR_JSON,
+                            headers=headers)
 
     @app.post("/fhir/{rtype}")
     async def post_resource(rtype: str, request: Request, caller: CallerDep,
                             idempotency_key: str | None = Header(default=None)) -> JSONResponse:
-        doc = fhir.parse_json(await read_body(request))
-        issues = fhir.validate_resource(doc, rtype)
-        if not issues and doc.get("resourceType") != rtype:
-            issues = [fhir.Issue(f"resourceType {doc.get('resourceType')!r} does not match the URL "
-                                 f"type {rtype!r}", "resourceType")]
-        if issues:
-            return outcome(400, issues)
-        sub = fhir.Submission(kind="resource", resources=[doc])
-        return await _in_thread(accept, caller, sub, idempotency_key)
+        return await one_resource(request, caller, rtype, None, idempotency_key)
 
-    @app.on_event("shutdown")
-    def _close() -> None:
-        producer.close()
+    @app.put("/fhir/{rtype}/{rid}")
+    async def put_resource(rtype: str, rid: str, request: Request, caller: CallerDep,
+                           idempotency_key: str | None = Header(default=None)) -> JSONResponse:
+        return await one_resource(request, caller, rtype, rid, idempotency_key)
 
+    install_hl7(app, ingestor, settings, body_of)
     return app
-
-
-async def _in_thread(fn: Any, *args: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)
-
-
-def response_bundle(sub: fhir.Submission, receipt: Receipt) -> dict[str, Any]:
-    """A transaction-response / batch-response Bundle, one entry per resource."""
-    rtype = "transaction-response" if sub.kind == "transaction" else "batch-response"
-    return {
-        "resourceType": "Bundle",
-        "type": rtype,
-        "meta": {"tag": [{"system": "https://healthgov.example/submission",
-                          "code": receipt.submission_id}]},
-        "entry": [
-            {"response": {"status": "201 Created",
-                          "location": f"{r['resourceType']}/{r.get('id', '')}"}}
-            for r in sub.resources
-        ],
-    }

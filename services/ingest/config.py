@@ -1,5 +1,8 @@
-"""Ingest settings."""
+"""Ingest settings (``HEALTHGOV_*``): limits, the validation pool and the import jobs."""
 
+from __future__ import annotations
+
+import os
 from pathlib import Path
 
 from services.adapters.config import PlatformSettings
@@ -7,7 +10,37 @@ from services.ingest.labels import DEFAULT_TABLE
 
 
 class IngestSettings(PlatformSettings):
-    max_body_bytes: int = 64 * 1024 * 1024
-    max_entries: int = 50_000
-    labels_file: Path = DEFAULT_TABLE
+    """What a hospital integrator can rely on, and what an operator can tune."""
+
+    # Limits: 413 beyond them, 429 with Retry-After beyond the rate.
+    max_body_bytes: int = 128 * 1024 * 1024
+    max_bundle_entries: int = 5_000
+    max_ndjson_lines: int = 500_000
+    rate_limit_per_s: float = 50.0  # requests per second per hospital (token bucket)
+    rate_limit_burst: int = 100
     retry_after_s: int = 5
+    # Sensitivity labels: the code→label table (DESIGN §4).
+    labels_file: Path = DEFAULT_TABLE
+    # Validation: worker processes for bulk work and the memo of repeated data types.
+    validation_workers: int = max(1, os.cpu_count() or 1)
+    validation_memo: bool = True
+    pool_threshold: int = 200  # resources in one request before the pool is used
+    chunk_lines: int = 1_000  # NDJSON lines per validation chunk and per spooled job chunk
+    message_resources: int = 250  # resources per sealed Kafka message (same patient)
+    # Async $import jobs.
+    job_lease_s: int = 60
+    job_poll_s: float = 0.5
+    job_max_errors: int = 1_000
+    # HL7 v2: the time zone of timestamps that carry none (the hospitals' local time).
+    hl7_default_tz: str = "+08:00"
+    # MLLP listener for HL7 v2 over mutual TLS; off unless the three PEM files are set.
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575
+    mllp_cert: Path | None = None
+    mllp_key: Path | None = None
+    mllp_client_ca: Path | None = None
+    ingest_database_url: str | None = None
+
+    @property
+    def store_url(self) -> str:
+        return self.ingest_database_url or self.db_url("ingest")

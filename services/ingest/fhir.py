@@ -1,13 +1,15 @@
-"""FHIR R4 parsing and validation for ingest, and OperationOutcome errors.
+"""FHIR R4 validation for ingest, and OperationOutcome errors.
 
-Validation uses the fhir.resources models (R4B, which accepts R4 content);
-every problem is reported with where it is: the Bundle entry or NDJSON line and
+Validation uses the fhir.resources models (R4B, which accepts R4 content).
+Every problem is reported with where it is: the Bundle entry or NDJSON line and
 the element path, so an integration engineer can fix the sending system.
+Diagnostics never echo submitted values: an OperationOutcome may be logged or
+stored, and it must not carry PHI.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 DIRECTORY_TYPES = frozenset({"Organization", "Location", "Practitioner", "PractitionerRole"})
 # Elements that point at the patient a resource is about, in order of preference.
 PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
+MAX_ISSUES_PER_RESOURCE = 20
 
 
 @dataclass
@@ -34,6 +37,10 @@ class Issue:
         if self.expression:
             out["expression"] = [self.expression]
         return out
+
+    def as_tuple(self) -> tuple[str, str | None, str, str]:
+        """A picklable, comparable form (worker processes return these)."""
+        return (self.diagnostics, self.expression, self.code, self.severity)
 
 
 class InvalidSubmission(Exception):
@@ -65,15 +72,17 @@ def validate_resource(doc: Any, where: str) -> list[Issue]:
         return [Issue(f"{where}: resourceType is missing", f"{where}.resourceType", "required")]
     try:
         model = get_fhir_model_class(rtype)
-    except KeyError:
-        return [Issue(f"{where}: unknown resourceType {rtype!r}", f"{where}.resourceType", "not-supported")]
+    except (KeyError, ValueError):  # fhir.resources raises ValueError for an unknown type
+        return [Issue(f"{where}: unknown resourceType", f"{where}.resourceType", "not-supported")]
     try:
         model.model_validate(doc)
     except ValidationError as exc:
         return [
             Issue(f"{where}{_path(err['loc'])}: {err['msg']}", f"{where}{_path(err['loc'])}")
-            for err in exc.errors()[:20]
+            for err in exc.errors(include_input=False, include_url=False)[:MAX_ISSUES_PER_RESOURCE]
         ]
+    except (ValueError, TypeError) as exc:  # a validator that raised outside pydantic's wrapping
+        return [Issue(f"{where}: {type(exc).__name__}", where)]
     return []
 
 
@@ -84,82 +93,19 @@ def parse_json(body: bytes, where: str = "body") -> Any:
         raise InvalidSubmission([Issue(f"{where}: malformed JSON: {exc}", where, "structure")]) from exc
 
 
-@dataclass
-class Submission:
-    """Validated resources from one request, with what the sender called it."""
-
-    kind: str  # "transaction" | "batch" | "resource" | "ndjson"
-    resources: list[dict[str, Any]]
-    identifier: str | None = None
-    full_urls: dict[str, str] = field(default_factory=dict)
+def reference_of(value: Any) -> str | None:
+    return value.get("reference") if isinstance(value, dict) else None
 
 
-def parse_bundle(doc: Any, max_entries: int) -> Submission:
-    issues = validate_resource(doc, "Bundle") if not isinstance(doc, dict) else []
-    if issues:
-        raise InvalidSubmission(issues)
-    if doc.get("resourceType") != "Bundle":
-        raise InvalidSubmission([Issue("expected a Bundle at /fhir", "resourceType", "invalid")])
-    btype = doc.get("type")
-    if btype not in ("transaction", "batch"):
-        raise InvalidSubmission([Issue(f"Bundle.type must be transaction or batch, not {btype!r}",
-                                       "Bundle.type", "not-supported")])
-    entries = doc.get("entry") or []
-    if len(entries) > max_entries:
-        raise InvalidSubmission(
-            [Issue(f"Bundle has {len(entries)} entries; the limit is {max_entries}",
-                   "Bundle.entry", "too-costly")], status=413)
-    resources: list[dict[str, Any]] = []
-    full_urls: dict[str, str] = {}
-    all_issues: list[Issue] = []
-    for i, entry in enumerate(entries):
-        where = f"Bundle.entry[{i}].resource"
-        res = entry.get("resource") if isinstance(entry, dict) else None
-        found = validate_resource(res, where)
-        all_issues.extend(found)
-        if not found:
-            resources.append(res)
-            if entry.get("fullUrl"):
-                full_urls[entry["fullUrl"]] = f"{res['resourceType']}/{res.get('id', '')}"
-    if all_issues:
-        raise InvalidSubmission(all_issues)
-    ident = (doc.get("identifier") or {}).get("value")
-    return Submission(kind=btype, resources=resources, identifier=ident, full_urls=full_urls)
-
-
-def parse_ndjson(body: bytes, max_entries: int) -> Submission:
-    resources: list[dict[str, Any]] = []
-    issues: list[Issue] = []
-    for n, line in enumerate(body.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"line {n}"
-        try:
-            doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            issues.append(Issue(f"{where}: malformed JSON: {exc}", where, "structure"))
-            continue
-        found = validate_resource(doc, f"{where}: {doc.get('resourceType', '?') if isinstance(doc, dict) else '?'}")
-        issues.extend(found)
-        if not found:
-            resources.append(doc)
-    if issues:
-        raise InvalidSubmission(issues)
-    if len(resources) > max_entries:
-        raise InvalidSubmission([Issue(f"{len(resources)} lines; the limit is {max_entries}",
-                                       "body", "too-costly")], status=413)
-    return Submission(kind="ndjson", resources=resources)
-
-
-def patient_id_of(resource: dict[str, Any], full_urls: dict[str, str]) -> str | None:
+def patient_id_of(resource: dict[str, Any], full_urls: dict[str, str] | None = None) -> str | None:
     """The logical id of the patient a resource belongs to, or None for directory data."""
     if resource.get("resourceType") == "Patient":
         return resource.get("id")
     for element in PATIENT_ELEMENTS:
-        ref = (resource.get(element) or {}).get("reference") if isinstance(resource.get(element), dict) else None
+        ref = reference_of(resource.get(element))
         if not ref:
             continue
-        ref = full_urls.get(ref, ref)
+        ref = (full_urls or {}).get(ref, ref)
         if ref.startswith("Patient/"):
             return ref.split("/", 1)[1]
         if ref.startswith("urn:uuid:"):

@@ -1,109 +1,226 @@
-"""Ingest use cases: label, seal and publish a validated submission.
+"""Ingest use cases: authorise, validate, seal and publish; account for every submission.
 
 Nothing is acknowledged before Kafka has acknowledged every message
-(acks=all). Each payload is sealed with HPKE for the records service, bound to
-its envelope (submission, hospital, key) so it cannot be replayed under
-another sender's name.
+(acks=all). Each accepted submission yields one AuditEvent of kind ``ingest``
+(hospital, counts, SHA-256 of the bytes the hospital sent), published with the
+data, so regulators can see what each hospital sent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import uuid6
 
 from services.adapters import crypto
 from services.adapters.auth import Caller
 from services.adapters.kafka import Message, Producer
-from services.contracts.events import (
-    Accessor,
-    AuditEvent,
-    IngestEnvelope,
-    ResourceRef,
-    rfc3339,
-    utcnow,
+from services.adapters.policy import PolicyClient
+from services.contracts.events import Accessor, AuditEvent, ResourceRef, rfc3339, utcnow
+from services.contracts.policy import PolicyInput, PolicyResource, Subject
+from services.contracts.topics import AUDIT_EVENTS
+from services.ingest import bundle as bundles
+from services.ingest.fhir import InvalidSubmission, Issue
+from services.ingest.idempotency import Idempotency, Replay
+from services.ingest.prepare import (
+    DIRECTORY_KEY,
+    Context,
+    Outcome,
+    envelope_aad,
+    prepare_lines,
+    seal_grouped,
+    seal_transaction,
+    validate_entries,
 )
-from services.contracts.topics import AUDIT_EVENTS, INGEST_RESOURCES
-from services.ingest.fhir import Submission, patient_id_of
-from services.ingest.labels import LabelTable
+from services.ingest.validation import Pool
 
-DIRECTORY_KEY = "directory"
+__all__ = ["DIRECTORY_KEY", "Forbidden", "Ingestor", "Receipt", "envelope_aad"]
 
-
-def envelope_aad(submission_id: str, hospital: str, key: str) -> bytes:
-    """What the seal is bound to; records recomputes it from the envelope."""
-    return f"{submission_id}|{hospital}|{key}".encode()
+MAX_MESSAGE_BYTES = 7 * 1024 * 1024  # below the producer's 8 MiB request limit
 
 
-@dataclass
-class Sealer:
-    """Turns resources into sealed envelopes keyed by patient pseudonym."""
+class Forbidden(Exception):
+    """OPA denied the write; ``reasons`` say why."""
 
-    records_public_key: bytes
-    pseudonym_key: bytes
-    labels: LabelTable
-
-    def key_for(self, patient_id: str | None) -> str:
-        return crypto.pseudonym(self.pseudonym_key, patient_id) if patient_id else DIRECTORY_KEY
-
-    def envelope(
-        self, *, submission_id: str, hospital: str, kind: str, key: str,
-        resources: list[dict[str, Any]], patients: list[str | None],
-    ) -> Message:
-        payload = orjson.dumps({
-            "resources": resources,
-            "labels": [self.labels.labels_for(r) for r in resources],
-            "patients": patients,
-        })
-        sealed = crypto.seal(payload, self.records_public_key,
-                             envelope_aad(submission_id, hospital, key))
-        env = IngestEnvelope(
-            submission_id=submission_id, hospital=hospital, kind=kind,
-            sealed=crypto.b64e(sealed), received_at=rfc3339(utcnow()),
-        )
-        return Message(INGEST_RESOURCES.name, orjson.dumps(env.model_dump(by_alias=True)), key.encode())
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(", ".join(reasons))
+        self.reasons = reasons
 
 
 @dataclass
 class Receipt:
+    """What was accepted, under which submission and audit event."""
+
     submission_id: str
-    counts: dict[str, int]
-    digest: str
     event_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    replay: bool = False
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.counts.values())
 
 
-def submit(*, caller: Caller, submission: Submission, sealer: Sealer, producer: Producer,
-           submission_id: str | None = None) -> Receipt:
-    """Seal and publish every resource; return only after the broker acknowledged all."""
-    sid = submission_id or str(uuid6.uuid7())
-    patients = [patient_id_of(r, submission.full_urls) for r in submission.resources]
-    messages: list[Message] = []
-    if submission.kind == "transaction":
-        # One atomic message: records stores all of it in one database transaction.
-        first = next((p for p in patients if p), None)
-        messages.append(sealer.envelope(
-            submission_id=sid, hospital=caller.org, kind="transaction",
-            key=sealer.key_for(first), resources=submission.resources, patients=patients))
-    else:
-        for i, (res, pid) in enumerate(zip(submission.resources, patients, strict=True)):
-            messages.append(sealer.envelope(
-                submission_id=f"{sid}.{i}", hospital=caller.org, kind="resource",
-                key=sealer.key_for(pid), resources=[res], patients=[pid]))
-    counts: dict[str, int] = {}
-    for res in submission.resources:
-        counts[res["resourceType"]] = counts.get(res["resourceType"], 0) + 1
-    digest = crypto.sha256_hex(b"".join(m.value for m in messages))
-    event = AuditEvent(
-        kind="ingest",
-        accessor=Accessor(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
-        purpose="TREAT",
+def ingest_event(*, caller: Caller | Accessor, submission_id: str, kind: str, counts: dict[str, int],
+                 rejected: int, body_digest: str, event_id: str | None = None,
+                 transport: str = "fhir") -> AuditEvent:
+    """The accountable record of one accepted submission (DESIGN §6)."""
+    accessor = caller if isinstance(caller, Accessor) else Accessor(
+        id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role)
+    extra = {"event_id": event_id} if event_id else {}
+    return AuditEvent(
+        kind="ingest", accessor=accessor, purpose="TREAT",
         resources=[ResourceRef(type=t, id=str(n)) for t, n in sorted(counts.items())],
-        request_id=sid,
-        data_digest=digest,
-        details={"submission": sid, "kind": submission.kind, "identifier_present": bool(submission.identifier)},
+        request_id=submission_id, data_digest=body_digest,
+        details={"submission": submission_id, "kind": kind, "transport": transport,
+                 "accepted": sum(counts.values()), "rejected": rejected, "counts": dict(sorted(counts.items()))},
+        **extra,
     )
-    messages.append(Message(AUDIT_EVENTS.name, event.canonical()))
-    producer.send_all(messages)
-    return Receipt(submission_id=sid, counts=counts, digest=digest, event_id=event.event_id)
+
+
+def _audit_message(event: AuditEvent) -> Message:
+    return Message(AUDIT_EVENTS.name, event.canonical())
+
+
+@dataclass
+class Ingestor:
+    """The use cases behind every ingest route (FHIR and HL7 v2 alike)."""
+
+    ctx: Context
+    producer: Producer
+    policy: PolicyClient
+    pool: Pool
+    idempotency: Idempotency
+    pool_threshold: int = 200
+    chunk_lines: int = 1_000
+
+    def authorise(self, caller: Caller) -> None:
+        """OPA decides whether this caller may write (only hospitals may, DESIGN §5)."""
+        decision = self.policy.decide(PolicyInput(
+            subject=Subject(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
+            action="write", purpose="TREAT",
+            resource=PolicyResource(patient=None, type="Bundle", hospital=caller.org),
+            now=rfc3339(utcnow()),
+        ))
+        if not decision.allow:
+            raise Forbidden(decision.reasons)
+
+    # --- Bundles and single resources ------------------------------------------
+
+    def check_bundle(self, bundle: bundles.ParsedBundle, hospital: str) -> None:
+        """Validate every entry (in the pool when large), then resolve ids and references."""
+        with_resource = [e for e in bundle.entries if e.resource is not None]
+        if len(with_resource) >= self.pool_threshold:
+            import orjson
+
+            step = max(50, len(with_resource) // (2 * max(1, self.pool.workers)))
+            jobs = [([orjson.dumps(e.resource) for e in with_resource[i:i + step]],
+                     [f"{e.where}.resource" for e in with_resource[i:i + step]])
+                    for i in range(0, len(with_resource), step)]
+            found = [[Issue(*t) for t in issues]
+                     for part in self.pool.map_ordered(validate_entries, jobs) for issues in part]
+            bundles.apply_validation(bundle, found)
+        else:
+            bundles.validate_inline(bundle)
+        bundles.resolve(bundle, hospital)
+        bundles.require_all_good(bundle)
+
+    def submit_bundle(self, caller: Caller, bundle: bundles.ParsedBundle, body_digest: str,
+                      key: str | None, transport: str = "fhir") -> Receipt:
+        """Publish a checked Bundle: a transaction as one atomic message, a batch per patient."""
+        self.authorise(caller)
+        claim = self.idempotency.begin(caller.org, key, body_digest)
+        if isinstance(claim, Replay):
+            return Receipt(claim.submission_id, claim.event_id, _counts(bundle), len(bundle.entries) - len(bundle.good),
+                           replay=True)
+        sid = str(uuid6.uuid7())
+        resources = [e.resource for e in bundle.good if e.resource is not None]
+        try:
+            if bundle.kind == "transaction":
+                message = seal_transaction(self.ctx, submission_id=sid, hospital=caller.org, resources=resources)
+                if len(message.value) > MAX_MESSAGE_BYTES:
+                    raise InvalidSubmission([Issue("transaction too large to store atomically; split it",
+                                                   "Bundle", "too-costly")], status=413)
+                messages = [message]
+            else:
+                messages = seal_grouped(self.ctx, submission_id=sid, hospital=caller.org, resources=resources)
+            counts = _counts(bundle)
+            event = ingest_event(caller=caller, submission_id=sid, kind=bundle.kind, counts=counts,
+                                 rejected=len(bundle.entries) - len(bundle.good), body_digest=body_digest,
+                                 transport=transport)
+            self.producer.send_all([*messages, _audit_message(event)])
+        except BaseException:
+            if claim is not None:
+                self.idempotency.release(claim)
+            raise
+        if claim is not None:
+            self.idempotency.done(claim, sid, event.event_id)
+        return Receipt(sid, event.event_id, counts, len(bundle.entries) - len(bundle.good))
+
+    # --- NDJSON -------------------------------------------------------------------
+
+    def chunks(self, caller: Caller, lines: list[bytes], submission_id: str, first: int = 1,
+               ) -> list[tuple[Any, ...]]:
+        step = self.chunk_lines
+        return [(self.ctx, caller.org, submission_id, first + i, lines[i:i + step])
+                for i in range(0, len(lines), step)]
+
+    def submit_ndjson(self, caller: Caller, lines: list[bytes], body_digest: str,
+                      key: str | None) -> tuple[Receipt, list[Outcome]]:
+        """Every valid line stored, every invalid one reported; nothing acknowledged before Kafka."""
+        self.authorise(caller)
+        claim = self.idempotency.begin(caller.org, key, body_digest)
+        replay = isinstance(claim, Replay)
+        sid = claim.submission_id if isinstance(claim, Replay) else str(uuid6.uuid7())
+        outcomes: list[Outcome] = []
+        event_box: list[AuditEvent] = []
+        inline = len(lines) < self.pool_threshold
+
+        def batches() -> Iterator[list[Message]]:
+            for prepared in self.pool.map_ordered(prepare_lines, self.chunks(caller, lines, sid), inline=inline):
+                outcomes.extend(prepared.outcomes)
+                if not replay:
+                    yield prepared.messages
+            counts = _outcome_counts(outcomes)
+            if counts and not replay:
+                event = ingest_event(caller=caller, submission_id=sid, kind="ndjson", counts=counts,
+                                     rejected=sum(1 for o in outcomes if not o.ok), body_digest=body_digest)
+                event_box.append(event)
+                yield [_audit_message(event)]
+
+        try:
+            self.producer.send_stream(batches())
+        except BaseException:
+            if claim is not None and not replay:
+                self.idempotency.release(claim)  # type: ignore[arg-type]
+            raise
+        counts = _outcome_counts(outcomes)
+        rejected = sum(1 for o in outcomes if not o.ok)
+        if not counts:
+            if claim is not None and not replay:
+                self.idempotency.release(claim)  # type: ignore[arg-type]
+            raise InvalidSubmission([i for o in outcomes for i in o.issue_objects()]
+                                    or [Issue("no resources in the request", "body", "required")])
+        if isinstance(claim, Replay):
+            return Receipt(claim.submission_id, claim.event_id, counts, rejected, replay=True), outcomes
+        event_id = event_box[0].event_id
+        if claim is not None:
+            self.idempotency.done(claim, sid, event_id)
+        return Receipt(sid, event_id, counts, rejected), outcomes
+
+
+def _counts(bundle: bundles.ParsedBundle) -> dict[str, int]:
+    return dict(Counter(str((e.resource or {}).get("resourceType")) for e in bundle.good))
+
+
+def _outcome_counts(outcomes: list[Outcome]) -> dict[str, int]:
+    return dict(Counter(str(o.rtype) for o in outcomes if o.ok))
+
+
+def body_digest(body: bytes) -> str:
+    """SHA-256 of exactly what the hospital sent: what the ingest AuditEvent commits to."""
+    return crypto.sha256_hex(body)

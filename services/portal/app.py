@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import httpx
 from fastapi import Cookie, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -19,7 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
-from services.audit.verify import b64, verify_log
+from services.audit.client import AuditClient
+from services.audit.verify import verify_log
 from services.portal import views
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
@@ -158,21 +160,16 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         if who is None or not same_origin(request):
             return RedirectResponse("/", status_code=303)
         ctx = regulator_ctx(who, request)
+        source = AuditClient(settings.audit_url, token=lambda: clients.token_for(who, "audit"))
         try:
-            vkey = clients.public("/verifier-key").text.strip()
-            notes = [c["note"] for c in clients.public("/checkpoints").json()]
-            entries: list[bytes] = []
-            while True:
-                rows = clients.public("/entries", start=len(entries), end=len(entries) + 10_000).json()
-                entries.extend(b64(r["entry"]) for r in rows)
-                if len(rows) < 10_000:
-                    break
-            report = verify_log(entries=entries, checkpoints=notes, verifier_key=vkey)
+            report = verify_log(source, source.verifier_key())
             ctx["verify"] = {"ok": report.ok, "problems": report.problems,
                              "summary": (f"{report.entries} entries and {report.checkpoints} signed checkpoints "
                                          + ("verify." if report.ok else "do NOT verify."))}
-        except Upstream as exc:
-            ctx["error"] = f"The log could not be fetched ({exc.detail})."
+        except (httpx.HTTPError, PermissionError) as exc:
+            ctx["error"] = f"The log could not be fetched ({exc})."
+        finally:
+            source.close()
         return page(request, "regulator.html", **ctx)
 
     @app.get("/receipts/{event_id}", response_model=None)
@@ -182,7 +179,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         if who is None:
             return RedirectResponse("/", status_code=303)
         try:
-            data = clients.public(f"/receipts/{event_id}").json()
+            data = clients.receipt(who, event_id)
             vkey = clients.public("/verifier-key").text.strip()
             result = views.check_receipt(data, vkey)
         except Upstream as exc:

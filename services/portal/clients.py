@@ -64,6 +64,12 @@ class PortalClients:
     def events(self, who: Principal, **filters: Any) -> dict[str, Any]:
         return self._get(who, "audit", "/events", **filters).json()
 
+    def receipt(self, who: Principal, event_id: str) -> dict[str, Any]:
+        return self._get(who, "audit", f"/receipts/{event_id}").json()
+
+    def token_for(self, who: Principal, audience: str) -> str:
+        return self._token(who, audience)
+
     def public(self, path: str, **params: Any) -> httpx.Response:
         try:
             resp = self.http.get(self.settings.audit_url + path, params=params)

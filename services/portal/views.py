@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections import defaultdict
 from typing import Any
 
-from services.audit import merkle, note
+from services.audit import receipt
 
 
 def record_summary(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -55,15 +54,11 @@ def event_rows(events: list[dict[str, Any]], registry: dict[str, Any]) -> list[d
     return rows
 
 
-def check_receipt(receipt: dict[str, Any], verifier_key: str) -> dict[str, Any]:
+def check_receipt(data: dict[str, Any], verifier_key: str) -> dict[str, Any]:
     """Verify a receipt as a patient could offline: signature, then inclusion."""
-    out: dict[str, Any] = {"ok": False, "key": verifier_key, "index": receipt.get("index")}
-    try:
-        cp = note.open_checkpoint(receipt["checkpoint"], note.new_verifier(verifier_key))
-        entry = base64.b64decode(receipt["entry"])
-        proof = [base64.b64decode(h) for h in receipt["proof"]]
-        merkle.verify_inclusion(merkle.leaf_hash(entry), int(receipt["index"]), cp.size, proof, cp.root_hash)
-        out.update(ok=True, size=cp.size, event=json.dumps(json.loads(entry), indent=2))
-    except (note.NoteError, merkle.ProofError, KeyError, ValueError) as exc:
-        out["error"] = str(exc)
+    check = receipt.verify(data, verifier_key)
+    out: dict[str, Any] = {"ok": check.ok, "key": verifier_key, "index": data.get("index"), "size": check.size,
+                           "error": "; ".join(check.problems)}
+    if check.event is not None:
+        out["event"] = json.dumps(check.event, indent=2)
     return out

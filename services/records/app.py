@@ -1,8 +1,20 @@
-"""Records HTTP API: the policy-enforced, audited FHIR read API (port 8002).
+"""Records HTTP API (port 8002): the policy-enforced, audited FHIR API of the vault.
 
-The app also runs the ``ingest.resources.v1`` consumer in a background thread.
-Every data-bearing response carries ``X-Healthgov-Event-Id``: the audit event
-that was published before the data left.
+Reads: ``GET /fhir/{type}/{id}``, ``/fhir/{type}/{id}/_history[/{vid}]``,
+``/fhir/{type}?patient=|identifier=|patient.identifier=`` (with ``code`` and
+``date``), ``/fhir/Patient/{id}/$everything``. Consents: ``POST /fhir/Consent``,
+``DELETE /fhir/Consent/{id}`` (revoke), reads as above. Erasure:
+``DELETE /fhir/Patient/{id}``. Referrals: ``POST /fhir/Patient/{id}/$refer``.
+
+The purpose of use comes from the token's ``purpose`` claim or the
+``X-Purpose-Of-Use`` header; a break-glass reason, a warrant and an ethics
+approval from the claims ``break_glass_reason``/``warrant``/``ethics_approval``
+or the headers ``X-Break-Glass-Reason``/``X-Warrant``/``X-Ethics-Approval``
+(JSON). Every response that carries data, and every denial, carries
+``X-Healthgov-Event-Id``: the audit event published before it left.
+
+The app also runs the ``ingest.resources.v1`` and ``consent.changes.v1``
+consumers in background threads.
 """
 
 from __future__ import annotations
@@ -15,38 +27,63 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from services.adapters.auth import Caller
 from services.adapters.kafka import ConsumerLoop, Producer
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
 from services.contracts.policy import Legal
-from services.contracts.topics import INGEST_RESOURCES
+from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.ingest.fhir import DIRECTORY_TYPES
+from services.records import search
+from services.records.access import Authority, Denied, NotFound
 from services.records.config import RecordsSettings
+from services.records.consent_consumer import ConsentChangeHandler
+from services.records.consents import InvalidConsent
 from services.records.consumer import IngestHandler
-from services.records.service import Denied, NotFound, Reader, ReadRequest
+from services.records.erasure import Eraser
+from services.records.referrals import Referrals
+from services.records.registry import Conflict, ConsentRegistry
+from services.records.service import Reader, ReadRequest
 from services.records.store import make_engine
 from services.records.vault import Shredded, Vault
 
 FHIR_JSON = "application/fhir+json"
+EVENT_HEADER = "X-Healthgov-Event-Id"
 
 
-def _outcome(status: int, code: str, text: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"resourceType": "OperationOutcome",
-                         "issue": [{"severity": "error", "code": code, "diagnostics": text}]},
-                        status_code=status, media_type=FHIR_JSON, headers=headers)
+def outcome(status: int, code: str, text: str, headers: dict[str, str] | None = None,
+            issues: list[dict[str, Any]] | None = None, severity: str = "error") -> JSONResponse:
+    """A FHIR OperationOutcome response."""
+    body = {"resourceType": "OperationOutcome",
+            "issue": issues or [{"severity": severity, "code": code, "diagnostics": text}]}
+    return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
-def _json_header(raw: str | None, name: str) -> dict[str, Any] | None:
-    if not raw:
+def _json_object(raw: Any, name: str) -> dict[str, Any] | None:
+    if raw is None or raw == "":
         return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{name} must be a JSON object") from exc
-    if not isinstance(value, dict):
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{name} must be a JSON object") from exc
+    if not isinstance(raw, dict):
         raise ValueError(f"{name} must be a JSON object")
-    return value
+    return raw
+
+
+def authority(request: Request, caller: Caller) -> Authority:
+    """Purpose and authority from the headers, else from the token's claims."""
+    h, claims = request.headers, caller.claims or {}
+    reason = h.get("x-break-glass-reason") or claims.get("break_glass_reason")
+    return Authority(
+        purpose=h.get("x-purpose-of-use") or caller.purpose or "",
+        legal=Legal(warrant=_json_object(h.get("x-warrant") or claims.get("warrant"), "X-Warrant"),
+                    ethics_approval=_json_object(h.get("x-ethics-approval") or claims.get("ethics_approval"),
+                                                 "X-Ethics-Approval")),
+        break_glass={"reason": reason} if reason else None,
+        request_id=h.get("x-request-id"))
 
 
 def create_app(settings: RecordsSettings | None = None) -> FastAPI:
@@ -55,17 +92,28 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     engine = make_engine(settings.store_url)
     vault = Vault(keys.keyring(), keys.blind_index_key(), keys.pseudonym_key())
     producer = Producer(settings.kafka_bootstrap, "healthgov-records")
-    reader = Reader(engine=engine, vault=vault, policy=PolicyClient(settings.opa_url), producer=producer)
+    policy = PolicyClient(settings.opa_url)
+    reader = Reader(engine=engine, vault=vault, policy=policy, producer=producer)
+    registry = ConsentRegistry(engine=engine, vault=vault, policy=policy, producer=producer)
+    eraser = Eraser(engine=engine, vault=vault, policy=policy, producer=producer)
+    referrals = Referrals(engine=engine, vault=vault, policy=policy, producer=producer)
     handler = IngestHandler(engine=engine, vault=vault, hpke_private=keys.records_hpke_private(),
                             producer=producer)
-    consumer = ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=INGEST_RESOURCES,
-                            group_id=settings.consumer_group, handler=handler)
+    consent_handler = ConsentChangeHandler(engine=engine, vault=vault, producer=producer)
+    consumers = [
+        ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=INGEST_RESOURCES,
+                     group_id=settings.consumer_group, handler=handler),
+        ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=CONSENT_CHANGES,
+                     group_id=settings.consumer_group + "-consents", handler=consent_handler),
+    ]
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
-        consumer.start()
+        for consumer in consumers:
+            consumer.start()
         yield
-        consumer.stop()
+        for consumer in consumers:
+            consumer.stop()
         producer.close()
 
     app = FastAPI(title="healthgov records", version="1.0", lifespan=lifespan)
@@ -73,60 +121,134 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     app.state.handler = handler
     install_error_handlers(app)
 
-    def build_request(request: Request, caller: Any, **kw: Any) -> ReadRequest:
-        h = request.headers
-        purpose = h.get("x-purpose-of-use") or caller.purpose or ""
-        reason = h.get("x-break-glass-reason")
-        legal = Legal(warrant=_json_header(h.get("x-warrant"), "X-Warrant"),
-                      ethics_approval=_json_header(h.get("x-ethics-approval"), "X-Ethics-Approval"))
-        return ReadRequest(purpose=purpose, legal=legal,
-                           break_glass={"reason": reason} if reason else None,
-                           request_id=h.get("x-request-id"), **kw)
-
-    async def run(caller: Any, req: ReadRequest) -> Response:
+    async def guarded(call: Any, *args: Any) -> Any:
+        """Run a use case off the event loop; map domain errors to FHIR answers."""
         try:
-            out = await run_in_threadpool(reader.read, caller, req)
+            return await run_in_threadpool(call, *args)
         except Denied as exc:
-            return _outcome(403, "forbidden", "access denied: " + ", ".join(exc.reasons),
-                            {"X-Healthgov-Event-Id": exc.event_id})
+            return outcome(403, "forbidden", "access denied: " + ", ".join(exc.reasons),
+                           {EVENT_HEADER: exc.event_id})
         except NotFound as exc:
-            return _outcome(404, "not-found", str(exc))
+            return outcome(404, "not-found", str(exc))
         except Shredded:
-            return _outcome(410, "deleted", "this patient's records were erased")
+            return outcome(410, "deleted", "this patient's records were erased")
+        except InvalidConsent as exc:
+            return outcome(400, "invalid", str(exc), issues=[i.to_fhir() for i in exc.issues])
+        except Conflict as exc:
+            return outcome(409, "conflict", str(exc))
+
+    async def read(request: Request, caller: Caller, **kw: Any) -> Response:
+        out = await guarded(reader.read, caller, ReadRequest(authority=authority(request, caller), **kw))
+        if isinstance(out, Response):
+            return out
         return Response(out.body, media_type=FHIR_JSON,
-                        headers={"X-Healthgov-Event-Id": out.event_id,
-                                 "X-Healthgov-Withheld": str(out.withheld)})
+                        headers={EVENT_HEADER: out.event_id, "X-Healthgov-Withheld": str(out.withheld)})
 
     @app.exception_handler(ValueError)
     async def _bad(_request: Request, exc: ValueError) -> JSONResponse:
-        return _outcome(400, "invalid", str(exc))
+        return outcome(400, "invalid", str(exc))
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "consumer": consumer.healthy, "stored": handler.stored}
+        return {"status": "ok", "consumer": all(c.healthy for c in consumers), "stored": handler.stored,
+                "consents_applied": consent_handler.applied}
+
+    # --- consents -----------------------------------------------------------------
+
+    @app.post("/fhir/Consent", status_code=201)
+    async def create_consent(request: Request, caller: CallerDep) -> Response:
+        try:
+            doc = json.loads(await request.body())
+        except json.JSONDecodeError as exc:
+            return outcome(400, "structure", f"malformed JSON: {exc}")
+        out = await guarded(registry.create, caller, doc, authority(request, caller))
+        return out if isinstance(out, Response) else _consent_response(out, 201)
+
+    @app.delete("/fhir/Consent/{cid}")
+    async def revoke_consent(cid: str, request: Request, caller: CallerDep) -> Response:
+        out = await guarded(registry.revoke, caller, cid, authority(request, caller))
+        return out if isinstance(out, Response) else _consent_response(out, 200)
+
+    # --- the patient: everything, erasure, referral ---------------------------------
 
     @app.get("/fhir/Patient/{pid}/$everything")
     async def everything(pid: str, request: Request, caller: CallerDep) -> Response:
-        return await run(caller, build_request(request, caller, patient_id=pid))
+        return await read(request, caller, patient_id=pid)
+
+    @app.delete("/fhir/Patient/{pid}")
+    async def erase(pid: str, request: Request, caller: CallerDep) -> Response:
+        out = await guarded(eraser.erase, caller, pid, authority(request, caller))
+        if isinstance(out, Response):
+            return out
+        return outcome(200, "deleted", "the patient's data key was destroyed; their records are unreadable",
+                       {EVENT_HEADER: out}, severity="information")
+
+    @app.post("/fhir/Patient/{pid}/$refer")
+    async def refer(pid: str, request: Request, caller: CallerDep) -> Response:
+        hospital = _referral_target(await request.body())
+        out = await guarded(referrals.refer, caller, pid, hospital, authority(request, caller))
+        if isinstance(out, Response):
+            return out
+        created, event_id = out
+        return outcome(201 if created else 200, "informational", f"{hospital} now has a care relationship",
+                       {EVENT_HEADER: event_id}, severity="information")
+
+    # --- generic FHIR reads -------------------------------------------------------------
+
+    @app.get("/fhir/{rtype}/{rid}/_history")
+    async def history(rtype: str, rid: str, request: Request, caller: CallerDep) -> Response:
+        return await read(request, caller, rtype=rtype, rid=rid, history=True)
+
+    @app.get("/fhir/{rtype}/{rid}/_history/{vid}")
+    async def vread(rtype: str, rid: str, vid: int, request: Request, caller: CallerDep) -> Response:
+        return await read(request, caller, rtype=rtype, rid=rid, version=vid)
 
     @app.get("/fhir/{rtype}/{rid}")
     async def read_one(rtype: str, rid: str, request: Request, caller: CallerDep) -> Response:
-        return await run(caller, build_request(request, caller, rtype=rtype, rid=rid))
+        return await read(request, caller, rtype=rtype, rid=rid)
 
     @app.get("/fhir/{rtype}")
-    async def search(rtype: str, request: Request, caller: CallerDep,
-                     patient: Annotated[str | None, Query()] = None,
-                     identifier: Annotated[str | None, Query()] = None) -> Response:
-        if not patient and not identifier:
+    async def search_type(rtype: str, request: Request, caller: CallerDep,
+                          patient: Annotated[str | None, Query()] = None,
+                          identifier: Annotated[str | None, Query()] = None,
+                          patient_identifier: Annotated[str | None, Query(alias="patient.identifier")] = None,
+                          code: Annotated[str | None, Query()] = None,
+                          date: Annotated[list[str] | None, Query()] = None) -> Response:
+        filters = search.parse_filters(code, date or [])
+        if rtype == "Patient" and identifier:
+            patient_identifier, identifier = identifier, None
+        if identifier:
+            return outcome(400, "not-supported", f"{rtype}?identifier= is not supported; "
+                           "search by the patient: patient= or patient.identifier=system|value")
+        if not patient and not patient_identifier:
             if rtype in DIRECTORY_TYPES:
-                return await run(caller, build_request(request, caller, rtype=rtype, directory=True))
-            return _outcome(400, "required", "search needs patient= or identifier=")
+                return await read(request, caller, rtype=rtype, directory=True, filters=filters)
+            return outcome(400, "required", "search needs patient= or patient.identifier= (Patient: identifier=)")
         if patient and patient.startswith("Patient/"):
             patient = patient.split("/", 1)[1]
-        return await run(caller, build_request(request, caller, rtype=rtype, patient_id=patient,
-                                               identifier=identifier))
+        return await read(request, caller, rtype=rtype, patient_id=patient, identifier=patient_identifier,
+                          filters=filters)
 
     return app
 
 
+def _consent_response(out: Any, status: int) -> Response:
+    headers = {EVENT_HEADER: out.event_id, "Location": f"Consent/{out.consent_id}/_history/{out.version}",
+               "ETag": f'W/"{out.version}"'}
+    return Response(out.body, status_code=status if out.applied else 202, media_type=FHIR_JSON, headers=headers)
 
+
+def _referral_target(body: bytes) -> str:
+    """The hospital from ``Parameters`` (``organization`` as valueReference/valueString/valueId)."""
+    try:
+        doc = json.loads(body or b"{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc}") from exc
+    params = doc.get("parameter") if isinstance(doc, dict) else None
+    for p in params or []:
+        if isinstance(p, dict) and p.get("name") == "organization":
+            ref = (p.get("valueReference") or {}).get("reference") or p.get("valueString") or p.get("valueId")
+            if isinstance(ref, str) and ref:
+                return ref.split("/", 1)[1] if ref.startswith("Organization/") else ref
+    raise ValueError("$refer needs a Parameters resource with parameter 'organization' "
+                     "(valueReference Organization/<org id>)")

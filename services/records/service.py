@@ -2,7 +2,10 @@
 
 Order (DESIGN §5): decide with OPA → apply the obligations → publish the
 AuditEvent with acks=all → only then release the data. If the event cannot be
-published nothing is released; if OPA cannot be asked the answer is deny.
+published nothing is released (``BrokerUnavailable`` → 503); if OPA cannot be
+asked the answer is deny (403). Each distinct (type, labels, hospital) of the
+rows read is one decision; rows the decision refuses or whose labels it
+redacts are left out and counted, with the reason, in the response.
 """
 
 from __future__ import annotations
@@ -10,31 +13,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from sqlmodel import select
+from sqlmodel import Session, select
 
-from services.adapters import crypto
 from services.adapters.auth import Caller
 from services.adapters.kafka import Message, Producer
 from services.adapters.policy import PolicyClient
-from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef, rfc3339, utcnow
-from services.contracts.policy import Decision, Legal, PolicyInput, PolicyResource, Relationship, Subject
+from services.contracts.events import AuditEvent, ResourceRef
+from services.contracts.policy import Decision
 from services.contracts.topics import AUDIT_EVENTS
-from services.ingest.service import DIRECTORY_KEY
-from services.records import deident
-from services.records.store import CareLink, IdentifierIndex, Record, UnitOfWork, latest_versions
-from services.records.vault import Plain, Vault
+from services.records import search
+from services.records.access import (
+    DIRECTORY_KEY,
+    Asker,
+    Authority,
+    Denied,
+    NotFound,
+    audit_event,
+    load_facts,
+)
+from services.records.render import Released, render
+from services.records.store import (
+    ConsentRow,
+    IdentifierIndex,
+    Record,
+    UnitOfWork,
+    all_versions,
+    consent_versions,
+    latest_consents,
+    latest_versions,
+)
+from services.records.vault import Shredded, Vault
 
-
-class Denied(Exception):
-    def __init__(self, reasons: list[str], event_id: str) -> None:
-        super().__init__(", ".join(reasons))
-        self.reasons = reasons
-        self.event_id = event_id
-
-
-class NotFound(Exception):
-    pass
+__all__ = ["Denied", "Disclosure", "NotFound", "ReadRequest", "Reader"]
 
 
 @dataclass
@@ -44,19 +54,35 @@ class ReadRequest:
     rtype: str | None = None
     rid: str | None = None
     patient_id: str | None = None
-    identifier: str | None = None  # "system|value"
-    purpose: str = ""
-    break_glass: dict[str, Any] | None = None
-    legal: Legal = field(default_factory=Legal)
-    request_id: str | None = None
+    identifier: str | None = None  # "system|value" of a patient identifier
+    authority: Authority = field(default_factory=Authority)
     directory: bool = False  # list shared directory data (Organization, Practitioner, ...)
+    history: bool = False  # every version of rtype/rid
+    version: int | None = None  # one version of rtype/rid (vread)
+    filters: search.Filters = field(default_factory=search.Filters)
+
+    @property
+    def single(self) -> bool:
+        """A read of one resource (not a search, not a history): answered with the resource itself."""
+        return bool(self.rid) and not self.history
 
 
 @dataclass
 class Disclosure:
+    """What may leave, and the audit event that was published before it."""
+
     body: bytes
     event_id: str
     withheld: int
+
+
+@dataclass
+class Located:
+    """The rows of one read, decrypted, and the facts about their patient."""
+
+    patient: str | None
+    items: list[Released]
+    asker: Asker
 
 
 @dataclass
@@ -68,7 +94,7 @@ class Reader:
 
     # --- locating rows ------------------------------------------------------------
 
-    def _patient_for(self, s: Any, req: ReadRequest) -> str | None:
+    def _patient_for(self, s: Session, req: ReadRequest) -> str | None:
         if req.directory:
             return DIRECTORY_KEY
         if req.patient_id:
@@ -76,129 +102,154 @@ class Reader:
         if req.identifier:
             system, _, value = req.identifier.rpartition("|")
             idx = self.vault.identifier_index(system, value)
-            row = s.exec(select(IdentifierIndex).where(IdentifierIndex.identifier_index == idx)).first()
-            if row is None:
+            found = set(s.exec(select(IdentifierIndex.patient).where(IdentifierIndex.identifier_index == idx)).all())
+            if not found:
                 raise NotFound("no patient with that identifier")
-            return row.patient
+            if len(found) > 1:
+                raise NotFound("that identifier names more than one patient; add its system (system|value)")
+            return found.pop()
         return None
 
-    def _rows(self, s: Any, req: ReadRequest, patient: str | None) -> list[Record]:
+    def _rows(self, s: Session, req: ReadRequest, patient: str | None) -> list[Record]:
+        if req.rtype == "Consent":
+            return []  # consents are read from the registry (``_consents``)
         if req.rid and req.rtype:
             rid = self.vault.rid_index(req.rtype, req.rid)
+            if req.history:
+                return all_versions(s, rid)
+            if req.version is not None:
+                return [r for r in all_versions(s, rid) if r.version == req.version]
             return list(latest_versions(s, [rid]).values())
         query = select(Record).where(Record.patient == patient)
         if req.rtype:
             query = query.where(Record.rtype == req.rtype)
         rows = s.exec(query).all()
-        return list(latest_versions(s, list({r.rid_index for r in rows})).values())
+        newest: dict[str, Record] = {}
+        for row in rows:
+            if row.rid_index not in newest or row.version > newest[row.rid_index].version:
+                newest[row.rid_index] = row
+        return sorted(newest.values(), key=lambda r: r.pk or 0)
 
-    # --- the read ---------------------------------------------------------------------
+    def _consent_rows(self, s: Session, req: ReadRequest, patient: str | None) -> list[ConsentRow]:
+        if req.rtype == "Consent" and req.rid:
+            rows = consent_versions(s, self.vault.consent_index(req.rid))
+            if req.history:
+                return rows
+            if req.version is not None:
+                return [r for r in rows if r.version == req.version]
+            return rows[-1:]
+        if patient and patient != DIRECTORY_KEY and req.rtype == "Consent":
+            return latest_consents(s, patient)
+        return []  # $everything is the clinical record; consents are listed by Consent?patient=
 
-    def read(self, caller: Caller, req: ReadRequest) -> Disclosure:
+    def _consents(self, s: Session, req: ReadRequest, patient: str | None) -> list[Released]:
+        """The patient's consents, from the registry (the only source the policy trusts)."""
+        return [Released(rtype="Consent", version=r.version, hospital=None, labels=[],
+                         resource=self.vault.open_consent(s, r), patient=r.patient)
+                for r in self._consent_rows(s, req, patient)]
+
+    def locate(self, caller: Caller, req: ReadRequest) -> Located:
+        """Find, decrypt and filter the rows; gather the facts. Raises ``Shredded`` after erasure."""
         with UnitOfWork(self.engine) as uow:
             s = uow.session
             patient = self._patient_for(s, req)
             rows = self._rows(s, req, patient)
-            if req.rid and not rows:
-                raise NotFound(f"{req.rtype}/{req.rid} not found")
+            if req.rtype == "Consent" and req.rid:
+                patient = next((r.patient for r in self._consent_rows(s, req, patient)), None)
+            if req.rid and not rows and not patient:
+                raise NotFound(f"{req.rtype}/{req.rid}" + (f"/_history/{req.version}" if req.version else "")
+                               + " not found")
             if rows:
                 patient = rows[0].patient
+            facts = load_facts(s, self.vault, patient, caller.org)
+            if facts.erased:
+                self._gone(caller, req, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts))
+                raise Shredded(patient)
             plains = [self.vault.open_row(s, r) for r in rows]
-            care = bool(patient) and s.exec(select(CareLink).where(
-                CareLink.patient == patient, CareLink.hospital == caller.org)).first() is not None
-        pol_patient = None if patient == DIRECTORY_KEY else patient
-        base = dict(subject=Subject(id=caller.id, org=caller.org, org_type=caller.org_type,
-                                    role=caller.role, patient=caller.patient and self.vault.pseudonym(caller.patient)),
-                    action="read", purpose=req.purpose, relationship=Relationship(care=care),
-                    consents=[], legal=req.legal, break_glass=req.break_glass, now=rfc3339(utcnow()))
-        decisions: dict[tuple[str, tuple[str, ...], str | None], Decision] = {}
+            items = [Released(rtype=p.row.rtype, version=p.row.version, hospital=p.row.hospital,
+                              labels=p.labels, resource=p.resource, patient=p.row.patient) for p in plains]
+            items += self._consents(s, req, patient)
+        items = [i for i in items if req.filters.empty or search.matches(i.resource, req.filters)]
+        return Located(patient, items, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts))
 
-        def decide(rtype: str, labels: list[str], hospital: str | None) -> Decision:
-            k = (rtype, tuple(labels), hospital)
-            if k not in decisions:
-                decisions[k] = self.policy.decide(PolicyInput(
-                    **base, resource=PolicyResource(patient=pol_patient, type=rtype, labels=labels,
-                                                    hospital=hospital)))
-            return decisions[k]
+    def _gone(self, caller: Caller, req: ReadRequest, asker: Asker) -> None:
+        """Tell an erased patient's records are gone only to a caller who could otherwise read them."""
+        probe = asker.decide(req.rtype or "Patient", [], None)
+        if not probe.allow:
+            raise self._deny(caller, req, asker.patient, probe)
 
-        released: list[tuple[Plain, Decision]] = []
+    # --- the read ---------------------------------------------------------------------
+
+    def read(self, caller: Caller, req: ReadRequest) -> Disclosure:
+        found = self.locate(caller, req)
+        asker = found.asker
+        released: list[tuple[Released, Decision]] = []
         withheld: dict[str, int] = {}
-        if not plains:
-            probe = decide(req.rtype or "Patient", [], None)
-            if not probe.allow:
-                raise self._deny(caller, req, pol_patient, probe)
-        for p in plains:
-            d = decide(p.row.rtype, p.labels, p.row.hospital)
+        for item in found.items:
+            d = asker.decide(item.rtype, item.labels, item.hospital)
             if not d.allow:
                 for r in d.reasons:
                     withheld[r] = withheld.get(r, 0) + 1
                 continue
-            hidden = sorted(set(p.labels) & set(d.obligations.redact_labels))
+            hidden = sorted(set(item.labels) & set(d.obligations.redact_labels))
             if hidden:
                 key = "redacted:" + ",".join(hidden)
                 withheld[key] = withheld.get(key, 0) + 1
                 continue
-            released.append((p, d))
-        if plains and not released and not any(k.startswith("redacted:") for k in withheld):
-            denial = next(d for d in decisions.values() if not d.allow)
-            raise self._deny(caller, req, pol_patient, denial)
-        governing = released[0][1] if released else next(iter(decisions.values()))
-        body = self._render(caller, req, released, withheld, governing)
-        event = self._event(caller, req, pol_patient, governing, released, body)
-        self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))  # log before release
+            released.append((item, d))
+        if not found.items:
+            probe = asker.decide(req.rtype or "Patient", [], None)
+            if not probe.allow:
+                raise self._deny(caller, req, found.patient, probe)
+            governing = probe
+        elif not released:
+            decisions = [asker.decide(i.rtype, i.labels, i.hospital) for i in found.items]
+            refusal = next((d for d in decisions if not d.allow), None)
+            if refusal is not None and (req.single or not any(k.startswith("redacted:") for k in withheld)):
+                raise self._deny(caller, req, found.patient, refusal)
+            governing = decisions[0]
+            if req.single:  # the one resource asked for is withheld by its labels
+                raise self._deny(caller, req, found.patient, governing, reasons=sorted(withheld))
+        else:
+            governing = released[0][1]
+        body = render(req_kind(req), released, withheld,
+                      pseudonym_for=lambda item: self._recipient_ids(caller, req, item))
+        refs = [ResourceRef(type=i.rtype, id=i.ref_id(), version=str(i.version)) for i, _ in released]
+        kind = "break_glass" if req.authority.purpose == "ETREAT" else "disclosure"
+        event = audit_event(kind=kind, caller=caller, authority=req.authority, patient=found.patient,
+                            decision=governing, resources=refs, body=body,
+                            details={"withheld": withheld} if withheld else None)
+        self.publish(event)  # log before release
         return Disclosure(body=body, event_id=event.event_id, withheld=sum(withheld.values()))
 
-    def _deny(self, caller: Caller, req: ReadRequest, patient: str | None, d: Decision) -> Denied:
-        event = self._event(caller, req, patient, d, [], None)
+    def _recipient_ids(self, caller: Caller, req: ReadRequest, item: Released) -> tuple[str | None, str]:
+        """(the patient's FHIR id as the resource names it, the recipient's pseudonym for them)."""
+        pseudo = self.vault.recipient_pseudonym(caller.org, item.patient)
+        if item.rtype == "Patient":
+            return str(item.resource.get("id")), pseudo
+        if req.patient_id and self.vault.pseudonym(req.patient_id) == item.patient:
+            return req.patient_id, pseudo
+        for pid in sorted(item.referenced_patients()):
+            if self.vault.pseudonym(pid) == item.patient:
+                return pid, pseudo
+        return None, pseudo
+
+    def _deny(self, caller: Caller, req: ReadRequest, patient: str | None, d: Decision,
+              reasons: list[str] | None = None) -> Denied:
+        decision = d if reasons is None else Decision(allow=False, reasons=reasons,
+                                                      policy_version=d.policy_version, obligations=d.obligations)
+        event = audit_event(kind="denial", caller=caller, authority=req.authority, patient=patient,
+                            decision=decision)
+        self.publish(event)
+        return Denied(decision.reasons, event.event_id)
+
+    def publish(self, event: AuditEvent) -> None:
+        """acks=all: returns only when the broker has the event (else ``BrokerUnavailable``)."""
         self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))
-        return Denied(d.reasons, event.event_id)
 
-    def _event(self, caller: Caller, req: ReadRequest, patient: str | None, d: Decision,
-               released: list[tuple[Plain, Decision]], body: bytes | None) -> AuditEvent:
-        kind = "denial" if not d.allow else ("break_glass" if req.purpose == "ETREAT" else "disclosure")
-        refs = [ResourceRef(type=p.row.rtype,
-                            id=patient if p.row.rtype == "Patient" and patient else str(p.resource.get("id")),
-                            version=str(p.row.version)) for p, _ in released]
-        legal = {k: v.get("id") for k, v in req.legal.model_dump().items() if v}
-        return AuditEvent(
-            kind=kind,
-            accessor=Accessor(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
-            purpose=req.purpose, patient=patient, resources=refs,
-            decision=AuditDecision(allow=d.allow, reasons=d.reasons,
-                                   obligations=d.obligations.model_dump(), policy_version=d.policy_version),
-            legal=legal, request_id=req.request_id,
-            data_digest=crypto.sha256_hex(body) if body is not None else None,
-            details={"break_glass_reason": (req.break_glass or {}).get("reason")} if req.break_glass else {},
-        )
 
-    def _render(self, caller: Caller, req: ReadRequest, released: list[tuple[Plain, Decision]],
-                withheld: dict[str, int], d: Decision) -> bytes:
-        mode = d.obligations.deidentify
-        if req.rid and released and mode in ("none",):
-            return orjson.dumps(released[0][0].resource)
-        if mode == "aggregate_only":
-            counts: dict[str, int] = {}
-            for p, _ in released:
-                counts[p.row.rtype] = counts.get(p.row.rtype, 0) + 1
-            return orjson.dumps({"resourceType": "Parameters", "parameter": [
-                {"name": t, "valueInteger": n} for t, n in sorted(counts.items())]})
-        entries = []
-        for p, dec in released:
-            res = p.resource
-            if dec.obligations.deidentify in ("pseudonymize", "safe_harbor") and req.patient_id is not None:
-                pseudo = deident.recipient_pseudonym(self.vault.pseudonym_key, caller.org, req.patient_id)
-                fn = deident.pseudonymize if dec.obligations.deidentify == "pseudonymize" else deident.safe_harbor
-                res = fn(res, req.patient_id, pseudo)
-            elif dec.obligations.deidentify in ("pseudonymize", "safe_harbor"):
-                fn = deident.pseudonymize if dec.obligations.deidentify == "pseudonymize" else deident.safe_harbor
-                res = fn(res, None, None)
-            entries.append({"resource": res})
-        if req.rid and entries:
-            return orjson.dumps(entries[0]["resource"])
-        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(entries),
-                                  "entry": entries}
-        if withheld:
-            bundle["meta"] = {"extension": [{"url": "https://healthgov.example/withheld",
-                                             "extension": [{"url": reason, "valueInteger": n}
-                                                           for reason, n in sorted(withheld.items())]}]}
-        return orjson.dumps(bundle)
+def req_kind(req: ReadRequest) -> str:
+    """How the response is shaped: one resource, a history, or a search set."""
+    if req.history:
+        return "history"
+    return "single" if req.single else "searchset"

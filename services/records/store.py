@@ -1,15 +1,21 @@
-"""Records storage: encrypted rows, wrapped data keys, care links (SQLModel).
+"""Records storage: encrypted rows, wrapped data keys, care links, consents (SQLModel).
 
 No column holds plaintext PHI. A row is addressed by the patient pseudonym and
 a blind index of ``type/id``; the resource, its labels and its id live only
-inside the AES-GCM ciphertext, bound by AAD to the row.
+inside the AES-GCM ciphertext, bound by AAD to the row. Consents follow the
+same rule: who was granted what lives inside the ciphertext, the row only says
+whose consent it is (a pseudonym) and which version.
+
+The schema is owned by Alembic (``services/records/migrations``);
+``make_engine`` brings a database to the newest revision before use, on SQLite
+and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint, event
+from sqlalchemy import Column, LargeBinary, UniqueConstraint, event, exists
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -23,7 +29,7 @@ class PatientKey(SQLModel, table=True):
 
     __tablename__ = "records_patient_key"
     patient: str = Field(primary_key=True)  # pseudonym
-    kek_id: str
+    kek_id: str = Field(index=True)
     wrapped: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = Field(default_factory=_now)
     shredded_at: datetime | None = None
@@ -47,7 +53,11 @@ class Record(SQLModel, table=True):
 
 
 class CareLink(SQLModel, table=True):
-    """A hospital that authored records for a patient: a care relationship."""
+    """A hospital in a care relationship with a patient.
+
+    ``source`` says why: ``authored`` (the hospital sent records about the
+    patient) or ``referral`` (``referred_by`` referred the patient to it).
+    """
 
     __tablename__ = "records_care_link"
     __table_args__ = (UniqueConstraint("patient", "hospital"),)
@@ -55,6 +65,8 @@ class CareLink(SQLModel, table=True):
     patient: str = Field(index=True)
     hospital: str
     source: str = "authored"
+    referred_by: str | None = None
+    created_at: datetime | None = Field(default_factory=_now)
 
 
 class IdentifierIndex(SQLModel, table=True):
@@ -67,10 +79,36 @@ class IdentifierIndex(SQLModel, table=True):
     patient: str
 
 
-def make_engine(url: str) -> Engine:
+class ConsentRow(SQLModel, table=True):
+    """One version of one patient consent (a FHIR Consent), encrypted.
+
+    Rows are only ever added: a revocation is a new version whose status is
+    ``inactive``. ``change_id`` is the ``consent.changes.v1`` message that made
+    the version, so applying a redelivered change is a no-op.
+    """
+
+    __tablename__ = "records_consent"
+    __table_args__ = (UniqueConstraint("consent_index", "version"),)
+    pk: int | None = Field(default=None, primary_key=True)
+    patient: str = Field(index=True)  # pseudonym
+    consent_index: str = Field(index=True)  # blind index of the consent id
+    version: int
+    change_id: str = Field(unique=True)
+    ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=_now)
+
+
+RECORDS_TABLES = (PatientKey, Record, CareLink, IdentifierIndex, ConsentRow)
+RECORDS_TABLE_NAMES = frozenset(t.__tablename__ for t in RECORDS_TABLES)
+
+
+def make_engine(url: str, migrate: bool = True) -> Engine:
+    """An engine for ``url`` whose records schema is at the newest Alembic revision."""
     kwargs: dict[str, object] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs.update(pool_size=20, max_overflow=20)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
@@ -81,9 +119,10 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
-    SQLModel.metadata.create_all(engine, tables=[
-        PatientKey.__table__, Record.__table__, CareLink.__table__, IdentifierIndex.__table__,  # type: ignore[attr-defined]
-    ])
+    if migrate:
+        from services.records.migrations import upgrade
+
+        upgrade(engine)
     return engine
 
 
@@ -115,3 +154,42 @@ def latest_versions(session: Session, rid_indexes: list[str]) -> dict[str, Recor
         if row.rid_index not in out or row.version > out[row.rid_index].version:
             out[row.rid_index] = row
     return out
+
+
+def all_versions(session: Session, rid_index: str) -> list[Record]:
+    """Every stored version of one resource, oldest first."""
+    query = select(Record).where(Record.rid_index == rid_index).order_by(Record.version)  # type: ignore[arg-type]
+    return list(session.exec(query).all())
+
+
+def consent_versions(session: Session, consent_index: str) -> list[ConsentRow]:
+    """Every version of one consent, oldest first."""
+    query = select(ConsentRow).where(ConsentRow.consent_index == consent_index).order_by(ConsentRow.version)  # type: ignore[arg-type]
+    return list(session.exec(query).all())
+
+
+def latest_consents(session: Session, patient: str) -> list[ConsentRow]:
+    """The newest version of each of a patient's consents, oldest consent first."""
+    rows = session.exec(select(ConsentRow).where(ConsentRow.patient == patient)).all()
+    out: dict[str, ConsentRow] = {}
+    for row in rows:
+        if row.consent_index not in out or row.version > out[row.consent_index].version:
+            out[row.consent_index] = row
+    return sorted(out.values(), key=lambda r: r.pk or 0)
+
+
+def patient_state(session: Session, patient: str, org: str) -> tuple[PatientKey | None, bool, bool]:
+    """(the patient's key row, whether ``org`` cares for them, whether they have consents) in one query.
+
+    A read needs all three; asking once instead of thrice is most of a read's
+    database time. The key row is also loaded into the session, so the vault
+    finds it there.
+    """
+    care = exists().where(CareLink.patient == patient, CareLink.hospital == org)  # type: ignore[arg-type]
+    has_consents = exists().where(ConsentRow.patient == patient)  # type: ignore[arg-type]
+    row = session.exec(select(PatientKey, care.label("care"), has_consents.label("consents"))  # type: ignore[call-overload]
+                       .where(PatientKey.patient == patient)).first()
+    if row is not None:
+        return row[0], bool(row[1]), bool(row[2])
+    found = session.exec(select(care.label("care"), has_consents.label("consents"))).first()  # type: ignore[call-overload]
+    return None, bool(found[0]), bool(found[1])

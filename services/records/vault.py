@@ -1,23 +1,29 @@
 """The vault: per-patient data keys and the encryption of record rows (DESIGN §4).
 
 Data keys are created on a patient's first record, wrapped by the active KEK
-and cached unwrapped in memory only. Rotation rewraps every data key under a
-new KEK; shredding destroys a patient's wrapped key, after which their rows
-are noise.
+and cached unwrapped in memory only. The cache is checked against the
+database on every use, so a key shredded or rewrapped by another process is
+never served from memory. Rotation rewraps every data key under a new KEK;
+shredding destroys a patient's wrapped key, after which their rows (records
+and consents, in the database and on the broker) are noise.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from services.adapters import crypto
 from services.adapters.keys import KeyProvider
-from services.records.store import PatientKey, Record, _now
+from services.records.store import ConsentRow, PatientKey, Record, _now
+
+log = logging.getLogger(__name__)
 
 
 class Shredded(Exception):
@@ -33,13 +39,34 @@ class Plain:
     labels: list[str]
 
 
+@dataclass(frozen=True)
+class Rotation:
+    """What a KEK rotation did."""
+
+    new_kek: str
+    retired: list[str]
+    rewrapped: int
+
+
+def consent_aad(patient: str, consent_index: str, version: int) -> bytes:
+    """AAD of a stored consent version: its own namespace, so no record row can pass for it."""
+    return crypto.record_aad(patient, "Consent", "consent:" + consent_index, version)
+
+
+def change_aad(patient: str, change_id: str) -> bytes:
+    """AAD of a consent carried on ``consent.changes.v1``: bound to that one message."""
+    return f"healthgov.consent.change.v1|{patient}|{change_id}".encode()
+
+
 class Vault:
     def __init__(self, keyring: KeyProvider, blind_key: bytes, pseudonym_key: bytes) -> None:
         self.keyring = keyring
         self.blind_key = blind_key
         self.pseudonym_key = pseudonym_key
-        self._cache: dict[str, crypto.DataKey] = {}
+        self._cache: dict[str, tuple[bytes, crypto.DataKey]] = {}
         self._lock = threading.Lock()
+
+    # --- keyed digests ------------------------------------------------------------
 
     def pseudonym(self, patient_id: str) -> str:
         return crypto.pseudonym(self.pseudonym_key, patient_id)
@@ -50,29 +77,46 @@ class Vault:
     def identifier_index(self, system: str, value: str) -> str:
         return crypto.blind_index(self.blind_key, "identifier", system or "", value)
 
+    def consent_index(self, consent_id: str) -> str:
+        return crypto.blind_index(self.blind_key, "consent", consent_id)
+
     def content_index(self, payload: bytes) -> str:
         return crypto.keyed_digest(self.blind_key, "content", payload.decode())
 
+    def recipient_pseudonym(self, recipient: str, patient: str) -> str:
+        """A per-recipient pseudonym of a patient (their platform pseudonym in, DESIGN §5)."""
+        return "rp-" + crypto.keyed_digest(self.pseudonym_key, "recipient", recipient, patient)[:24]
+
+    # --- data keys ----------------------------------------------------------------
+
     def data_key(self, session: Session, patient: str, create: bool = False) -> crypto.DataKey:
-        with self._lock:
-            if patient in self._cache:
-                return self._cache[patient]
+        """The patient's data key; ``Shredded`` once erased, ``KeyError`` if never made."""
         row = session.get(PatientKey, patient)
         if row is None:
             if not create:
                 raise KeyError(patient)
             kid, kek = self.keyring.active()
             key = crypto.new_key()
-            session.add(PatientKey(patient=patient, kek_id=kid, wrapped=crypto.wrap_key(kek, key)))
+            row = PatientKey(patient=patient, kek_id=kid, wrapped=crypto.wrap_key(kek, key))
+            session.add(row)
             session.flush()
         elif row.wrapped is None:
+            with self._lock:
+                self._cache.pop(patient, None)
             raise Shredded(patient)
         else:
+            with self._lock:
+                hit = self._cache.get(patient)
+            if hit is not None and hit[0] == row.wrapped:
+                return hit[1]
             key = crypto.unwrap_key(self.keyring.get(row.kek_id), row.wrapped)
+        assert row.wrapped is not None
         dk = crypto.DataKey(key)
         with self._lock:
-            self._cache[patient] = dk
+            self._cache[patient] = (row.wrapped, dk)
         return dk
+
+    # --- record rows --------------------------------------------------------------
 
     def seal_row(self, dk: crypto.DataKey, row: Record, resource: dict[str, Any], labels: list[str]) -> None:
         aad = crypto.record_aad(row.patient, row.rtype, row.rid_index, row.version)
@@ -84,7 +128,26 @@ class Vault:
         doc = orjson.loads(dk.decrypt(row.ciphertext, aad))
         return Plain(row=row, resource=doc["resource"], labels=doc["labels"])
 
+    # --- consents -----------------------------------------------------------------
+
+    def seal_consent(self, dk: crypto.DataKey, row: ConsentRow, consent: dict[str, Any]) -> None:
+        row.ciphertext = dk.encrypt(orjson.dumps(consent), consent_aad(row.patient, row.consent_index, row.version))
+
+    def open_consent(self, session: Session, row: ConsentRow) -> dict[str, Any]:
+        dk = self.data_key(session, row.patient)
+        return orjson.loads(dk.decrypt(row.ciphertext, consent_aad(row.patient, row.consent_index, row.version)))
+
+    def seal_change(self, dk: crypto.DataKey, patient: str, change_id: str, consent: dict[str, Any]) -> bytes:
+        return dk.encrypt(orjson.dumps(consent), change_aad(patient, change_id))
+
+    def open_change(self, session: Session, patient: str, change_id: str, sealed: bytes) -> dict[str, Any]:
+        dk = self.data_key(session, patient)
+        return orjson.loads(dk.decrypt(sealed, change_aad(patient, change_id)))
+
+    # --- erasure and rotation -----------------------------------------------------
+
     def shred(self, session: Session, patient: str) -> bool:
+        """Destroy the patient's wrapped data key (the caller commits)."""
         row = session.get(PatientKey, patient)
         with self._lock:
             self._cache.pop(patient, None)
@@ -95,21 +158,52 @@ class Vault:
         session.add(row)
         return True
 
-    def rotate(self, session: Session) -> tuple[str, int]:
-        """Rewrap every live data key under a new KEK, then retire the old KEKs."""
-        new_kid = self.keyring.rotate()
-        new_kek = self.keyring.get(new_kid)
-        old: set[str] = set()
+    def _rewrap(self, session: Session, new_kid: str, new_kek: bytes) -> int:
         count = 0
-        for row in session.exec(select(PatientKey)).all():
-            if row.wrapped is None or row.kek_id == new_kid:
-                continue
+        query = select(PatientKey).where(PatientKey.kek_id != new_kid, PatientKey.wrapped.is_not(None))  # type: ignore[union-attr]
+        for row in session.exec(query).all():
+            assert row.wrapped is not None
             key = crypto.unwrap_key(self.keyring.get(row.kek_id), row.wrapped)
-            old.add(row.kek_id)
             row.wrapped, row.kek_id = crypto.wrap_key(new_kek, key), new_kid
             session.add(row)
             count += 1
-        session.commit()
-        for kid in old:
+        return count
+
+    def rotate(self, engine: Any, announce: Any = None) -> Rotation:
+        """Make a new KEK, rewrap every live data key under it, then retire the old KEKs.
+
+        Records are never re-encrypted. The final pass runs under a table lock
+        (PostgreSQL) or the write lock (SQLite), so a data key created with an
+        old KEK while the first pass ran is rewrapped too before that KEK is
+        destroyed. ``announce(rotation)`` runs before the final commit and before
+        anything is retired: if it raises (e.g. the audit event cannot be
+        published), no KEK is retired and a later rotation retires them. Only
+        KEKs that no live data key uses are retired.
+        """
+        new_kid = self.keyring.rotate()
+        new_kek = self.keyring.get(new_kid)
+        with Session(engine) as s:
+            count = self._rewrap(s, new_kid, new_kek)
+            s.commit()
+        with Session(engine) as s:
+            if s.get_bind().dialect.name == "postgresql":
+                s.exec(text("LOCK TABLE records_patient_key IN SHARE ROW EXCLUSIVE MODE"))  # type: ignore[call-overload]
+            else:
+                s.exec(text("UPDATE records_patient_key SET kek_id = kek_id WHERE 1 = 0"))  # type: ignore[call-overload]
+            late_count = self._rewrap(s, new_kid, new_kek)
+            s.flush()
+            retiring = self._retirable(s, new_kid)
+            rotation = Rotation(new_kek=new_kid, retired=sorted(retiring), rewrapped=count + late_count)
+            if announce is not None:
+                announce(rotation)
+            s.commit()
+        for kid in rotation.retired:
             self.keyring.retire(kid)
-        return new_kid, count
+        log.info("KEK rotated to %s: %d data keys rewrapped, retired %s", new_kid, rotation.rewrapped,
+                 rotation.retired)
+        return rotation
+
+    def _retirable(self, session: Session, active: str) -> set[str]:
+        """Every KEK in the keyring except the active one, if no live data key uses it."""
+        in_use = set(session.exec(select(PatientKey.kek_id).where(PatientKey.wrapped.is_not(None))).all())  # type: ignore[union-attr]
+        return {k for k in self.keyring.kids() if k != active and k not in in_use}

@@ -117,3 +117,94 @@ deny contains "consent_write_requires_treat" if {
 	caller_is("hospital")
 	input.purpose != "TREAT"
 }
+
+# ------------------------------------------------------------------- erase
+# Erasure (crypto-shredding: the patient's data key is destroyed, for good) is
+# the patient's own decision, asked through the portal. Nobody else may
+# destroy a patient's records.
+
+grants contains grant("patient_erases_own_records", plain_obligations) if {
+	input.action == "erase"
+	caller_is("patient")
+	own_records
+}
+
+deny contains "not_own_records" if {
+	input.action == "erase"
+	caller_is("patient")
+	about_a_patient
+	not own_records
+}
+
+deny contains "erase_only_by_patient" if {
+	input.action == "erase"
+	input.subject.org_type != "patient"
+}
+
+# ------------------------------------------------------------------- refer
+# A referral gives another hospital (`resource.hospital`) a care relationship
+# with the patient. The treating clinician may refer (the patient is told), and
+# so may the patient; only to a registered hospital in good standing.
+
+referral_target := data.healthgov.registry.orgs[input.resource.hospital]
+
+referral_target_ok if {
+	referral_target.type == "hospital"
+	referral_target.suspended == false
+}
+
+clinician_refers if {
+	input.action == "refer"
+	caller_is("hospital")
+}
+
+grants contains grant(
+	"clinician_refers_patient",
+	obligations_with({"notify_patient": true}),
+) if {
+	clinician_refers
+	input.purpose == "TREAT"
+	is_clinician
+	in_care
+	referral_target_ok
+}
+
+grants contains grant("patient_refers_self", plain_obligations) if {
+	input.action == "refer"
+	caller_is("patient")
+	own_records
+	referral_target_ok
+}
+
+deny contains "referral_target_not_a_hospital" if {
+	input.action == "refer"
+	not referral_target_ok
+}
+
+deny contains "not_own_records" if {
+	input.action == "refer"
+	caller_is("patient")
+	about_a_patient
+	not own_records
+}
+
+deny contains "role_not_clinician" if {
+	clinician_refers
+	not is_clinician
+}
+
+deny contains "no_care_relationship" if {
+	clinician_refers
+	about_a_patient
+	not in_care
+}
+
+deny contains "referral_requires_treat" if {
+	clinician_refers
+	input.purpose != "TREAT"
+}
+
+deny contains "refer_not_permitted" if {
+	input.action == "refer"
+	not input.subject.org_type in {"patient", "hospital"}
+}

@@ -148,3 +148,83 @@ test_consent_write_needs_patient if {
 	d := decide(with_fields(patient, {"action": "consent_write", "resource": {"patient": null}}))
 	d.reasons == ["resource_has_no_patient"]
 }
+
+# -------------------------------------------------------------------- erase
+
+test_patient_erases_own_records if {
+	d := decide(with_fields(patient, {"action": "erase"}))
+	allowed_by(d, "patient_erases_own_records")
+	d.obligations == no_obligations
+}
+
+test_patient_cannot_erase_another_patient if {
+	d := decide(with_fields(patient, {"action": "erase", "subject": {"patient": "p2"}}))
+	d.reasons == ["not_own_records"]
+}
+
+test_clinician_cannot_erase if {
+	d := decide(with_fields(clinician, {"action": "erase"}))
+	d.reasons == ["erase_only_by_patient"]
+}
+
+test_state_cannot_erase if {
+	d := decide(with_fields(police, {"action": "erase"}))
+	d.reasons == ["erase_only_by_patient"]
+}
+
+test_erase_needs_patient if {
+	d := decide(with_fields(patient, {"action": "erase", "resource": {"patient": null}}))
+	d.reasons == ["resource_has_no_patient"]
+}
+
+# -------------------------------------------------------------------- refer
+
+referral(request, target) := with_fields(request, {"action": "refer", "resource": {"type": "Patient", "hospital": target}})
+
+test_clinician_refers_patient_in_care_and_patient_is_told if {
+	d := decide(referral(clinician, "gy-hosp-003"))
+	allowed_by(d, "clinician_refers_patient")
+	d.obligations == object.union(no_obligations, {"notify_patient": true})
+}
+
+test_clinician_referral_needs_care if {
+	d := decide(with_fields(referral(clinician, "gy-hosp-003"), {"relationship": {"care": false}}))
+	d.reasons == ["no_care_relationship"]
+}
+
+test_referral_needs_clinician_role if {
+	d := decide(with_fields(referral(clinician, "gy-hosp-003"), {"subject": {"role": "billing"}}))
+	d.reasons == ["role_not_clinician"]
+}
+
+test_referral_not_under_break_glass if {
+	d := decide(with_fields(referral(clinician, "gy-hosp-003"), {"purpose": "ETREAT"}))
+	d.reasons == ["referral_requires_treat"]
+}
+
+test_patient_refers_self if {
+	d := decide(referral(patient, "gy-hosp-003"))
+	allowed_by(d, "patient_refers_self")
+	d.obligations == no_obligations
+}
+
+test_patient_cannot_refer_another_patient if {
+	d := decide(with_fields(referral(patient, "gy-hosp-003"), {"subject": {"patient": "p2"}}))
+	d.reasons == ["not_own_records"]
+}
+
+test_referral_only_to_a_hospital_in_good_standing if {
+	every target in ["gy-hosp-099", "gy-insurer-1", "gz-insurer-1", "nowhere", "gy-hosp-nf"] {
+		denied_for(decide(referral(clinician, target)), "referral_target_not_a_hospital")
+	}
+}
+
+test_third_party_cannot_refer if {
+	d := decide(referral(insurer, "gy-hosp-003"))
+	d.reasons == ["refer_not_permitted"]
+}
+
+test_referral_needs_patient if {
+	d := decide(with_fields(referral(patient, "gy-hosp-003"), {"resource": {"patient": null}}))
+	d.reasons == ["resource_has_no_patient"]
+}

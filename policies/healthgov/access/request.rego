@@ -108,9 +108,10 @@ record_read if {
 	about_a_patient
 }
 
-# Reads and consent changes are always about one patient, except directory reads.
+# Reads, consent changes, erasure and referrals are always about one patient,
+# except directory reads.
 deny contains "resource_has_no_patient" if {
-	input.action in {"read", "consent_write"}
+	input.action in {"read", "consent_write", "erase", "refer"}
 	not about_a_patient
 	not directory_read
 }

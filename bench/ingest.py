@@ -1,0 +1,233 @@
+"""End-to-end ingest throughput, beside the raw Kafka producer ceiling measured in the same run.
+
+    .venv/bin/python bench/ingest.py [--copies 2] [--clients 2] [--chunk 1000]
+
+Needs the running platform (``healthgov stack up``, same HEALTHGOV_* environment).
+The 10-patient Synthea set is sent under fresh ids each time (every UUID
+rewritten consistently), so every resource is new and really stored:
+
+1. NDJSON: ``POST /fhir/$import`` in chunks of ``--chunk`` lines from
+   ``--clients`` concurrent clients; 2. transaction Bundles: each patient's resources in
+   transactions of ``--bundle`` resources, directory resources in batch Bundles.
+
+Each is timed from the first request until records has stored every resource
+(its ``/healthz`` counter), then a sample is read back through the records API
+(so "stored" means readable). Latency p50/p99 is per request (acknowledged =
+on Kafka, acks=all). The ceiling: kafka-python alone, acks=all with
+idempotence (the platform's producer settings), producing messages of the same
+sizes as ingest produces for the same data (sealed here with the same code),
+to a scratch topic; resources/s at that rate = messages/s x resources per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import math
+import os
+import re
+import statistics
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import orjson
+
+from services.adapters.auth import issue_token
+from services.adapters.config import REPO_ROOT, PlatformSettings
+from services.adapters.keys import PlatformKeys
+from services.ingest.fhir import DIRECTORY_TYPES, patient_id_of
+from services.ingest.labels import DEFAULT_TABLE
+from services.ingest.prepare import Context, prepare_lines
+
+TEN = REPO_ROOT / "deploy" / "demo" / "fixtures" / "synthea-10-patients"
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+HOSPITAL = "gy-hosp-001"
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def fixture_lines(copies: int) -> list[bytes]:
+    """The 10-patient set ``copies`` times, each copy under fresh ids."""
+    raw = b"\n".join(ln for f in sorted(TEN.glob("*.ndjson.gz"))
+                     for ln in gzip.decompress(f.read_bytes()).splitlines() if ln.strip())
+    out: list[bytes] = []
+    for _ in range(copies):
+        salt = uuid.uuid4().hex
+
+        def fresh_id(m: re.Match[bytes], salt: str = salt) -> bytes:
+            return str(uuid.uuid5(uuid.UUID(int=0), salt + m.group().decode())).encode()
+
+        out.extend(_UUID.sub(fresh_id, raw).splitlines())
+    return out
+
+
+class Platform:
+    def __init__(self) -> None:
+        self.s = PlatformSettings()
+        self.keys = PlatformKeys(self.s.state_dir)
+        self.private = self.keys.org_signer(HOSPITAL)[0]
+        self.http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=16))
+
+    def token(self, aud: str = "ingest", **kw: Any) -> str:
+        return issue_token(org=HOSPITAL, private_key=self.private, subject="bench", audience=aud,
+                           role=kw.pop("role", "integration"), **kw)
+
+    def stored(self) -> int:
+        return int(self.http.get(f"{self.s.records_url}/healthz").json()["stored"])
+
+    def post(self, path: str, body: bytes, ctype: str) -> float:
+        t = time.perf_counter()
+        r = self.http.post(f"{self.s.ingest_url}{path}", content=body,
+                           headers={"Authorization": f"Bearer {self.token()}", "Content-Type": ctype})
+        if r.status_code != 200:
+            raise SystemExit(f"{path}: {r.status_code} {r.text[:300]}")
+        return time.perf_counter() - t
+
+    def readable(self, samples: list[dict[str, Any]]) -> None:
+        for doc in samples:
+            tok = self.token("records", role="clinician", purpose="TREAT")
+            r = self.http.get(f"{self.s.records_url}/fhir/{doc['resourceType']}/{doc['id']}",
+                              headers={"Authorization": f"Bearer {tok}"})
+            if r.status_code != 200:
+                raise SystemExit(f"not readable: {doc['resourceType']}/{doc['id']}: {r.status_code}")
+
+
+def run(p: Platform, requests: list[tuple[str, bytes, str]], n: int, clients: int,
+        samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Send, wait until records stored ``n`` more resources, read samples back."""
+    base = p.stored()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as ex:
+        latencies = list(ex.map(lambda req: p.post(*req), requests))
+    acked = time.perf_counter() - started
+    while p.stored() < base + n:
+        if time.perf_counter() - started > 900:
+            raise SystemExit(f"records stored {p.stored() - base} of {n}")
+        time.sleep(0.05)
+    stored = time.perf_counter() - started
+    p.readable(samples)
+    return {"resources": n, "acked_s": acked, "stored_s": stored, "rate": n / stored, "ack_rate": n / acked,
+            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * pct(latencies, 99),
+            "requests": len(requests)}
+
+
+def ndjson(p: Platform, lines: list[bytes], chunk: int, clients: int) -> dict[str, float]:
+    reqs = [("/fhir/$import", b"\n".join(lines[i:i + chunk]), "application/fhir+ndjson")
+            for i in range(0, len(lines), chunk)]
+    samples = [orjson.loads(lines[i]) for i in (0, len(lines) // 2, len(lines) - 1)]
+    return run(p, reqs, len(lines), clients, samples)
+
+
+def bundles(p: Platform, lines: list[bytes], clients: int, per_bundle: int) -> dict[str, float]:
+    by_patient: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    directory: list[dict[str, Any]] = []
+    for ln in lines:
+        doc = orjson.loads(ln)
+        if doc["resourceType"] in DIRECTORY_TYPES:
+            directory.append(doc)
+        else:
+            by_patient[patient_id_of(doc) or "?"].append(doc)
+
+    def bundle(kind: str, docs: list[dict[str, Any]]) -> bytes:
+        return orjson.dumps({"resourceType": "Bundle", "type": kind, "entry": [
+            {"fullUrl": f"urn:uuid:{d['id']}", "resource": d,
+             "request": {"method": "PUT", "url": f"{d['resourceType']}/{d['id']}"}} for d in docs]})
+
+    reqs = [("/fhir", bundle("transaction", docs[i:i + per_bundle]), "application/fhir+json")
+            for docs in by_patient.values() for i in range(0, len(docs), per_bundle)]
+    reqs += [("/fhir", bundle("batch", directory[i:i + 500]), "application/fhir+json")
+             for i in range(0, len(directory), 500)]
+    samples = [docs[-1] for docs in list(by_patient.values())[:5]]
+    return run(p, reqs, len(lines), clients, samples)
+
+
+def raw_producer(p: Platform, lines: list[bytes], chunk: int) -> dict[str, float]:
+    """kafka-python alone, acks=all + idempotence, the same message sizes ingest produces for ``lines``."""
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    ctx = Context(records_public_key=p.keys.records_hpke_public(), pseudonym_key=p.keys.pseudonym_key(),
+                  labels_file=str(DEFAULT_TABLE))
+    messages = [m for i in range(0, len(lines), chunk)
+                for m in prepare_lines(ctx, HOSPITAL, "bench", i + 1, lines[i:i + chunk]).messages]
+    topic = "bench.raw-producer"
+    admin = KafkaAdminClient(bootstrap_servers=p.s.kafka_bootstrap)
+    with contextlib.suppress(TopicAlreadyExistsError):
+        admin.create_topics([NewTopic(topic, 6, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=p.s.kafka_bootstrap, acks="all", enable_idempotence=True,
+                             linger_ms=2, batch_size=256 * 1024, max_request_size=8 * 1024 * 1024)
+    producer.send(topic, b"warm-up").get(timeout=30)
+    started = time.perf_counter()
+    futures = [producer.send(topic, value=m.value, key=m.key) for m in messages]
+    producer.flush()
+    for f in futures:
+        f.get(timeout=60)
+    elapsed = time.perf_counter() - started
+    producer.close()
+    size = sum(len(m.value) for m in messages)
+    return {"messages": len(messages), "msg_rate": len(messages) / elapsed, "mb_s": size / elapsed / 1e6,
+            "rate": len(lines) / elapsed, "avg_kb": size / len(messages) / 1e3}
+
+
+def preparation_cpu(p: Platform, lines: list[bytes], chunk: int) -> dict[str, float]:
+    """CPU-time rate of ingest's per-resource work on one core (parse, validate, references, label, seal).
+
+    CPU time, not wall time, so that other load on the machine does not skew it: this is
+    what one validation worker can do, without and with the memo of repeated data types.
+    """
+    from services.ingest import validation
+
+    ctx = Context(records_public_key=p.keys.records_hpke_public(), pseudonym_key=p.keys.pseudonym_key(),
+                  labels_file=str(DEFAULT_TABLE))
+    out: dict[str, float] = {}
+    for memo in (False, True):
+        validation.install_memo() if memo else validation.uninstall_memo()
+        started = time.process_time()
+        for i in range(0, len(lines), chunk):
+            prepare_lines(ctx, HOSPITAL, "bench", i + 1, lines[i:i + chunk])
+        out["memo" if memo else "plain"] = len(lines) / (time.process_time() - started)
+    validation.uninstall_memo()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--copies", type=int, default=2, help="copies of the 10-patient set (fresh ids each)")
+    ap.add_argument("--clients", type=int, default=2, help="concurrent HTTP clients")
+    ap.add_argument("--chunk", type=int, default=1000, help="NDJSON lines per request")
+    ap.add_argument("--bundle", type=int, default=250, help="resources per transaction Bundle (one patient)")
+    args = ap.parse_args()
+    p = Platform()
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    lines = fixture_lines(args.copies)
+    print(f"data: {len(lines)} resources ({sum(map(len, lines)) / 1e6:.1f} MB NDJSON), fresh ids per run\n")
+    nd = ndjson(p, lines, args.chunk, args.clients)
+    tx = bundles(p, fixture_lines(args.copies), args.clients, args.bundle)
+    ceiling = raw_producer(p, fixture_lines(args.copies), args.chunk)
+    print(f"{'path':38} {'resources/s':>12} {'acked/s':>9} {'p50 ms':>8} {'p99 ms':>8}  requests")
+    for name, r in (("NDJSON $import, stored+readable", nd), ("transaction Bundles, stored+readable", tx)):
+        print(f"{name:38} {r['rate']:12.0f} {r['ack_rate']:9.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f}  "
+              f"{r['requests']:.0f}")
+    print(f"{'raw kafka-python producer (ceiling)':38} {ceiling['rate']:12.0f} {'':9} {'':8} {'':8}  "
+          f"{ceiling['messages']} msgs of {ceiling['avg_kb']:.0f} kB avg, {ceiling['msg_rate']:.0f} msg/s, "
+          f"{ceiling['mb_s']:.1f} MB/s, acks=all")
+    cpu = preparation_cpu(p, fixture_lines(1), args.chunk)
+    print(f"{'ingest work per core (CPU time)':38} {cpu['memo']:12.0f} {'':9} {'':8} {'':8}  "
+          f"fhir.resources validation + references + labels + HPKE seal; {cpu['plain']:.0f}/s without the memo")
+    print(f"\nNDJSON end to end = {nd['rate'] / ceiling['rate']:.0%} of the raw producer rate "
+          f"(target >= 50%, and >= 5,000 resources/s)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

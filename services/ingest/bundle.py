@@ -1,0 +1,166 @@
+"""FHIR transaction and batch Bundles: entries, ids, references, and the answer.
+
+A transaction is all-or-nothing: one bad entry (invalid element, broken
+reference, unsupported method) rejects the Bundle with every problem named,
+and nothing is stored. A batch is per entry: good entries are stored, bad ones
+are answered with their own OperationOutcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.ingest import references
+from services.ingest.fhir import InvalidSubmission, Issue, validate_resource
+
+SUPPORTED_METHODS = ("POST", "PUT")
+
+
+@dataclass
+class Entry:
+    """One Bundle entry and what is wrong with it."""
+
+    index: int
+    resource: dict[str, Any] | None
+    full_url: str | None = None
+    method: str = "POST"
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+    @property
+    def location(self) -> str:
+        res = self.resource or {}
+        return f"{res.get('resourceType', '')}/{res.get('id', '')}"
+
+
+@dataclass
+class ParsedBundle:
+    kind: str  # "transaction" | "batch"
+    entries: list[Entry]
+    identifier: str | None = None
+
+    @property
+    def good(self) -> list[Entry]:
+        return [e for e in self.entries if not e.issues]
+
+    def all_issues(self) -> list[Issue]:
+        return [i for e in self.entries for i in e.issues]
+
+
+def _identifier(doc: dict[str, Any]) -> str | None:
+    ident = doc.get("identifier")
+    if isinstance(ident, dict) and ident.get("value"):
+        return f"{ident.get('system', '')}|{ident['value']}"
+    return None
+
+
+def read_entries(doc: Any, max_entries: int) -> ParsedBundle:
+    """The Bundle's shape: type, size, each entry's request (before validation)."""
+    if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle":
+        raise InvalidSubmission([Issue("expected a Bundle resource at /fhir", "resourceType", "invalid")])
+    kind = doc.get("type")
+    if kind not in ("transaction", "batch"):
+        raise InvalidSubmission([Issue("Bundle.type must be transaction or batch", "Bundle.type", "not-supported")])
+    raw = doc.get("entry") or []
+    if not isinstance(raw, list):
+        raise InvalidSubmission([Issue("Bundle.entry must be an array", "Bundle.entry", "structure")])
+    if len(raw) > max_entries:
+        raise InvalidSubmission([Issue(f"Bundle has {len(raw)} entries; the limit is {max_entries}",
+                                       "Bundle.entry", "too-costly")], status=413)
+    entries: list[Entry] = []
+    for i, item in enumerate(raw):
+        entry = Entry(index=i, resource=None)
+        entries.append(entry)
+        if not isinstance(item, dict) or not isinstance(item.get("resource"), dict):
+            entry.issues.append(Issue(f"{entry.where}: entry has no resource", f"{entry.where}.resource", "required"))
+            continue
+        entry.resource = item["resource"]
+        entry.full_url = item.get("fullUrl") if isinstance(item.get("fullUrl"), str) else None
+        request = item.get("request") if isinstance(item.get("request"), dict) else {}
+        entry.method = str(request.get("method") or "POST").upper()
+        if entry.method not in SUPPORTED_METHODS:
+            entry.issues.append(Issue(f"{entry.where}.request.method: only POST and PUT are accepted at ingest",
+                                      f"{entry.where}.request.method", "not-supported"))
+        elif entry.method == "PUT":
+            _check_put(entry, str(request.get("url") or ""))
+    return ParsedBundle(kind=kind, entries=entries, identifier=_identifier(doc))
+
+
+def _check_put(entry: Entry, url: str) -> None:
+    res = entry.resource or {}
+    rtype, _, rid = url.partition("?")[0].partition("/")
+    if rtype != res.get("resourceType") or not rid:
+        entry.issues.append(Issue(f"{entry.where}.request.url: PUT url must be {{type}}/{{id}} of the resource",
+                                  f"{entry.where}.request.url", "invalid"))
+    elif res.get("id") not in (None, rid):
+        entry.issues.append(Issue(f"{entry.where}.resource.id: does not match request.url",
+                                  f"{entry.where}.resource.id", "invalid"))
+    else:
+        res["id"] = rid
+
+
+def apply_validation(bundle: ParsedBundle, found: list[list[Issue]]) -> None:
+    """Attach validation results (one list per entry with a resource, in order)."""
+    with_resource = [e for e in bundle.entries if e.resource is not None]
+    for entry, issues in zip(with_resource, found, strict=True):
+        entry.issues.extend(issues)
+
+
+def validate_inline(bundle: ParsedBundle) -> None:
+    apply_validation(bundle, [validate_resource(e.resource, f"{e.where}.resource")
+                              for e in bundle.entries if e.resource is not None])
+
+
+def resolve(bundle: ParsedBundle, hospital: str) -> None:
+    """Assign ids, then resolve ``urn:uuid`` and conditional references inside the Bundle."""
+    from services.ingest.prepare import ensure_id
+
+    full_urls: dict[str, str] = {}
+    for e in bundle.entries:
+        if e.resource is None:
+            continue
+        if not e.resource.get("id") and e.full_url and e.full_url.startswith("urn:uuid:"):
+            e.resource["id"] = e.full_url[len("urn:uuid:"):]
+        ensure_id(e.resource, hospital)
+        if e.full_url:
+            full_urls[e.full_url] = e.location
+    if bundle.kind == "batch":
+        full_urls = {}  # batch entries are independent: they may not point at each other
+    ids = references.identifier_index([e.resource for e in bundle.entries if e.resource and not e.issues])
+    seen: dict[str, int] = {}
+    for e in bundle.entries:
+        if e.resource is None or e.issues:
+            continue
+        e.issues.extend(references.rewrite(e.resource, f"{e.where}.resource", full_urls=full_urls, ids=ids))
+        if bundle.kind == "transaction":
+            if e.location in seen:
+                e.issues.append(Issue(f"{e.where}: the same resource appears in entry {seen[e.location]} too",
+                                      f"{e.where}.resource.id", "duplicate"))
+            seen.setdefault(e.location, e.index)
+
+
+def require_all_good(bundle: ParsedBundle) -> None:
+    """A transaction with any problem is rejected whole."""
+    if bundle.kind == "transaction" and (issues := bundle.all_issues()):
+        raise InvalidSubmission(issues)
+    if not bundle.good:
+        raise InvalidSubmission(bundle.all_issues() or [Issue("Bundle has no entries", "Bundle.entry", "required")])
+
+
+def response(bundle: ParsedBundle, submission_id: str) -> dict[str, Any]:
+    """A transaction-response / batch-response Bundle, one entry per request entry, in order."""
+    entries = []
+    for e in bundle.entries:
+        if e.issues:
+            entries.append({"response": {"status": "400 Bad Request", "outcome": {
+                "resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in e.issues]}}})
+        else:
+            status = "200 OK" if e.method == "PUT" else "201 Created"
+            entries.append({"response": {"status": status, "location": e.location}})
+    return {"resourceType": "Bundle", "type": f"{bundle.kind}-response",
+            "meta": {"tag": [{"system": "https://healthgov.example/submission", "code": submission_id}]},
+            "entry": entries}

@@ -1,0 +1,97 @@
+"""Helpers for ingest's integration and end-to-end tests (real Kafka, OPA, PostgreSQL, services)."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+import httpx
+
+from services.adapters.config import PlatformSettings
+from tests.conftest import TokenFactory, auth, first_patient, wait_for
+
+HOSPITAL = "gy-hosp-001"
+
+
+def new_patient() -> dict[str, Any]:
+    """A fresh patient (new id and identifiers) shaped like the fixtures' first one."""
+    patient = copy.deepcopy(first_patient())
+    patient["id"] = str(uuid.uuid4())
+    for ident in patient.get("identifier", []):
+        ident["value"] = str(uuid.uuid4())
+    return patient
+
+
+def condition(pid: str, code: str = "38341003", system: str = "http://snomed.info/sct") -> dict[str, Any]:
+    return {"resourceType": "Condition", "id": str(uuid.uuid4()), "subject": {"reference": f"Patient/{pid}"},
+            "code": {"coding": [{"system": system, "code": code}]},
+            "clinicalStatus": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}}
+
+
+def ingest(settings: PlatformSettings, token: TokenFactory, path: str, *, org: str = HOSPITAL,
+           json: Any = None, content: bytes | str | None = None, headers: dict[str, str] | None = None,
+           tok: str | None = None) -> httpx.Response:
+    hdrs = auth(tok or token(org, "ingest", role="integration"), **(headers or {}))
+    return httpx.post(f"{settings.ingest_url}{path}", json=json, content=content, headers=hdrs, timeout=120)
+
+
+def read(settings: PlatformSettings, token: TokenFactory, rtype: str, rid: str) -> httpx.Response:
+    return httpx.get(f"{settings.records_url}/fhir/{rtype}/{rid}",
+                     headers=auth(token(HOSPITAL, purpose="TREAT")), timeout=30)
+
+
+def wait_readable(settings: PlatformSettings, token: TokenFactory, rtype: str, rid: str,
+                  timeout_s: float = 90) -> dict[str, Any]:
+    got: dict[str, Any] = {}
+
+    def ready() -> bool:
+        r = read(settings, token, rtype, rid)
+        if r.status_code == 200:
+            got.update(r.json())
+        return r.status_code == 200
+
+    wait_for(ready, timeout_s, f"{rtype}/{rid} to be stored")
+    return got
+
+
+def assert_never_stored(settings: PlatformSettings, token: TokenFactory, pid: str,
+                        refs: list[tuple[str, str]]) -> None:
+    """Nothing of ``refs`` was stored: a later write for the same patient (same partition) is stored first."""
+    sentinel = condition(pid)
+    r = ingest(settings, token, "/fhir/Condition", json=sentinel)
+    assert r.status_code == 201, r.text
+    wait_readable(settings, token, "Condition", sentinel["id"])
+    for rtype, rid in refs:
+        assert read(settings, token, rtype, rid).status_code == 404, f"{rtype}/{rid} was stored"
+
+
+def audit_event(settings: PlatformSettings, event_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    """The AuditEvent with this id, read from ``audit.events.v1`` on the real broker."""
+    import orjson
+    from kafka import KafkaConsumer, TopicPartition
+
+    from services.contracts.topics import AUDIT_EVENTS
+
+    found: dict[str, Any] = {}
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(AUDIT_EVENTS.name, 0)
+        consumer.assign([tp])
+
+        def scan() -> bool:
+            end = consumer.end_offsets([tp])[tp]
+            consumer.seek_to_beginning(tp)
+            while consumer.position(tp) < end and not found:
+                for recs in consumer.poll(timeout_ms=1000).values():
+                    for rec in recs:
+                        doc = orjson.loads(rec.value)
+                        if doc.get("event_id") == event_id:
+                            found.update(doc)
+            return bool(found)
+
+        wait_for(scan, timeout_s, f"audit event {event_id}")
+    finally:
+        consumer.close()
+    return found

@@ -1,0 +1,89 @@
+"""The ingest app in-process with tight limits, on the real OPA, PostgreSQL and Kafka (or a dead broker)."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import uuid
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from services.ingest.app import create_app
+from services.ingest.config import IngestSettings
+from tests.conftest import auth
+from tests.integration.ingest.support import condition, new_patient
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _client(**overrides: object) -> Iterator[TestClient]:
+    settings = IngestSettings(validation_workers=0, **overrides)  # type: ignore[arg-type]
+    assert settings.database_url and settings.database_url.startswith("postgresql")
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def tight(stack) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    yield from _client(max_body_bytes=20_000, rate_limit_per_s=0.2, rate_limit_burst=3)
+
+
+@pytest.fixture
+def no_broker(stack) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    yield from _client(kafka_bootstrap=f"127.0.0.1:{_free_port()}")
+
+
+def _post(client: TestClient, token, path: str, body: bytes, **headers: str):  # type: ignore[no-untyped-def]
+    return client.post(path, content=body, headers=auth(token("gy-hosp-003", "ingest", role="integration"),
+                                                        **headers))
+
+
+def test_a_flood_from_one_hospital_gets_429_with_retry_after(tight: TestClient, token) -> None:
+    statuses = [_post(tight, token, "/fhir/Patient", orjson.dumps(new_patient())).status_code for _ in range(4)]
+    assert statuses[:3] == [201, 201, 201]
+    assert statuses[3] == 429
+    r = _post(tight, token, "/fhir/Patient", orjson.dumps(new_patient()))
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    assert r.json()["issue"][0]["code"] == "throttled"
+    # Another hospital is not throttled by this one.
+    other = tight.post("/fhir/Patient", content=orjson.dumps(new_patient()),
+                       headers=auth(token("gy-hosp-002", "ingest", role="integration")))
+    assert other.status_code == 201
+
+
+def test_oversize_bodies_are_refused_while_streaming_and_gzip_bombs_too(stack, token) -> None:
+    for client in _client(max_body_bytes=20_000, rate_limit_per_s=0):
+        big = b"\n".join(orjson.dumps(condition(str(uuid.uuid4()))) for _ in range(200))
+        assert len(big) > 20_000
+
+        def chunks(data: bytes) -> Iterator[bytes]:  # no Content-Length: the limit must hold while reading
+            for i in range(0, len(data), 4096):
+                yield data[i:i + 4096]
+
+        r = client.post("/fhir/$import", content=chunks(big),
+                        headers=auth(token("gy-hosp-003", "ingest", role="integration")))
+        assert r.status_code == 413, r.text
+        bomb = gzip.compress(b" " * 5_000_000)
+        assert len(bomb) < 20_000
+        r = _post(client, token, "/fhir/$import", bomb, **{"Content-Encoding": "gzip"})
+        assert r.status_code == 413
+        small = gzip.compress(orjson.dumps(new_patient()))
+        assert _post(client, token, "/fhir/Patient", small, **{"Content-Encoding": "gzip"}).status_code == 201
+
+
+def test_no_broker_means_503_and_a_retry_later_goes_through(no_broker: TestClient, token, stack) -> None:
+    patient = new_patient()
+    key = str(uuid.uuid4())
+    r = _post(no_broker, token, "/fhir/Patient", orjson.dumps(patient), **{"Idempotency-Key": key})
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0
+    # The idempotency claim was released: the retry (against a working broker) is processed, not 409.
+    for client in _client():
+        retry = _post(client, token, "/fhir/Patient", orjson.dumps(patient), **{"Idempotency-Key": key})
+        assert retry.status_code == 201, retry.text

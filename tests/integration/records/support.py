@@ -1,0 +1,158 @@
+"""Helpers shared by the records integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+SNOMED = "http://snomed.info/sct"
+MRN_SYSTEM = "http://hospital.smarthealthit.org"
+DEPRESSION = "35489007"  # labelled PSY by the ingest label table
+HYPERTENSION = "38341003"  # no label
+
+
+def phi_needles(resources: list[dict[str, Any]]) -> set[bytes]:
+    """Every name, identifier, patient id, birth date and address line of the Patients given."""
+    needles: set[bytes] = set()
+    for r in resources:
+        if r.get("resourceType") != "Patient":
+            continue
+        needles.add(r["id"].encode())
+        for name in r.get("name", []):
+            needles.update(n.encode() for n in name.get("given", []) if len(n) > 3)
+            if len(name.get("family", "")) > 3:
+                needles.add(name["family"].encode())
+        needles.update(i["value"].encode() for i in r.get("identifier", []) if len(i.get("value", "")) > 4)
+        if r.get("birthDate"):
+            needles.add(r["birthDate"].encode())
+        for addr in r.get("address", []):
+            needles.update(line.encode() for line in addr.get("line", []))
+    return needles
+
+
+def fresh_patient(template: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a fixture Patient with a new id, new identifiers and a new name."""
+    patient = copy.deepcopy(template)
+    pid = str(uuid.uuid4())
+    tag = uuid.uuid4().hex[:8]
+    patient["id"] = pid
+    patient["identifier"] = [{"system": "https://github.com/synthetichealth/synthea", "value": pid},
+                             {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                                   "code": "MR"}]},
+                              "system": MRN_SYSTEM, "value": f"MRN-{tag}"}]
+    patient["name"] = [{"use": "official", "family": f"Family{tag}", "given": [f"Given{tag}"]}]
+    patient["birthDate"] = "1961-02-03"
+    patient.pop("text", None)
+    return patient
+
+
+def condition(pid: str, code: str, onset: str, cid: str | None = None) -> dict[str, Any]:
+    return {"resourceType": "Condition", "id": cid or str(uuid.uuid4()),
+            "subject": {"reference": f"Patient/{pid}"}, "onsetDateTime": onset,
+            "code": {"coding": [{"system": SNOMED, "code": code}]},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                           "code": "active"}]}}
+
+
+def encounter(pid: str, start: str) -> dict[str, Any]:
+    return {"resourceType": "Encounter", "id": str(uuid.uuid4()), "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": f"Patient/{pid}"}, "period": {"start": start, "end": start}}
+
+
+def transaction(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": f"urn:uuid:{r['id']}", "resource": r,
+         "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources]}
+
+
+def permit(pid: str, grantee: str, purpose: str, types: list[str] | None = None,
+           labels: list[str] | None = None, end: str = "2099-01-01") -> dict[str, Any]:
+    """A FHIR Consent: the patient permits ``grantee`` to use their data for ``purpose``."""
+    provision: dict[str, Any] = {
+        "type": "permit", "period": {"end": end},
+        "actor": [{"reference": {"reference": f"Organization/{grantee}"}}],
+        "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}]}
+    if types:
+        provision["class"] = [{"system": "http://hl7.org/fhir/resource-types", "code": t} for t in types]
+    if labels:
+        provision["securityLabel"] = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": x}
+                                      for x in labels]
+    return {"resourceType": "Consent", "status": "active", "patient": {"reference": f"Patient/{pid}"},
+            "provision": provision}
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+# --- the running platform (end-to-end tests) ------------------------------------------
+
+def bearer(tok: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}", **headers}
+
+
+def ingest(settings: Any, token: Any, *resources: dict[str, Any], org: str = "gy-hosp-001") -> None:
+    """Send resources as one transaction through the ingest API and wait until records has them."""
+    import httpx
+
+    from tests.conftest import wait_for
+
+    r = httpx.post(f"{settings.ingest_url}/fhir", json=transaction(*resources), timeout=60,
+                   headers=bearer(token(org, "ingest", role="integration")))
+    assert r.status_code == 200, r.text
+
+    def stored() -> bool:
+        last = resources[-1]
+        got = httpx.get(f"{settings.records_url}/fhir/{last['resourceType']}/{last['id']}", timeout=30,
+                        headers=bearer(token(org, purpose="TREAT")))
+        return got.status_code == 200
+
+    wait_for(stored, 120, "records to store the ingested resources")
+
+
+def regulator(token: Any) -> dict[str, str]:
+    return bearer(token("gz-nhc", "audit", role="regulator", purpose="HCOMPL"))
+
+
+def logged_event(settings: Any, token: Any, event_id: str) -> dict[str, Any]:
+    """The canonical AuditEvent the log holds for ``event_id`` (waits for its checkpoint)."""
+    import base64
+
+    import httpx
+
+    from tests.conftest import wait_for
+
+    found: dict[str, Any] = {}
+
+    def ready() -> bool:
+        r = httpx.get(f"{settings.audit_url}/receipts/{event_id}", headers=regulator(token), timeout=30)
+        if r.status_code == 200:
+            found.update(json.loads(base64.b64decode(r.json()["entry"])))
+        return r.status_code == 200
+
+    wait_for(ready, 90, f"audit event {event_id} in the log")
+    return found
+
+
+def all_logged_events(settings: Any, token: Any) -> list[dict[str, Any]]:
+    """Every entry of the audit log, decoded (read as a regulator)."""
+    import base64
+
+    import httpx
+
+    out: list[dict[str, Any]] = []
+    page = 5000
+    with httpx.Client(base_url=settings.audit_url, timeout=120) as c:
+        while True:
+            r = c.get("/entries", params={"start": len(out), "end": len(out) + page}, headers=regulator(token))
+            if r.status_code == 400:  # past the end of the log
+                break
+            r.raise_for_status()
+            rows = r.json()
+            out.extend(json.loads(base64.b64decode(row["entry"])) for row in rows)
+            if len(rows) < page:
+                break
+    return out

@@ -1,0 +1,74 @@
+"""The validation memo changes speed, never answers: same issues with and without it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from services.ingest import validation
+from services.ingest.fhir import validate_resource
+
+
+def _broken(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Invalid variants of real resources, each broken in a nested element the memo could hold."""
+    out = []
+    by_type = {r["resourceType"]: r for r in resources}
+    enc = copy.deepcopy(by_type["Encounter"])
+    enc["type"][0]["coding"][0]["code"] = 12  # a Coding.code that is not a string
+    out.append(enc)
+    cond = copy.deepcopy(by_type["Condition"])
+    cond["code"]["coding"][0]["unknownElement"] = "x"  # an element FHIR does not have
+    out.append(cond)
+    pat = copy.deepcopy(by_type["Patient"])
+    pat["birthDate"] = "1970-13-45"
+    out.append(pat)
+    med = copy.deepcopy(by_type["MedicationRequest"])
+    med["subject"] = {"reference": 5}
+    out.append(med)
+    proc = copy.deepcopy(by_type["Procedure"])
+    del proc["status"]  # required
+    out.append(proc)
+    enc2 = copy.deepcopy(by_type["Encounter"])
+    enc2["period"] = {"start": "yesterday"}
+    out.append(enc2)
+    return out
+
+
+def _issues(resources: list[dict[str, Any]]) -> list[list[tuple[str, str | None, str, str]]]:
+    return [[i.as_tuple() for i in validate_resource(copy.deepcopy(r), r["resourceType"])] for r in resources]
+
+
+def test_memo_gives_exactly_the_library_answers(ten_resources: list[dict[str, Any]]) -> None:
+    sample = ten_resources[::3] + _broken(ten_resources)
+    validation.uninstall_memo()
+    plain = _issues(sample)
+    try:
+        assert validation.install_memo()
+        first = _issues(sample)  # cold memo
+        second = _issues(sample)  # warm memo: nested elements now come from it
+    finally:
+        validation.uninstall_memo()
+    assert first == plain and second == plain
+    assert sum(1 for found in plain if found) == len(_broken(ten_resources))
+    # A valid element seen before does not let a broken copy of it through.
+    assert all(plain[-k] for k in range(1, 7))
+
+
+def test_every_broken_variant_names_its_element(ten_resources: list[dict[str, Any]]) -> None:
+    expected = ["Encounter.type[0].coding[0].code", "Condition.code.coding[0].unknownElement",
+                "Patient.birthDate", "MedicationRequest.subject.reference", "Procedure.status",
+                "Encounter.period.start"]
+    for doc, path in zip(_broken(ten_resources), expected, strict=True):
+        issues = validate_resource(doc, doc["resourceType"])
+        assert any(i.expression and i.expression.startswith(path) for i in issues), (path, issues)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pool_yields_results_in_order(workers: int) -> None:
+    pool = validation.Pool(workers, memo=False)
+    try:
+        assert list(pool.map_ordered(pow, [(n, 2) for n in range(20)])) == [n * n for n in range(20)]
+    finally:
+        pool.close()
