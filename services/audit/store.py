@@ -24,6 +24,8 @@ from sqlalchemy import BigInteger, Column, Index, LargeBinary, UniqueConstraint,
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Field, SQLModel, create_engine
 
+from services.adapters.sql import engine_for
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -197,13 +199,7 @@ def writer_url(owner_url: str, role: str, password: str | None) -> str:
 
 def connect(url: str, *, pool_size: int = 5) -> Engine:
     """An engine for the running service; the tables must exist (``migrate`` made them)."""
-    kwargs: dict[str, object] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size,
-                      connect_args={"application_name": "healthgov-audit"})
-    engine = create_engine(url, **kwargs)
+    engine = engine_for(url, wal=False, pool_size=pool_size, application_name="healthgov-audit")
     missing = [t.name for t in TABLES if not inspect(engine).has_table(t.name)]
     if missing:
         engine.dispose()

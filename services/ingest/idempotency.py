@@ -21,7 +21,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from services.adapters import crypto
-from services.ingest.store import IdempotencyKey, UnitOfWork, now
+from services.adapters.sql import UnitOfWork
+from services.ingest.store import IdempotencyKey, now
 
 
 class KeyReused(Exception):

@@ -30,11 +30,12 @@ from sqlmodel import select
 from services.adapters import crypto
 from services.adapters.auth import Caller
 from services.adapters.kafka import BrokerUnavailable, Message
+from services.adapters.sql import UnitOfWork
 from services.contracts.events import Accessor
 from services.contracts.topics import AUDIT_EVENTS
 from services.ingest.prepare import prepare_lines
 from services.ingest.service import Ingestor, ingest_event
-from services.ingest.store import ImportChunk, ImportJob, UnitOfWork, now
+from services.ingest.store import ImportChunk, ImportJob, now
 
 log = logging.getLogger(__name__)
 

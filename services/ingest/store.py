@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, LargeBinary, Text, event
+from sqlalchemy import Column, LargeBinary, Text
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, create_engine
+from sqlmodel import Field, SQLModel
+
+from services.adapters.sql import engine_for
 
 
 def now() -> datetime:
@@ -80,35 +82,8 @@ TABLES = [IdempotencyKey.__table__, ImportJob.__table__, ImportChunk.__table__] 
 
 
 def make_engine(url: str) -> Engine:
-    kwargs: dict[str, object] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    engine = create_engine(url, **kwargs)
-    if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _wal(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.close()
-
+    engine = engine_for(url)
     SQLModel.metadata.create_all(engine, tables=TABLES)
     return engine
 
 
-class UnitOfWork:
-    """A session that rolls back unless ``commit()`` was called."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def __enter__(self) -> UnitOfWork:
-        self.session = Session(self.engine, expire_on_commit=False)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.session.close()
-
-    def commit(self) -> None:
-        self.session.commit()

@@ -18,9 +18,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Column, LargeBinary
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, select
 
 from services.adapters import crypto
+from services.adapters.sql import engine_for
 
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
 _DUMMY = _HASHER.hash("not a real password")
@@ -54,10 +55,7 @@ class Principal:
 
 class Accounts:
     def __init__(self, url: str, key: bytes) -> None:
-        kwargs: dict[str, object] = {"pool_pre_ping": True}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        self.engine: Engine = create_engine(url, **kwargs)
+        self.engine: Engine = engine_for(url, wal=False)
         SQLModel.metadata.create_all(self.engine, tables=[Account.__table__, PortalSession.__table__])  # type: ignore[attr-defined]
         self._key = crypto.DataKey(key)
 

@@ -20,9 +20,10 @@ from sqlmodel import select
 
 from services.adapters import crypto
 from services.adapters.kafka import Message, Producer
+from services.adapters.sql import UnitOfWork
 from services.contracts.events import ConsentChange, DeadLetter
 from services.contracts.topics import INGEST_DEADLETTER
-from services.records.store import ConsentRow, UnitOfWork
+from services.records.store import ConsentRow
 from services.records.vault import Shredded, Vault
 
 log = logging.getLogger(__name__)

@@ -27,10 +27,11 @@ from sqlmodel import Session, select
 
 from services.adapters import crypto
 from services.adapters.kafka import Message, Producer
+from services.adapters.sql import UnitOfWork
 from services.contracts.events import DeadLetter, IngestEnvelope, SealedPayload
 from services.contracts.topics import INGEST_DEADLETTER
 from services.ingest.service import DIRECTORY_KEY, envelope_aad
-from services.records.store import CareLink, IdentifierIndex, Record, UnitOfWork
+from services.records.store import CareLink, IdentifierIndex, Record
 from services.records.vault import Shredded, Vault
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,11 @@ from sqlmodel import select
 from services.adapters.auth import Caller
 from services.adapters.kafka import Message, Producer
 from services.adapters.policy import PolicyClient
+from services.adapters.sql import UnitOfWork
 from services.contracts.events import ResourceRef
 from services.contracts.topics import AUDIT_EVENTS
 from services.records.access import Asker, Authority, Denied, NotFound, audit_event, load_facts
-from services.records.store import ConsentRow, IdentifierIndex, PatientKey, Record, UnitOfWork
+from services.records.store import ConsentRow, IdentifierIndex, PatientKey, Record
 from services.records.vault import Shredded, Vault
 
 

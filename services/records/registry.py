@@ -30,11 +30,12 @@ from services.adapters import crypto
 from services.adapters.auth import Caller
 from services.adapters.kafka import Message, Producer
 from services.adapters.policy import PolicyClient
+from services.adapters.sql import UnitOfWork
 from services.contracts.events import ConsentChange, ResourceRef, rfc3339, utcnow
 from services.contracts.topics import AUDIT_EVENTS, CONSENT_CHANGES
 from services.records import consents
 from services.records.access import Asker, Authority, Denied, NotFound, accessor, audit_event, load_facts
-from services.records.store import ConsentRow, UnitOfWork, consent_versions
+from services.records.store import ConsentRow, consent_versions
 from services.records.vault import Shredded, Vault
 
 APPLY_POLL_S = 0.02

@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 from services.adapters.auth import Caller
 from services.adapters.kafka import Message, Producer
 from services.adapters.policy import PolicyClient
+from services.adapters.sql import UnitOfWork
 from services.contracts.events import AuditEvent, ResourceRef
 from services.contracts.policy import Decision
 from services.contracts.topics import AUDIT_EVENTS
@@ -36,7 +37,6 @@ from services.records.store import (
     ConsentRow,
     IdentifierIndex,
     Record,
-    UnitOfWork,
     all_versions,
     consent_versions,
     latest_consents,

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint, event, exists
+from sqlalchemy import Column, LargeBinary, UniqueConstraint, exists
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, select
+
+from services.adapters.sql import engine_for
 
 
 def _now() -> datetime:
@@ -104,44 +106,12 @@ RECORDS_TABLE_NAMES = frozenset(t.__tablename__ for t in RECORDS_TABLES)
 
 def make_engine(url: str, migrate: bool = True) -> Engine:
     """An engine for ``url`` whose records schema is at the newest Alembic revision."""
-    kwargs: dict[str, object] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    else:
-        kwargs.update(pool_size=20, max_overflow=20)
-    engine = create_engine(url, **kwargs)
-    if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _wal(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.close()
-
+    engine = engine_for(url, pool_size=20)
     if migrate:
         from services.records.migrations import upgrade
 
         upgrade(engine)
     return engine
-
-
-class UnitOfWork:
-    """A session that rolls back unless ``commit()`` was called."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def __enter__(self) -> UnitOfWork:
-        self.session = Session(self.engine, expire_on_commit=False)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # close() rolls back anything uncommitted but keeps loaded rows readable.
-        self.session.close()
-
-    def commit(self) -> None:
-        self.session.commit()
 
 
 def latest_versions(session: Session, rid_indexes: list[str]) -> dict[str, Record]:
