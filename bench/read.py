@@ -1,6 +1,7 @@
 """Policy-checked, audited reads at a fixed offered rate, beside the components underneath.
 
     .venv/bin/python bench/read.py [--rate 200] [--seconds 15] [--everything-rate 200]
+                                   [--phases opa,kafka,single,everything]
 
 Against the running platform (``healthgov stack up``; the 10-patient set is
 loaded through the ingest API first if it is not there yet), in one run:
@@ -18,8 +19,11 @@ The load is open-loop: request *i* is due at ``start + i/rate`` whether or not
 earlier ones have finished, and its latency counts from when it was due, so
 a slow server cannot hide its queueing (no coordinated omission). Each phase
 runs ``--warmup`` seconds unmeasured first. Printed: offered and achieved
-rate, p50/p99/max latency in ms, errors. The machine is shared and noisy:
-compare rows of the same run, not runs.
+rate, p50/p99/max latency in ms, errors; then, for each phase, the
+CPU time each component of the platform spent per request (from /proc, so it
+counts the work a read causes everywhere: the audit consumer, the broker,
+PostgreSQL). The machine is shared and noisy: compare rows of the same run,
+not runs.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ from services.adapters.keys import PlatformKeys  # noqa: E402
 from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef  # noqa: E402
 from services.contracts.topics import Topic  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from cpu import ComponentClock  # noqa: E402
+
 FIXTURES = REPO / "deploy" / "demo" / "fixtures" / "synthea-10-patients"
 BENCH_TOPIC = Topic("bench.acks-all.v1", 1)  # never the audit topic: the bench must not pollute the log
 DECISION = "/v1/data/healthgov/access/decision"
@@ -62,6 +69,7 @@ class Result:
     achieved: float
     latencies_ms: list[float]
     errors: int
+    cpu_ms: dict[str, float] | None = None  # CPU ms per request, by component
 
     def pct(self, p: float) -> float:
         if not self.latencies_ms:
@@ -129,7 +137,7 @@ def ensure_loaded(settings: PlatformSettings, keys: PlatformKeys, resources: lis
 
 
 async def open_loop(name: str, rate: float, seconds: float, warmup: float,
-                    call: Callable[[], Awaitable[bool]]) -> Result:
+                    call: Callable[[], Awaitable[bool]], clock: ComponentClock | None = None) -> Result:
     """Fire ``call`` at ``rate``/s for warmup + seconds; measure the last ``seconds`` from due times."""
     total = int((warmup + seconds) * rate)
     skip = int(warmup * rate)
@@ -140,6 +148,8 @@ async def open_loop(name: str, rate: float, seconds: float, warmup: float,
     async def one(i: int) -> None:
         nonlocal errors
         due = start + i / rate
+        if i == skip and clock is not None:
+            clock.start()
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -151,7 +161,8 @@ async def open_loop(name: str, rate: float, seconds: float, warmup: float,
     tasks = [asyncio.create_task(one(i)) for i in range(total)]
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - (start + skip / rate)
-    return Result(name, rate, len(latencies) / elapsed, latencies, errors)
+    cpu = clock.per_request(len(latencies)) if clock is not None else None
+    return Result(name, rate, len(latencies) / elapsed, latencies, errors, cpu)
 
 
 def audit_like_event() -> bytes:
@@ -194,24 +205,27 @@ async def run(args: argparse.Namespace) -> list[Result]:
             async with http.post(settings.opa_url + DECISION, json=opa_input) as r:
                 return r.status == 200 and (await r.json())["result"]["allow"] is True
 
-        results.append(await open_loop("bare OPA decision (REST)", args.rate, args.seconds, args.warmup, opa))
+        if "opa" in args.phases:
+            results.append(await open_loop("bare OPA decision (REST)", args.rate, args.seconds, args.warmup, opa,
+                                           ComponentClock(settings)))
 
         # 2. bare acks=all produce through the platform's adapter
-        ensure_topics(settings.kafka_bootstrap, [BENCH_TOPIC])
-        producer = Producer(settings.kafka_bootstrap, "healthgov-bench")
-        event = audit_like_event()
-        pool = ThreadPoolExecutor(max_workers=40)
-        loop = asyncio.get_running_loop()
-        producer.send(Message(BENCH_TOPIC.name, event))
+        if "kafka" in args.phases:
+            ensure_topics(settings.kafka_bootstrap, [BENCH_TOPIC])
+            producer = Producer(settings.kafka_bootstrap, "healthgov-bench")
+            event = audit_like_event()
+            pool = ThreadPoolExecutor(max_workers=40)
+            loop = asyncio.get_running_loop()
+            producer.send(Message(BENCH_TOPIC.name, event))
 
-        async def produce() -> bool:
-            await loop.run_in_executor(pool, producer.send, Message(BENCH_TOPIC.name, event))
-            return True
+            async def produce() -> bool:
+                await loop.run_in_executor(pool, producer.send, Message(BENCH_TOPIC.name, event))
+                return True
 
-        results.append(await open_loop(f"bare Kafka produce, acks=all ({len(event)} B)", args.rate, args.seconds,
-                                       args.warmup, produce))
-        producer.close()
-        pool.shutdown()
+            results.append(await open_loop(f"bare Kafka produce, acks=all ({len(event)} B)", args.rate,
+                                           args.seconds, args.warmup, produce, ComponentClock(settings)))
+            producer.close()
+            pool.shutdown()
 
         # 3. and 4. the records read API
         def reader(path: str, tokens: Tokens) -> Callable[[], Awaitable[bool]]:
@@ -224,13 +238,16 @@ async def run(args: argparse.Namespace) -> list[Result]:
 
             return call
 
-        results.append(await open_loop(
-            "records: GET /fhir/Condition/{id} (OPA + acks=all audit)", args.rate, args.seconds, args.warmup,
-            reader(f"/fhir/Condition/{condition['id']}", Tokens(keys, "gy-hosp-001", "TREAT", per_phase))))
-        results.append(await open_loop(
-            f"records: GET $everything ({sizes[small]} resources)", args.everything_rate, args.seconds,
-            args.warmup, reader(f"/fhir/Patient/{small}/$everything",
-                                Tokens(keys, "gy-hosp-001", "TREAT", per_phase))))
+        if "single" in args.phases:
+            results.append(await open_loop(
+                "records: GET /fhir/Condition/{id} (OPA + acks=all audit)", args.rate, args.seconds, args.warmup,
+                reader(f"/fhir/Condition/{condition['id']}", Tokens(keys, "gy-hosp-001", "TREAT", per_phase)),
+                ComponentClock(settings)))
+        if "everything" in args.phases:
+            results.append(await open_loop(
+                f"records: GET $everything ({sizes[small]} resources)", args.everything_rate, args.seconds,
+                args.warmup, reader(f"/fhir/Patient/{small}/$everything",
+                                    Tokens(keys, "gy-hosp-001", "TREAT", per_phase)), ComponentClock(settings)))
     return results
 
 
@@ -240,16 +257,24 @@ def main() -> None:
     parser.add_argument("--everything-rate", type=float, default=200.0, help="offered requests/s for $everything")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each phase")
+    parser.add_argument("--phases", default="opa,kafka,single,everything",
+                        help="comma-separated phases to run: opa, kafka, single, everything")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args()
+    args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     results = asyncio.run(run(args))
     print("| what | offered | achieved | p50 ms | p99 ms | max ms | errors |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(r.row())
+    for r in results:
+        if r.cpu_ms:
+            parts = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(r.cpu_ms.items(), key=lambda kv: -kv[1]))
+            print(f"CPU ms per request, {r.name}: total {sum(r.cpu_ms.values()):.2f} = {parts}")
     if args.json:
         print(json.dumps([{"name": r.name, "offered": r.offered, "achieved": r.achieved, "p50_ms": r.pct(50),
-                           "p99_ms": r.pct(99), "errors": r.errors} for r in results], indent=2))
+                           "p99_ms": r.pct(99), "errors": r.errors, "cpu_ms": r.cpu_ms} for r in results],
+                         indent=2))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,23 @@
 Python never re-codes a rule; it asks OPA and acts on the answer. If OPA cannot
 be reached, or answers with something that is not a decision, the answer is a
 deny (fail closed).
+
+Decisions travel over one keep-alive ``http.client`` connection per thread.
+Every read asks at least once, and through ``opa-python-client`` (requests
+underneath) a decision cost 0.9 ms of the records service's CPU against
+0.22 ms this way, measured on the same OPA; on a read whose whole budget is a
+few milliseconds that difference is the largest single item. The client
+library stays for what is not on the hot path (health).
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
+import threading
 from urllib.parse import urlparse
 
+import orjson
 from opa_client import OpaClient
 from pydantic import ValidationError
 
@@ -23,22 +33,58 @@ class PolicyClient:
 
     def __init__(self, url: str, timeout_s: float = 2.0) -> None:
         parsed = urlparse(url)
-        self._client = OpaClient(host=parsed.hostname or "127.0.0.1", port=parsed.port or 8181,
-                                 retries=0, timeout=timeout_s)
-        # requests would re-read every proxy variable of the environment on each decision
-        # (a measurable share of a read's CPU); OPA is a local sidecar, never behind a proxy.
+        self._host = parsed.hostname or "127.0.0.1"
+        self._port = parsed.port or 8181
+        self._timeout_s = timeout_s
+        self._path = f"/v1/data/{DECISION_PATH}"
+        self._local = threading.local()
+        self._client = OpaClient(host=self._host, port=self._port, retries=0, timeout=timeout_s)
+        # requests would re-read every proxy variable of the environment on each call;
+        # OPA is a local sidecar, never behind a proxy.
         self._client._session.trust_env = False
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        """One POST; a keep-alive connection the server closed meanwhile is reopened once."""
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request("POST", self._path, body=body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._drop()
+                if attempt == 2:
+                    raise
+            except Exception:
+                self._drop()
+                raise
+        raise AssertionError("unreachable")
 
     def decide(self, policy_input: PolicyInput) -> Decision:
         try:
-            answer = self._client.query_rule(
-                input_data=policy_input.model_dump(mode="json"),
-                package_path=DECISION_PATH,
-            )
-        except Exception as exc:  # any transport or HTTP failure: deny
+            status, raw = self._post(orjson.dumps({"input": policy_input.model_dump(mode="json")}))
+        except Exception as exc:  # any transport failure: deny
             log.warning("OPA unreachable: %r", exc)
             return Decision.fail_closed("policy_engine_unavailable")
-        result = answer.get("result")
+        if status != 200:
+            log.warning("OPA answered HTTP %s", status)
+            return Decision.fail_closed("policy_engine_unavailable")
+        try:
+            result = orjson.loads(raw).get("result")
+        except (orjson.JSONDecodeError, AttributeError):
+            return Decision.fail_closed("policy_malformed_decision")
         if not isinstance(result, dict):
             return Decision.fail_closed("policy_undefined")
         try:

@@ -43,7 +43,9 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     producer = Producer(settings.kafka_bootstrap, "healthgov-audit")
     handler = AuditHandler(svc.log, producer)
     consumer = ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=AUDIT_EVENTS,
-                            group_id=settings.consumer_group, handler=handler, max_records=2000)
+                            group_id=settings.consumer_group, handler=handler, max_records=2000,
+                            # an append costs mostly per batch: let the broker gather up to 50 ms of events
+                            gather_ms=50, gather_bytes=64 * 1024)
     stop = threading.Event()
 
     def checkpoint_loop() -> None:

@@ -81,6 +81,8 @@ def validate_resource(doc: Any, where: str) -> list[Issue]:
             Issue(f"{where}{_path(err['loc'])}: {err['msg']}", f"{where}{_path(err['loc'])}")
             for err in exc.errors(include_input=False, include_url=False)[:MAX_ISSUES_PER_RESOURCE]
         ]
+    except LookupError:  # fhir_core raises KeyError, not a ValidationError, for a nested resource of unknown type
+        return [Issue(f"{where}: a contained or nested resource has an unknown resourceType", where, "not-supported")]
     except (ValueError, TypeError) as exc:  # a validator that raised outside pydantic's wrapping
         return [Issue(f"{where}: {type(exc).__name__}", where)]
     return []

@@ -63,17 +63,18 @@ class Facts:
 
 
 def load_facts(session: Session, vault: Vault, patient: str | None, org: str,
-               with_consents: bool = True) -> Facts:
+               with_consents: bool = True, state: tuple[PatientKey | None, bool, bool] | None = None) -> Facts:
     """The care relationship of ``org`` with the patient, and the patient's consents.
 
     Every consent's newest version goes in, withdrawn ones too, so that a
     denial can say ``consent_revoked`` rather than ``no_consent``. After
     erasure the consents are unreadable and left out; callers that do not
-    need them pass ``with_consents=False``.
+    need them pass ``with_consents=False``. A caller that already read the
+    patient's ``state`` (``store.patient_state``) passes it in.
     """
     if not patient or patient == DIRECTORY_KEY:
         return Facts()
-    key, care, has_consents = patient_state(session, patient, org)
+    key, care, has_consents = state if state is not None else patient_state(session, patient, org)
     erased = key is not None and key.wrapped is None
     wanted = with_consents and has_consents and not erased
     docs = [c for row in latest_consents(session, patient)

@@ -28,6 +28,7 @@ from services.records.access import (
     Asker,
     Authority,
     Denied,
+    Facts,
     NotFound,
     audit_event,
     load_facts,
@@ -41,6 +42,7 @@ from services.records.store import (
     consent_versions,
     latest_consents,
     latest_versions,
+    newest_with_state,
 )
 from services.records.vault import Shredded, Vault
 
@@ -148,20 +150,24 @@ class Reader:
                          resource=self.vault.open_consent(s, r), patient=r.patient)
                 for r in self._consent_rows(s, req, patient)]
 
+    def _newest(self, s: Session, caller: Caller, req: ReadRequest) -> tuple[list[Record], str | None, Facts]:
+        """A read of one resource's current version: the row and its patient's state in one query."""
+        assert req.rtype and req.rid
+        found = newest_with_state(s, self.vault.rid_index(req.rtype, req.rid), caller.org)
+        if found is None:
+            raise NotFound(f"{req.rtype}/{req.rid} not found")
+        row, key, care, has_consents = found
+        return [row], row.patient, load_facts(s, self.vault, row.patient, caller.org,
+                                              state=(key, care, has_consents))
+
     def locate(self, caller: Caller, req: ReadRequest) -> Located:
         """Find, decrypt and filter the rows; gather the facts. Raises ``Shredded`` after erasure."""
         with UnitOfWork(self.engine) as uow:
             s = uow.session
-            patient = self._patient_for(s, req)
-            rows = self._rows(s, req, patient)
-            if req.rtype == "Consent" and req.rid:
-                patient = next((r.patient for r in self._consent_rows(s, req, patient)), None)
-            if req.rid and not rows and not patient:
-                raise NotFound(f"{req.rtype}/{req.rid}" + (f"/_history/{req.version}" if req.version else "")
-                               + " not found")
-            if rows:
-                patient = rows[0].patient
-            facts = load_facts(s, self.vault, patient, caller.org)
+            if req.single and req.version is None and req.rtype != "Consent":
+                rows, patient, facts = self._newest(s, caller, req)
+            else:
+                rows, patient, facts = self._find(s, caller, req)
             if facts.erased:
                 self._gone(caller, req, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts))
                 raise Shredded(patient)
@@ -171,6 +177,19 @@ class Reader:
             items += self._consents(s, req, patient)
         items = [i for i in items if req.filters.empty or search.matches(i.resource, req.filters)]
         return Located(patient, items, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts))
+
+    def _find(self, s: Session, caller: Caller, req: ReadRequest) -> tuple[list[Record], str | None, Facts]:
+        """Every other read: the rows asked for, then their patient's state."""
+        patient = self._patient_for(s, req)
+        rows = self._rows(s, req, patient)
+        if req.rtype == "Consent" and req.rid:
+            patient = next((r.patient for r in self._consent_rows(s, req, patient)), None)
+        if req.rid and not rows and not patient:
+            raise NotFound(f"{req.rtype}/{req.rid}" + (f"/_history/{req.version}" if req.version else "")
+                           + " not found")
+        if rows:
+            patient = rows[0].patient
+        return rows, patient, load_facts(s, self.vault, patient, caller.org)
 
     def _gone(self, caller: Caller, req: ReadRequest, asker: Asker) -> None:
         """Tell an erased patient's records are gone only to a caller who could otherwise read them."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint, exists
+from sqlalchemy import Column, LargeBinary, UniqueConstraint, bindparam, exists
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
 
@@ -148,6 +148,22 @@ def latest_consents(session: Session, patient: str) -> list[ConsentRow]:
     return sorted(out.values(), key=lambda r: r.pk or 0)
 
 
+_CARE = exists().where(CareLink.patient == bindparam("patient"), CareLink.hospital == bindparam("org"))  # type: ignore[arg-type]
+_HAS_CONSENTS = exists().where(ConsentRow.patient == bindparam("patient"))  # type: ignore[arg-type]
+# Built once: a statement made per call costs more CPU in SQLAlchemy's cache-key walk than the query in PostgreSQL.
+_KEY_WITH_STATE = select(PatientKey, _CARE.label("care"), _HAS_CONSENTS.label("consents")).where(  # type: ignore[call-overload]
+    PatientKey.patient == bindparam("patient"))
+_STATE = select(_CARE.label("care"), _HAS_CONSENTS.label("consents"))  # type: ignore[call-overload]
+_NEWEST_WITH_STATE = (
+    select(Record, PatientKey,  # type: ignore[call-overload]
+           exists().where(CareLink.patient == Record.patient, CareLink.hospital == bindparam("org")).label("care"),
+           exists().where(ConsentRow.patient == Record.patient).label("consents"))
+    .outerjoin(PatientKey, PatientKey.patient == Record.patient)  # type: ignore[arg-type]
+    .where(Record.rid_index == bindparam("rid"))
+    .order_by(Record.version.desc())  # type: ignore[attr-defined]
+    .limit(1))
+
+
 def patient_state(session: Session, patient: str, org: str) -> tuple[PatientKey | None, bool, bool]:
     """(the patient's key row, whether ``org`` cares for them, whether they have consents) in one query.
 
@@ -155,11 +171,22 @@ def patient_state(session: Session, patient: str, org: str) -> tuple[PatientKey 
     database time. The key row is also loaded into the session, so the vault
     finds it there.
     """
-    care = exists().where(CareLink.patient == patient, CareLink.hospital == org)  # type: ignore[arg-type]
-    has_consents = exists().where(ConsentRow.patient == patient)  # type: ignore[arg-type]
-    row = session.exec(select(PatientKey, care.label("care"), has_consents.label("consents"))  # type: ignore[call-overload]
-                       .where(PatientKey.patient == patient)).first()
+    params = {"patient": patient, "org": org}
+    row = session.exec(_KEY_WITH_STATE, params=params).first()
     if row is not None:
         return row[0], bool(row[1]), bool(row[2])
-    found = session.exec(select(care.label("care"), has_consents.label("consents"))).first()  # type: ignore[call-overload]
+    found = session.exec(_STATE, params=params).first()
     return None, bool(found[0]), bool(found[1])
+
+
+def newest_with_state(session: Session, rid_index: str, org: str
+                      ) -> tuple[Record, PatientKey | None, bool, bool] | None:
+    """One resource's newest version and its patient's state (as ``patient_state``), in one query.
+
+    The read of a single resource is the platform's most frequent request;
+    one round trip instead of two is a third of its database cost.
+    """
+    row = session.exec(_NEWEST_WITH_STATE, params={"rid": rid_index, "org": org}).first()
+    if row is None:
+        return None
+    return row[0], row[1], bool(row[2]), bool(row[3])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
 from services.ingest import validation
@@ -72,3 +73,24 @@ def test_pool_yields_results_in_order(workers: int) -> None:
         assert list(pool.map_ordered(pow, [(n, 2) for n in range(20)])) == [n * n for n in range(20)]
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("memo", [False, True])
+def test_nested_resource_of_unknown_type_is_an_issue_not_a_crash(memo: bool,
+                                                                 ten_resources: list[dict[str, Any]]) -> None:
+    """fhir_core raises KeyError (not a ValidationError) here; uncaught, it failed the whole chunk or job."""
+    from services.ingest.prepare import check_line
+
+    cond = copy.deepcopy(next(r for r in ten_resources if r["resourceType"] == "Condition"))
+    cond["contained"] = [{"resourceType": "NoSuchType", "id": "x"}]
+    if memo:
+        validation.install_memo()
+    try:
+        doc, outcome = check_line(orjson.dumps(cond), 7, "gy-hosp-001")
+        [issue] = validate_resource(copy.deepcopy(cond), "Bundle.entry[2].resource")
+    finally:
+        validation.uninstall_memo()
+    assert doc is None
+    [(diagnostics, expression, code, _)] = outcome.issues
+    assert diagnostics.startswith("line 7: Condition: ") and expression == "Condition" and code == "not-supported"
+    assert issue.expression == "Bundle.entry[2].resource" and issue.code == "not-supported"

@@ -1,0 +1,77 @@
+"""CPU time per component of the running platform, from /proc: where a request's cost lands.
+
+A read costs CPU in more places than the service that answers it: OPA
+decides, the broker stores the audit event, the audit service appends it to
+the Merkle log, PostgreSQL runs the queries of both. Latency alone cannot
+tell which of them to make cheaper; this clock can.
+
+Components are found from the stack's pid files (``$HEALTHGOV_STATE_DIR/run``)
+and PostgreSQL from its postmaster (every backend is a child of it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from services.adapters.config import REPO_ROOT, PlatformSettings
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """user+system seconds of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def _postmaster(port: str) -> int | None:
+    pointer = REPO_ROOT / ".cache" / f"pg-dir-{port}"
+    try:
+        return int((Path(pointer.read_text().strip()) / "data" / "postmaster.pid").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+class ComponentClock:
+    """Snapshots the CPU seconds of every component; reports the difference per request."""
+
+    def __init__(self, settings: PlatformSettings | None = None) -> None:
+        settings = settings or PlatformSettings()
+        self.pids: dict[str, int] = {}
+        for f in sorted((Path(settings.state_dir) / "run").glob("*.pid")):
+            try:
+                self.pids[f.stem] = int(f.read_text().split()[0])
+            except (ValueError, IndexError):
+                continue
+        self.postmaster = _postmaster(os.environ.get("HEALTHGOV_PG_PORT", "55432"))
+        self._start: dict[str, float] = {}
+
+    def sample(self) -> dict[str, float]:
+        out = {name: _cpu_s(pid) for name, pid in self.pids.items()}
+        if self.postmaster is not None:
+            # Backends come and go; children still alive at both ends are what a phase can be charged with.
+            out["postgres"] = _cpu_s(self.postmaster) + sum(_cpu_s(c) for c in _children(self.postmaster))
+        return out
+
+    def start(self) -> None:
+        self._start = self.sample()
+
+    def per_request(self, requests: int) -> dict[str, float]:
+        """CPU milliseconds per request since ``start`` for each component that used any."""
+        end = self.sample()
+        return {name: round((end[name] - self._start.get(name, 0.0)) / max(requests, 1) * 1000, 2)
+                for name in end if end[name] - self._start.get(name, 0.0) > 0}
