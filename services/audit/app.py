@@ -21,7 +21,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from services.adapters.kafka import ConsumerLoop, Producer
-from services.adapters.web import build_authenticator, install_error_handlers
+from services.adapters.web import build_authenticator, freeze_startup_heap, install_error_handlers
 from services.audit import wire
 from services.audit.checkpoints import CosignatureRejected, InconsistentLog, accept_cosignature
 from services.audit.config import AuditSettings
@@ -157,4 +157,5 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
             raise HTTPException(400, "need 0 <= start <= end <= tree size")
         return StreamingResponse(svc.log.iter_leaf_hashes(start, end), media_type=wire.MEDIA_TYPE)
 
+    freeze_startup_heap()
     return app

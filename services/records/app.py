@@ -31,7 +31,7 @@ from services.adapters.auth import Caller
 from services.adapters.kafka import ConsumerLoop, Producer
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
-from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
+from services.adapters.web import CallerDep, build_authenticator, freeze_startup_heap, install_error_handlers
 from services.contracts.policy import Legal
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.ingest.fhir import DIRECTORY_TYPES
@@ -232,6 +232,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         return await read(request, caller, rtype=rtype, patient_id=patient, identifier=patient_identifier,
                           filters=filters)
 
+    freeze_startup_heap()
     return app
 
 
