@@ -45,7 +45,7 @@ from services.records.erasure import Eraser
 from services.records.referrals import Referrals
 from services.records.registry import Conflict, ConsentRegistry
 from services.records.service import Reader, ReadRequest
-from services.records.store import make_engine
+from services.records.store import make_engine, read_engine
 from services.records.vault import Shredded, Vault
 
 FHIR_JSON = "application/fhir+json"
@@ -93,10 +93,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     vault = Vault(keys.keyring(), keys.blind_index_key(), keys.pseudonym_key())
     producer = Producer(settings.kafka_bootstrap, "healthgov-records")
     policy = PolicyClient(settings.opa_url)
-    # Reads only read, and each statement sees committed data either way (READ COMMITTED): without a
-    # transaction a read is spared the BEGIN and ROLLBACK round trips.
-    reader = Reader(engine=engine.execution_options(isolation_level="AUTOCOMMIT"), vault=vault, policy=policy,
-                    producer=producer)
+    reader = Reader(engine=read_engine(engine), vault=vault, policy=policy, producer=producer)
     registry = ConsentRegistry(engine=engine, vault=vault, policy=policy, producer=producer)
     eraser = Eraser(engine=engine, vault=vault, policy=policy, producer=producer)
     referrals = Referrals(engine=engine, vault=vault, policy=policy, producer=producer)

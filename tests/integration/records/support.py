@@ -7,10 +7,20 @@ import json
 import uuid
 from typing import Any
 
+from services.adapters.kafka import Producer
+from services.adapters.policy import PolicyClient
+
 SNOMED = "http://snomed.info/sct"
 MRN_SYSTEM = "http://hospital.smarthealthit.org"
 DEPRESSION = "35489007"  # labelled PSY by the ingest label table
 HYPERTENSION = "38341003"  # no label
+
+
+def use_case(cls: Any, engine: Any, vault: Any, settings: Any, *, kafka: str | None = None,
+             opa: str | None = None) -> Any:
+    """A records use case (Reader, ConsentRegistry, Eraser...) on the stack's OPA and Kafka, or dead ones."""
+    return cls(engine=engine, vault=vault, policy=PolicyClient(opa or settings.opa_url, timeout_s=1.0),
+               producer=Producer(kafka or settings.kafka_bootstrap, "healthgov-records-test"))
 
 
 def phi_needles(resources: list[dict[str, Any]]) -> set[bytes]:

@@ -7,20 +7,17 @@ mocked: an unreachable component is really unreachable.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from sqlmodel import Session, select
 
 from services.adapters.auth import Caller
-from services.adapters.kafka import BrokerUnavailable, Producer
-from services.adapters.policy import PolicyClient
+from services.adapters.kafka import BrokerUnavailable
 from services.records.access import Authority, Denied
 from services.records.erasure import Eraser
 from services.records.registry import ConsentRegistry
 from services.records.service import Reader, ReadRequest
 from services.records.store import CareLink, ConsentRow, PatientKey, Record
-from tests.integration.records.support import permit
+from tests.integration.records.support import permit, use_case
 
 DEAD = "127.0.0.1:9"  # discard port: nothing listens
 PID = "fail-closed-patient"
@@ -41,12 +38,6 @@ def seeded(engine, vault) -> str:  # type: ignore[no-untyped-def]
         s.add(CareLink(patient=patient, hospital="gy-hosp-001"))
         s.commit()
     return patient
-
-
-def use_case(cls: Any, engine: Any, vault: Any, settings: Any, *, kafka: str | None = None,
-             opa: str | None = None) -> Any:
-    return cls(engine=engine, vault=vault, policy=PolicyClient(opa or settings.opa_url, timeout_s=1.0),
-               producer=Producer(kafka or settings.kafka_bootstrap, "healthgov-records-test"))
 
 
 # The broker's absence does not depend on the database: one backend is enough.
