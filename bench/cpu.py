@@ -38,6 +38,11 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and every descendant still alive (worker pools, database backends)."""
+    return _cpu_s(pid) + sum(_tree_cpu_s(c) for c in _children(pid))
+
+
 def _postmaster(port: str) -> int | None:
     pointer = REPO_ROOT / ".cache" / f"pg-dir-{port}"
     try:
@@ -61,17 +66,18 @@ class ComponentClock:
         self._start: dict[str, float] = {}
 
     def sample(self) -> dict[str, float]:
-        out = {name: _cpu_s(pid) for name, pid in self.pids.items()}
+        # Children count with their parent (ingest's validation workers, PostgreSQL's backends); one
+        # that ends within the phase takes its CPU with it, so phases should keep their processes.
+        out = {name: _tree_cpu_s(pid) for name, pid in self.pids.items()}
         if self.postmaster is not None:
-            # Backends come and go; children still alive at both ends are what a phase can be charged with.
-            out["postgres"] = _cpu_s(self.postmaster) + sum(_cpu_s(c) for c in _children(self.postmaster))
+            out["postgres"] = _tree_cpu_s(self.postmaster)
         return out
 
     def start(self) -> None:
         self._start = self.sample()
 
-    def per_request(self, requests: int) -> dict[str, float]:
-        """CPU milliseconds per request since ``start`` for each component that used any."""
+    def per_request(self, requests: int, unit: float = 1000.0) -> dict[str, float]:
+        """CPU time per request since ``start`` (milliseconds; ``unit=1e6`` for microseconds), by component."""
         end = self.sample()
-        return {name: round((end[name] - self._start.get(name, 0.0)) / max(requests, 1) * 1000, 2)
+        return {name: round((end[name] - self._start.get(name, 0.0)) / max(requests, 1) * unit, 2)
                 for name in end if end[name] - self._start.get(name, 0.0) > 0}

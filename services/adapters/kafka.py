@@ -121,17 +121,17 @@ class ConsumerLoop:
 
     def __init__(
         self, *, bootstrap: str, topic: Topic, group_id: str, handler: Handler, max_records: int = 500,
-        gather_ms: int = 0, gather_bytes: int = 1,
+        gather_ms: int = 0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.group_id = group_id
         self.handler = handler
         self.max_records = max_records
-        # A handler whose cost is mostly per batch (one database transaction) asks the broker to
-        # gather: a fetch waits up to ``gather_ms`` for ``gather_bytes`` before it answers.
+        # A handler whose cost is mostly per batch (one database transaction) lets records gather:
+        # after a batch that did not fill ``max_records`` the loop waits ``gather_ms`` before it polls
+        # again. An idle topic costs nothing more (the poll itself waits on the broker).
         self.gather_ms = gather_ms
-        self.gather_bytes = gather_bytes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"consume-{topic.name}", daemon=True)
         self.healthy = False
@@ -152,8 +152,6 @@ class ConsumerLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.max_records,
-            fetch_min_bytes=self.gather_bytes,
-            fetch_max_wait_ms=self.gather_ms or 500,
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             reconnect_backoff_max_ms=1000,
@@ -172,6 +170,8 @@ class ConsumerLoop:
                 if records:
                     self.handler(records)
                     consumer.commit()
+                    if self.gather_ms and len(records) < self.max_records:
+                        self._stop.wait(self.gather_ms / 1000)
             except Exception as exc:  # keep consuming: the broker may come back
                 self.healthy = False
                 self.last_error = repr(exc)

@@ -7,7 +7,6 @@ broker cannot acknowledge).
 
 from __future__ import annotations
 
-import gc
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
@@ -57,15 +56,3 @@ def install_error_handlers(app: FastAPI, fhir: bool = True) -> None:
         return JSONResponse(outcome("transient", f"event broker unavailable: {exc}"),
                             status_code=503, headers={"Retry-After": RETRY_AFTER_S})
 
-
-def freeze_startup_heap() -> None:
-    """Move everything built at start-up out of the garbage collector's sight.
-
-    A service's imports and models (fhir.resources alone is a large object
-    graph) make a full collection take tens of milliseconds, during which no
-    request advances: that pause is what a p99 latency sees. What exists at
-    start-up lives for the process's lifetime anyway; ``gc.freeze`` keeps the
-    collector to objects made by requests.
-    """
-    gc.collect()
-    gc.freeze()

@@ -21,7 +21,8 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from services.adapters.kafka import ConsumerLoop, Producer
-from services.adapters.web import build_authenticator, freeze_startup_heap, install_error_handlers
+from services.adapters.runtime import freeze_startup_heap
+from services.adapters.web import build_authenticator, install_error_handlers
 from services.audit import wire
 from services.audit.checkpoints import CosignatureRejected, InconsistentLog, accept_cosignature
 from services.audit.config import AuditSettings
@@ -44,8 +45,8 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     handler = AuditHandler(svc.log, producer)
     consumer = ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=AUDIT_EVENTS,
                             group_id=settings.consumer_group, handler=handler, max_records=2000,
-                            # an append costs mostly per batch: let the broker gather up to 50 ms of events
-                            gather_ms=50, gather_bytes=64 * 1024)
+                            # an append costs mostly per batch: let up to 50 ms of events gather
+                            gather_ms=50)
     stop = threading.Event()
 
     def checkpoint_loop() -> None:

@@ -25,7 +25,8 @@ from services.adapters.auth import load_registry
 from services.adapters.kafka import Producer
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
-from services.adapters.web import CallerDep, build_authenticator, freeze_startup_heap, install_error_handlers
+from services.adapters.runtime import freeze_startup_heap
+from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
 from services.ingest import bundle as bundles
 from services.ingest import fhir
 from services.ingest.body import read_body, split_lines

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from services.adapters.runtime import freeze_startup_heap
+
 log = logging.getLogger(__name__)
 
 MEMO_MAX = 200_000
@@ -86,6 +88,10 @@ def _init_worker(memo: bool) -> None:
     if memo:
         install_memo()
     import fhir.resources.R4B  # noqa: F401 - load the models once per worker
+
+    # The models are a large, permanent object graph: out of the collector's sight, a full
+    # collection no longer walks them (about a sixth of a worker's CPU when it did).
+    freeze_startup_heap()
 
 
 def _warm() -> int:

@@ -31,7 +31,8 @@ from services.adapters.auth import Caller
 from services.adapters.kafka import ConsumerLoop, Producer
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
-from services.adapters.web import CallerDep, build_authenticator, freeze_startup_heap, install_error_handlers
+from services.adapters.runtime import freeze_startup_heap
+from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
 from services.contracts.policy import Legal
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.ingest.fhir import DIRECTORY_TYPES

@@ -123,9 +123,12 @@ class IngestHandler:
     def items(self, opened: list[tuple[int, IngestEnvelope, SealedPayload]]) -> list[Item]:
         v = self.vault
         out: list[Item] = []
+        pseudonyms: dict[str, str] = {}  # a message holds one patient's resources: one keyed hash each
         for n, env, payload in opened:
             for res, labels, pid in zip(payload.resources, payload.labels, payload.patients, strict=True):
-                out.append(Item(n, env, res, labels, v.pseudonym(pid) if pid else DIRECTORY_KEY,
+                if pid and pid not in pseudonyms:
+                    pseudonyms[pid] = v.pseudonym(pid)
+                out.append(Item(n, env, res, labels, pseudonyms[pid] if pid else DIRECTORY_KEY,
                                 v.rid_index(res["resourceType"], str(res.get("id", "")))))
         return out
 
