@@ -4,17 +4,24 @@ Patients sign in (argon2id) and see their records, every access to them, and
 a proof for each; the portal calls records and audit with its own key and a
 ``patient`` claim, so one patient can never reach another's data. Regulators
 query the audit trail and verify the log.
+
+Patients also decide who may use their data (consents, through records'
+Consent API) and may erase their records. Every form that changes something
+is checked here first: signed-in patient, same origin, valid input, and, for a
+withdrawal, a consent id from the patient's own list; records and the policy
+then check again.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import httpx
 from fastapi import Cookie, FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
@@ -22,7 +29,7 @@ from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
 from services.audit.client import AuditClient
 from services.audit.verify import verify_log
-from services.portal import views
+from services.portal import consents, views
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
@@ -30,7 +37,14 @@ from services.portal.config import PortalSettings
 COOKIE = "healthgov_session"
 ORG_TYPES = ["hospital", "public_health", "law_enforcement", "regulator", "research", "insurer",
              "commercial", "patient"]
-KINDS = ["disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest"]
+KINDS = ["disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral"]
+# What the patient page says after a change (the redirect carries only the key).
+NOTICES = {
+    "granted": "Your choice is saved and in force.",
+    "pending": "Your choice is saved; it takes effect within a few seconds.",
+    "revoked": "The permission is withdrawn.",
+    "revoke_pending": "The permission is withdrawn; this takes effect within a few seconds.",
+}
 
 
 def create_app(settings: PortalSettings | None = None) -> FastAPI:
@@ -93,35 +107,132 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         who = accounts.session(sid)
         return who if who is not None and who.role == role else None
 
-    @app.get("/me", response_model=None)
-    def me(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        who = signed_in(sid, "patient")
-        if who is None:
-            return RedirectResponse("/", status_code=303)
-        ctx: dict[str, Any] = {"who": who, "summary": [], "conditions": [], "access": []}
+    def patient_ctx(who: Principal) -> dict[str, Any]:
+        """Everything the patient page shows; each part says in words when it cannot be had."""
+        ctx: dict[str, Any] = {"who": who, "summary": [], "conditions": [], "access": [], "consents": [],
+                               "erased": False, "grantees": consents.third_parties(registry),
+                               "purposes": consents.PURPOSES, "record_types": consents.RECORD_TYPES,
+                               "default_days": consents.DEFAULT_PERMIT_DAYS, "form": {}}
         try:
             ctx["summary"], ctx["conditions"] = views.record_summary(clients.my_records(who))
         except Upstream as exc:
-            ctx["records_error"] = f"Your records cannot be shown right now ({exc.detail})."
+            if exc.status == 410:
+                ctx["erased"] = True
+            else:
+                ctx["records_error"] = f"Your records cannot be shown right now ({exc.detail})."
+        if not ctx["erased"]:
+            try:
+                ctx["consents"] = consents.consent_rows(clients.my_consents(who), registry)
+            except Upstream as exc:
+                ctx["consents_error"] = f"Your choices cannot be shown right now ({exc.detail})."
         try:
             ctx["access"] = views.event_rows(clients.my_access(who)["events"], registry)[::-1]
         except Upstream as exc:
             ctx["access_error"] = f"Your access history cannot be shown right now ({exc.detail})."
-        return page(request, "patient.html", **ctx)
+        return ctx
+
+    async def patient_page(request: Request, who: Principal, status: int = 200, **extra: Any) -> HTMLResponse:
+        ctx = await run_in_threadpool(patient_ctx, who)
+        return page(request, "patient.html", status=status, **{**ctx, **extra})
+
+    def cross_site() -> Response:
+        return Response("cross-site request refused", status_code=403)
+
+    async def form_fields(request: Request) -> dict[str, list[str]]:
+        """The posted form as lists of strings: validation, not FastAPI, answers a bad form (400, in words)."""
+        form = await request.form()
+        return {k: [v for v in form.getlist(k) if isinstance(v, str)] for k in form}
+
+    @app.get("/me", response_model=None)
+    async def me(request: Request, done: str | None = None,
+                 sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        who = signed_in(sid, "patient")
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        return await patient_page(request, who, notice=NOTICES.get(done or ""))
+
+    @app.post("/me/consents", response_model=None)
+    async def grant_consent(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        if not same_origin(request):
+            return cross_site()
+        who = signed_in(sid, "patient")
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        form = await form_fields(request)
+        try:
+            grant = consents.parse_grant(form, registry, datetime.now(UTC).date())
+        except consents.FormError as exc:
+            return await patient_page(request, who, 400, consent_error=str(exc), form=consents.echo(form))
+        try:
+            applied = await run_in_threadpool(clients.grant_consent, who, grant.to_fhir(who.subject))
+        except Upstream as exc:
+            return await patient_page(request, who, exc.status, form=consents.echo(form),
+                                      consent_error=f"Your choice could not be saved: {exc.detail}.")
+        return RedirectResponse(f"/me?done={'granted' if applied else 'pending'}#consents", status_code=303)
+
+    @app.post("/me/consents/{consent_id}/revoke", response_model=None)
+    async def revoke_consent(consent_id: str, request: Request,
+                             sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        if not same_origin(request):
+            return cross_site()
+        who = signed_in(sid, "patient")
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        try:
+            own = await run_in_threadpool(clients.my_consents, who)
+            if consent_id not in consents.revocable_ids(consents.consent_rows(own, registry)):
+                return await patient_page(request, who, 404, consent_error=(
+                    "That permission is not one of yours, or it is already withdrawn; nothing was changed."))
+            applied = await run_in_threadpool(clients.revoke_consent, who, consent_id)
+        except Upstream as exc:
+            return await patient_page(request, who, exc.status,
+                                      consent_error=f"The permission could not be withdrawn: {exc.detail}.")
+        return RedirectResponse(f"/me?done={'revoked' if applied else 'revoke_pending'}#consents", status_code=303)
+
+    @app.get("/me/erase", response_model=None)
+    def erase_form(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        who = signed_in(sid, "patient")
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        return page(request, "erase.html", who=who, phrase=consents.ERASE_PHRASE)
+
+    @app.post("/me/erase", response_model=None)
+    async def erase(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        if not same_origin(request):
+            return cross_site()
+        who = signed_in(sid, "patient")
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        typed = " ".join((await form_fields(request)).get("confirm", []))
+        if not consents.erase_confirmed(typed):
+            return page(request, "erase.html", status=400, who=who, phrase=consents.ERASE_PHRASE,
+                        erase_error=f'Nothing was deleted: type exactly "{consents.ERASE_PHRASE}" to confirm.')
+        try:
+            await run_in_threadpool(clients.erase_me, who)
+        except Upstream as exc:
+            return page(request, "erase.html", status=exc.status, who=who, phrase=consents.ERASE_PHRASE,
+                        erase_error=f"Your records could not be deleted: {exc.detail}.")
+        return RedirectResponse("/me", status_code=303)  # the page says so once records answers 410
 
     @app.get("/me/records.json", response_model=None)
     def me_records(sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Any:
         who = signed_in(sid, "patient")
         if who is None:
             return Response(status_code=401)
-        return clients.my_records(who)
+        try:
+            return clients.my_records(who)
+        except Upstream as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     @app.get("/me/access.json", response_model=None)
     def me_access(sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Any:
         who = signed_in(sid, "patient")
         if who is None:
             return Response(status_code=401)
-        return clients.my_access(who)
+        try:
+            return clients.my_access(who)
+        except Upstream as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     def regulator_ctx(who: Principal, request: Request) -> dict[str, Any]:
         filters = {k: request.query_params.get(k) or None

@@ -9,6 +9,7 @@ identity provider issues that token.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -44,19 +45,45 @@ class PortalClients:
         return issue_token(org=self.settings.regulator_org, private_key=private, subject=who.username,
                            audience=audience, role="regulator", purpose="HCOMPL")
 
-    def _get(self, who: Principal, service: str, path: str, **params: Any) -> httpx.Response:
+    def _send(self, who: Principal, method: str, service: str, path: str, *, body: Any = None,
+              params: dict[str, Any] | None = None) -> httpx.Response:
         base = self.settings.records_url if service == "records" else self.settings.audit_url
+        headers = {"Authorization": f"Bearer {self._token(who, service)}"}
+        if body is not None:
+            headers["Content-Type"] = "application/fhir+json"
         try:
-            resp = self.http.get(base + path, params={k: v for k, v in params.items() if v is not None},
-                                 headers={"Authorization": f"Bearer {self._token(who, service)}"})
+            resp = self.http.request(method, base + path, json=body, headers=headers,
+                                     params={k: v for k, v in (params or {}).items() if v is not None})
         except httpx.HTTPError as exc:
             raise Upstream(503, f"{service} is unavailable") from exc
         if resp.status_code >= 400:
             raise Upstream(resp.status_code, _detail(resp))
         return resp
 
+    def _get(self, who: Principal, service: str, path: str, **params: Any) -> httpx.Response:
+        return self._send(who, "GET", service, path, params=params)
+
     def my_records(self, who: Principal) -> dict[str, Any]:
         return self._get(who, "records", f"/fhir/Patient/{who.subject}/$everything").json()
+
+    # A patient's consents and erasure: the token's patient claim is the signed-in patient, so records
+    # refuses anything about somebody else; the portal checks ids against the patient's own list first.
+
+    def my_consents(self, who: Principal) -> dict[str, Any]:
+        """The newest version of each of the patient's consents, withdrawn ones included."""
+        return self._get(who, "records", "/fhir/Consent", patient=who.subject).json()
+
+    def grant_consent(self, who: Principal, consent: dict[str, Any]) -> bool:
+        """Send a new Consent; True once it is in force, False if records accepted it but is still applying it."""
+        return self._send(who, "POST", "records", "/fhir/Consent", body=consent).status_code == 201
+
+    def revoke_consent(self, who: Principal, consent_id: str) -> bool:
+        """Withdraw one consent; True once the withdrawal is in force."""
+        return self._send(who, "DELETE", "records", f"/fhir/Consent/{quote(consent_id, safe='')}").status_code == 200
+
+    def erase_me(self, who: Principal) -> None:
+        """Crypto-shred the signed-in patient's records (records answers 410 for them afterwards)."""
+        self._send(who, "DELETE", "records", f"/fhir/Patient/{who.subject}")
 
     def my_access(self, who: Principal, cursor: int = 0) -> dict[str, Any]:
         return self._get(who, "audit", "/events", cursor=cursor, limit=200).json()

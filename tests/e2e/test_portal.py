@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ from services.adapters.keys import PlatformKeys
 from services.portal.accounts import Accounts
 from services.portal.config import PortalSettings
 from tests.conftest import auth, first_patient, wait_for
+from tests.integration.records.support import HYPERTENSION, condition, encounter, fresh_patient, ingest, permit
 
 PASSWORD = "correct horse battery staple"
 
@@ -133,6 +136,7 @@ def test_regulator_queries_the_trail_and_verifies_the_log(people, settings, toke
                  60, "the denial in the regulator's view")
         page = b.get("/regulator?kind=denial").text
         assert "no_care_relationship" in page
+        assert re.search(r">referral</option>", page)  # every kind of audit event can be filtered on
         assert not re.search(r'class="allowed">disclosure<', page)
         verified = b.post("/regulator/verify").text
     assert "signed checkpoints verify." in verified
@@ -140,3 +144,194 @@ def test_regulator_queries_the_trail_and_verifies_the_log(people, settings, toke
     with browser(settings) as b:
         sign_in(b, people["alice"])
         assert "Regulator console" not in b.get("/regulator").text
+
+
+# --- who may use my data, and erasure --------------------------------------------------------
+
+INSURER = "gz-insurer-1"
+INSURER_NAME = "Guizhou Mutual Health Insurance"
+EVIL = {"Origin": "https://evil.example"}
+
+
+def as_insurer(token) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return auth(token(INSURER, role="claims", purpose="HPAYMT"))
+
+
+def as_patient(token, pid: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return auth(token("healthgov-portal", role="patient", patient=pid, purpose="PATRQT"))
+
+
+def new_patient(accounts: Accounts, settings, token) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A patient of this test's own (never a shared demo patient), with an encounter, a condition and an account."""
+    p = fresh_patient(first_patient())
+    pid = p["id"]
+    cond, enc = condition(pid, HYPERTENSION, "2019-05-01"), encounter(pid, "2020-02-01T09:00:00Z")
+    ingest(settings, token, p, enc, cond)
+    username = "pat-" + uuid.uuid4().hex[:8]
+    accounts.create(username, PASSWORD, "patient", pid)
+    return {"id": pid, "username": username, "condition": cond["id"], "encounter": enc["id"]}
+
+
+def consents_of(settings, token, pid: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    r = httpx.get(f"{settings.records_url}/fhir/Consent", params={"patient": pid},
+                  headers=as_patient(token, pid), timeout=60)
+    assert r.status_code == 200, r.text
+    return [e["resource"] for e in r.json().get("entry", [])]
+
+
+def grant_form(**changes: Any) -> dict[str, Any]:
+    form: dict[str, Any] = {"grantee": INSURER, "purpose": "HPAYMT", "decision": "permit", "types": ["Condition"],
+                            "end": ""}
+    form.update(changes)
+    return {k: v for k, v in form.items() if v is not None}
+
+
+def revoke_ids(page: str) -> list[str]:
+    return re.findall(r'action="/me/consents/([^"/]+)/revoke"', page)
+
+
+@pytest.fixture(scope="module")
+def dana(accounts: Accounts, stack, settings, token) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A patient with one consent to the insurer, made through records (not the portal)."""
+    p = new_patient(accounts, settings, token)
+    r = httpx.post(f"{settings.records_url}/fhir/Consent", json=permit(p["id"], INSURER, "HPAYMT", ["Encounter"]),
+                   headers=as_patient(token, p["id"]), timeout=60)
+    assert r.status_code == 201, r.text
+    return {**p, "consent": r.json()["id"]}
+
+
+def test_a_patient_allows_the_insurer_in_the_portal_then_withdraws_it(accounts, stack, settings, token) -> None:  # type: ignore[no-untyped-def]
+    p = new_patient(accounts, settings, token)
+    with httpx.Client(base_url=settings.records_url, timeout=60) as records, browser(settings) as b:
+        before = records.get("/fhir/Condition", params={"patient": p["id"]}, headers=as_insurer(token))
+        assert before.status_code == 403 and "no_consent" in before.text
+
+        assert sign_in(b, p["username"]).status_code == 200
+        granted = b.post("/me/consents", data=grant_form(types=["Condition"]))
+        assert granted.status_code == 200 and "Your choice is saved" in granted.text
+        assert INSURER_NAME in granted.text and "in force" in granted.text and "insurance claims" in granted.text
+        (consent_id,) = revoke_ids(granted.text)
+        (stored,) = consents_of(settings, token, p["id"])
+        assert stored["id"] == consent_id and stored["provision"]["type"] == "permit"
+        assert [c["code"] for c in stored["provision"]["class"]] == ["Condition"]
+        assert stored["provision"]["period"]["end"] > "2026"  # a permission always has an end
+
+        during = records.get("/fhir/Condition", params={"patient": p["id"]}, headers=as_insurer(token))
+        assert during.status_code == 200, during.text
+        assert [e["resource"]["id"] for e in during.json()["entry"]] == [p["condition"]]
+        outside = records.get(f"/fhir/Encounter/{p['encounter']}", headers=as_insurer(token))
+        assert outside.status_code == 403 and "consent_type_not_covered" in outside.text
+
+        revoked = b.post(f"/me/consents/{consent_id}/revoke")
+        assert revoked.status_code == 200 and "The permission is withdrawn" in revoked.text
+        assert INSURER_NAME in revoked.text and "revoked" in revoked.text
+        assert revoke_ids(revoked.text) == []  # nothing left to withdraw
+        assert [c["status"] for c in consents_of(settings, token, p["id"])] == ["inactive"]
+
+        after = records.get("/fhir/Condition", params={"patient": p["id"]}, headers=as_insurer(token))
+        assert after.status_code == 403 and "consent_revoked" in after.text and "entry" not in after.json()
+
+
+def test_a_refusal_made_in_the_portal_stops_research(accounts, stack, settings, token) -> None:  # type: ignore[no-untyped-def]
+    p = new_patient(accounts, settings, token)
+    ethics = json.dumps({"id": "irb-2026-17", "board": "gz-med-univ-irb", "project": "cohort",
+                         "expires": "2099-01-01T00:00:00Z"})
+
+    def research() -> httpx.Response:
+        return httpx.get(f"{settings.records_url}/fhir/Condition", params={"patient": p["id"]}, timeout=60,
+                         headers=auth(token("gz-uni-research", role="researcher", purpose="HRESCH"),
+                                      **{"X-Ethics-Approval": ethics}))
+
+    assert research().status_code == 200
+    with browser(settings) as b:
+        sign_in(b, p["username"])
+        r = b.post("/me/consents", data=grant_form(grantee="gz-uni-research", purpose="HRESCH", decision="deny",
+                                                   types=None))
+        assert r.status_code == 200 and "Refused" in r.text and "until you withdraw it" in r.text
+    (stored,) = consents_of(settings, token, p["id"])
+    assert stored["provision"]["type"] == "deny" and "class" not in stored["provision"]
+    denied = research()
+    assert denied.status_code == 403 and "patient_opted_out" in denied.text
+
+
+def test_a_patient_cannot_withdraw_another_patients_consent(accounts, dana, stack, settings, token) -> None:  # type: ignore[no-untyped-def]
+    other = new_patient(accounts, settings, token)
+    with browser(settings) as b:
+        sign_in(b, other["username"])
+        assert dana["consent"] not in b.get("/me").text
+        r = b.post(f"/me/consents/{dana['consent']}/revoke")
+        assert r.status_code == 404 and "not one of yours" in r.text and "nothing was changed" in r.text
+        assert revoke_ids(r.text) == []
+    (kept,) = consents_of(settings, token, dana["id"])
+    assert kept["id"] == dana["consent"] and kept["status"] == "active" and kept["meta"]["versionId"] == "1"
+    assert consents_of(settings, token, other["id"]) == []
+
+
+def test_the_page_lists_a_consent_made_elsewhere_by_the_grantees_name(dana, settings) -> None:  # type: ignore[no-untyped-def]
+    with browser(settings) as b:
+        sign_in(b, dana["username"])
+        page = b.get("/me").text
+    assert INSURER_NAME in page and "insurance company" in page and "visits and hospital stays" in page
+    assert revoke_ids(page) == [dana["consent"]]
+
+
+def test_cross_site_posts_change_nothing(dana, settings, token) -> None:  # type: ignore[no-untyped-def]
+    with browser(settings) as b:
+        sign_in(b, dana["username"])
+        attempts = [b.post("/me/consents", data=grant_form(), headers=EVIL),
+                    b.post(f"/me/consents/{dana['consent']}/revoke", headers=EVIL),
+                    b.post("/me/erase", data={"confirm": "delete my records"}, headers=EVIL)]
+    assert [r.status_code for r in attempts] == [403, 403, 403]
+    (kept,) = consents_of(settings, token, dana["id"])
+    assert kept["status"] == "active" and kept["meta"]["versionId"] == "1"
+    r = httpx.get(f"{settings.records_url}/fhir/Patient/{dana['id']}/$everything",
+                  headers=as_patient(token, dana["id"]), timeout=60)
+    assert r.status_code == 200
+    # Without a session nothing happens either.
+    with browser(settings) as anonymous:
+        for path, form in (("/me/consents", grant_form()), (f"/me/consents/{dana['consent']}/revoke", {}),
+                           ("/me/erase", {"confirm": "delete my records"})):
+            r = anonymous.post(path, data=form, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"] == "/"
+    assert len(consents_of(settings, token, dana["id"])) == 1
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"grantee": None}, "Choose the organisation"),
+    ({"grantee": "gy-hosp-001"}, "not one you can allow or refuse"),
+    ({"grantee": "no-such-org"}, "not one you can allow or refuse"),
+    ({"end": "2020-01-01"}, "The end date must be after today"),
+    ({"end": "next week"}, "The end date is not a date"),
+    ({"types": None}, "Tick at least one kind of record"),
+    ({"types": ["Secret"]}, "Only the kinds of record in the list"),
+    ({"purpose": "TREAT"}, "Choose what the organisation may use"),
+    ({"decision": "maybe"}, "Choose whether you allow or refuse"),
+])
+def test_a_bad_form_says_what_to_fix_and_creates_nothing(dana, settings, token, changes, message) -> None:  # type: ignore[no-untyped-def]
+    with browser(settings) as b:
+        sign_in(b, dana["username"])
+        r = b.post("/me/consents", data=grant_form(**changes))
+    assert r.status_code == 400 and message in r.text
+    assert [c["id"] for c in consents_of(settings, token, dana["id"])] == [dana["consent"]]
+
+
+def test_erasure_needs_the_phrase_then_records_are_gone(accounts, stack, settings, token) -> None:  # type: ignore[no-untyped-def]
+    p = new_patient(accounts, settings, token)
+    everything = f"{settings.records_url}/fhir/Patient/{p['id']}/$everything"
+    with browser(settings) as b:
+        sign_in(b, p["username"])
+        assert 'type <strong>delete my records</strong>' in b.get("/me/erase").text
+        for wrong in ("", "delete", "keep my records"):
+            r = b.post("/me/erase", data={"confirm": wrong})
+            assert r.status_code == 400 and "Nothing was deleted" in r.text
+        assert httpx.get(everything, headers=as_patient(token, p["id"]), timeout=60).status_code == 200
+
+        erased = b.post("/me/erase", data={"confirm": "  Delete my records "})
+        assert erased.status_code == 200 and "Your records are erased" in erased.text
+        assert "Allow or refuse an organisation" not in erased.text
+        assert b.get("/me/records.json").status_code == 410
+    gone = httpx.get(everything, headers=as_patient(token, p["id"]), timeout=60)
+    assert gone.status_code == 410 and p["condition"] not in gone.text
+    doctor = httpx.get(f"{settings.records_url}/fhir/Condition/{p['condition']}",
+                       headers=auth(token("gy-hosp-001", purpose="TREAT")), timeout=60)
+    assert doctor.status_code == 410

@@ -1,0 +1,216 @@
+"""A patient's "who may use my data" choices: the grant form in, FHIR Consent out, and back to plain words.
+
+The portal only translates. Records validates every Consent again and OPA
+decides what a consent means (DESIGN §5), so nothing here is a rule about
+access; it is what a patient can sensibly ask for from a form, said in words a
+patient reads. The patient a Consent belongs to always comes from the session,
+never from the form. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+THIRD_PARTY_TYPES = ("research", "insurer", "commercial")
+ORG_TYPE_WORDS = {
+    "research": "research institute", "insurer": "insurance company", "commercial": "company",
+    "hospital": "hospital", "public_health": "public health authority", "law_enforcement": "police",
+    "regulator": "health regulator", "patient": "you, through this portal",
+}
+# The purposes a third party can be given (HL7 v3 PurposeOfUse); the rest belong to care and the state.
+PURPOSES = {"HRESCH": "medical research", "HPAYMT": "insurance claims and payments",
+            "HMARKT": "marketing and commercial products"}
+OTHER_PURPOSES = {"*": "any purpose", "PATRQT": "your own requests", "TREAT": "your treatment",
+                  "ETREAT": "emergency treatment", "PUBHLTH": "public health", "HLEGAL": "legal proceedings",
+                  "HCOMPL": "regulatory checks"}
+RECORD_TYPES = {
+    "Patient": "my personal details (name, birth date, address)",
+    "Condition": "diagnoses and health problems",
+    "Observation": "test results and measurements",
+    "DiagnosticReport": "lab and imaging reports",
+    "Encounter": "visits and hospital stays",
+    "MedicationRequest": "prescriptions",
+    "Procedure": "operations and procedures",
+    "Immunization": "vaccinations",
+    "AllergyIntolerance": "allergies",
+    "DocumentReference": "letters and documents",
+}
+# A permission without an end does not count (the policy needs an expiry), so the form gives it one.
+DEFAULT_PERMIT_DAYS = 365
+ERASE_PHRASE = "delete my records"
+RESOURCE_TYPES_SYSTEM = "http://hl7.org/fhir/resource-types"
+PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+
+
+class FormError(ValueError):
+    """The form cannot become a consent; the message says what to fix, in words."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the patient asked for: allow or refuse one organisation one purpose."""
+
+    grantee: str
+    purpose: str
+    decision: str  # "permit" | "deny"
+    types: tuple[str, ...] = ()
+    end: date | None = None
+
+    def to_fhir(self, patient_id: str) -> dict[str, Any]:
+        """The FHIR Consent records expects; ``patient_id`` is the signed-in patient's, never the form's."""
+        provision: dict[str, Any] = {
+            "type": self.decision,
+            "actor": [{"reference": {"reference": f"Organization/{self.grantee}"}}],
+            "purpose": [{"system": PURPOSE_SYSTEM, "code": self.purpose}],
+        }
+        if self.types:
+            provision["class"] = [{"system": RESOURCE_TYPES_SYSTEM, "code": t} for t in self.types]
+        if self.end is not None:
+            provision["period"] = {"end": self.end.isoformat()}
+        return {"resourceType": "Consent", "status": "active",
+                "patient": {"reference": f"Patient/{patient_id}"}, "provision": provision}
+
+
+def third_parties(registry: dict[str, Any]) -> list[dict[str, str]]:
+    """The organisations a patient may allow or refuse, by name, for the form's list."""
+    orgs = registry.get("orgs", {})
+    return sorted(({"id": oid, "name": o.get("name", oid), "type": ORG_TYPE_WORDS.get(o.get("type"), "")}
+                   for oid, o in orgs.items()
+                   if o.get("type") in THIRD_PARTY_TYPES and not o.get("suspended")),
+                  key=lambda o: (o["type"], o["name"]))
+
+
+def _one(form: dict[str, list[str]], name: str) -> str:
+    values = form.get(name) or [""]
+    return values[0].strip()
+
+
+def parse_grant(form: dict[str, list[str]], registry: dict[str, Any], today: date) -> Grant:
+    """Check the grant form and return what it asks for; ``FormError`` says what to fix.
+
+    A refusal covers every kind of record (an opt-out is about the purpose,
+    not the record type), so record kinds are asked only for a permission.
+    """
+    grantee = _one(form, "grantee")
+    if not grantee:
+        raise FormError("Choose the organisation this is about.")
+    if grantee not in {o["id"] for o in third_parties(registry)}:
+        raise FormError("That organisation is not one you can allow or refuse here; choose one from the list.")
+    purpose = _one(form, "purpose")
+    if purpose not in PURPOSES:
+        raise FormError("Choose what the organisation may use your records for.")
+    decision = _one(form, "decision")
+    if decision not in ("permit", "deny"):
+        raise FormError("Choose whether you allow or refuse it.")
+    types = tuple(dict.fromkeys(t.strip() for t in form.get("types", []) if t.strip()))
+    if decision == "permit":
+        if not types:
+            raise FormError("Tick at least one kind of record the organisation may see.")
+        unknown = [t for t in types if t not in RECORD_TYPES]
+        if unknown:
+            raise FormError("Only the kinds of record in the list can be chosen.")
+    else:
+        types = ()
+    end = _end_date(_one(form, "end"), today)
+    if end is None and decision == "permit":
+        end = today + timedelta(days=DEFAULT_PERMIT_DAYS)
+    return Grant(grantee=grantee, purpose=purpose, decision=decision, types=types, end=end)
+
+
+def _end_date(raw: str, today: date) -> date | None:
+    if not raw:
+        return None
+    try:
+        end = date.fromisoformat(raw)
+    except ValueError:
+        raise FormError("The end date is not a date; use the form year-month-day, e.g. 2027-01-31.") from None
+    if end <= today:
+        raise FormError("The end date must be after today.")
+    return end
+
+
+@dataclass
+class ConsentRow:
+    """One consent as the patient page shows it."""
+
+    id: str
+    grantees: list[dict[str, str]]
+    allowed: bool
+    purposes: list[str]
+    types: list[str]
+    since: str
+    until: str
+    state: str  # "active" | "expired" | "revoked" | other FHIR status, as is
+    changeable: bool = False
+
+
+def consent_rows(bundle: dict[str, Any], registry: dict[str, Any], now: datetime | None = None) -> list[ConsentRow]:
+    """The patient's consents (newest first) in words: who, allowed or refused, for what, until when."""
+    orgs = registry.get("orgs", {})
+    now = now or datetime.now(UTC)
+    rows = []
+    for entry in bundle.get("entry", []):
+        c = entry.get("resource") or {}
+        if c.get("resourceType") != "Consent" or not c.get("id"):
+            continue
+        provision = c.get("provision") or {}
+        refs = [((a.get("reference") or {}).get("reference") or "") for a in provision.get("actor") or []]
+        ids = [r.split("/", 1)[1] for r in refs if r.startswith("Organization/")]
+        grantees = [{"id": i, "name": orgs.get(i, {}).get("name", i),
+                     "type": ORG_TYPE_WORDS.get(orgs.get(i, {}).get("type"), "")} for i in ids]
+        purposes = [_purpose_words(p.get("code")) for p in provision.get("purpose") or []]
+        types = [RECORD_TYPES.get(k.get("code"), k.get("code") or "") for k in provision.get("class") or []]
+        end = (provision.get("period") or {}).get("end") or ""
+        state = _state(c.get("status"), end, now)
+        rows.append(ConsentRow(
+            id=c["id"], grantees=grantees or [{"id": "", "name": "everyone", "type": ""}],
+            allowed=provision.get("type") == "permit",
+            purposes=purposes or [OTHER_PURPOSES["*"]], types=types or ["all my records"],
+            since=(c.get("dateTime") or "")[:10], until=end[:10], state=state,
+            changeable=c.get("status") == "active"))
+    return sorted(rows, key=lambda r: r.since, reverse=True)
+
+
+def _purpose_words(code: Any) -> str:
+    return PURPOSES.get(code) or OTHER_PURPOSES.get(code) or str(code)
+
+
+def _state(status: Any, end: str, now: datetime) -> str:
+    if status == "inactive":
+        return "revoked"
+    if status == "active" and end and _ended(end, now):
+        return "expired"
+    return str(status or "active")
+
+
+def _ended(end: str, now: datetime) -> bool:
+    """Whether ``end`` (a FHIR date or dateTime) has passed; a bare date ends as that day begins (UTC)."""
+    try:
+        if len(end) <= 10:
+            parts = [int(x) for x in end.split("-")] + [1, 1]
+            moment = datetime(parts[0], parts[1], parts[2], tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(end.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        return False
+    return moment <= now
+
+
+def revocable_ids(rows: list[ConsentRow]) -> set[str]:
+    """Ids of the patient's own consents that can still be withdrawn."""
+    return {r.id for r in rows if r.changeable}
+
+
+def erase_confirmed(phrase: str) -> bool:
+    """The patient typed the confirmation phrase (case and surrounding spaces do not matter)."""
+    return " ".join(phrase.split()).casefold() == ERASE_PHRASE
+
+
+def echo(form: dict[str, list[str]]) -> dict[str, Any]:
+    """The grant form as sent, to fill it in again next to the message saying what to fix."""
+    return {"grantee": _one(form, "grantee"), "purpose": _one(form, "purpose"), "decision": _one(form, "decision"),
+            "types": [t.strip() for t in form.get("types", [])], "end": _one(form, "end")}
