@@ -55,4 +55,3 @@ def install_error_handlers(app: FastAPI, fhir: bool = True) -> None:
     async def _broker(_request: Request, exc: BrokerUnavailable) -> JSONResponse:
         return JSONResponse(outcome("transient", f"event broker unavailable: {exc}"),
                             status_code=503, headers={"Retry-After": RETRY_AFTER_S})
-

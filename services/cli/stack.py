@@ -109,8 +109,8 @@ class Stack:
         kdir = self.state / "kafka"
         return [
             # Regions of 16 MiB: ingest's messages (up to a few MiB) are then ordinary young objects, not
-            # "humongous" ones allocated straight into the old generation, which kept G1 marking
-            # concurrently and cost the broker most of its CPU under ingest load.
+            # "humongous" ones allocated straight into the old generation (with the default 1 MiB regions
+            # the broker ran a concurrent marking cycle every few seconds under ingest load).
             "java", "-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:G1HeapRegionSize=16m", "-XX:MaxGCPauseMillis=20",
             "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
             "-Djava.awt.headless=true",
