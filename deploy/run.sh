@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 export HEALTHGOV_ENV="${HEALTHGOV_ENV:-dev}"
 hg=.venv/bin/healthgov
 
-cleanup() { "$hg" stack down || true; }
-trap cleanup EXIT INT TERM
+cleanup() { trap - EXIT; "$hg" stack down || true; }
+trap cleanup EXIT
+# A trap that only cleaned up would leave the script looping below: exit, and EXIT cleans up.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 "$hg" stack up
 "$hg" ingest deploy/demo/fixtures/synthea-10-patients --org gy-hosp-001
