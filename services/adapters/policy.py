@@ -23,7 +23,7 @@ import orjson
 from opa_client import OpaClient
 from pydantic import ValidationError
 
-from services.contracts.policy import DECISION_PATH, Decision, PolicyInput
+from services.contracts.policy import DECISION_PATH, DECISIONS_PATH, Decision, PolicyInput, PolicyResource
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ class PolicyClient:
         self._host = parsed.hostname or "127.0.0.1"
         self._port = parsed.port or 8181
         self._timeout_s = timeout_s
-        self._path = f"/v1/data/{DECISION_PATH}"
         self._local = threading.local()
         self._client = OpaClient(host=self._host, port=self._port, retries=0, timeout=timeout_s)
         # requests would re-read every proxy variable of the environment on each call;
@@ -55,12 +54,12 @@ class PolicyClient:
             conn.close()
             self._local.conn = None
 
-    def _post(self, body: bytes) -> tuple[int, bytes]:
+    def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """One POST; a keep-alive connection the server closed meanwhile is reopened once."""
         for attempt in (1, 2):
             conn = self._connection()
             try:
-                conn.request("POST", self._path, body=body, headers={"Content-Type": "application/json"})
+                conn.request("POST", f"/v1/data/{path}", body=body, headers={"Content-Type": "application/json"})
                 response = conn.getresponse()
                 return response.status, response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -72,9 +71,10 @@ class PolicyClient:
                 raise
         raise AssertionError("unreachable")
 
-    def decide(self, policy_input: PolicyInput) -> Decision:
+    def _ask(self, path: str, policy_input: dict[str, object]) -> object:
+        """OPA's ``result`` for ``path``, or the reason to fail closed (a ``Decision``)."""
         try:
-            status, raw = self._post(orjson.dumps({"input": policy_input.model_dump(mode="json")}))
+            status, raw = self._post(path, orjson.dumps({"input": policy_input}))
         except Exception as exc:  # any transport failure: deny
             log.warning("OPA unreachable: %r", exc)
             return Decision.fail_closed("policy_engine_unavailable")
@@ -82,15 +82,37 @@ class PolicyClient:
             log.warning("OPA answered HTTP %s", status)
             return Decision.fail_closed("policy_engine_unavailable")
         try:
-            result = orjson.loads(raw).get("result")
+            return orjson.loads(raw).get("result")
         except (orjson.JSONDecodeError, AttributeError):
             return Decision.fail_closed("policy_malformed_decision")
+
+    @staticmethod
+    def _decision(result: object) -> Decision:
+        if isinstance(result, Decision):
+            return result
         if not isinstance(result, dict):
             return Decision.fail_closed("policy_undefined")
         try:
             return Decision.model_validate(result)
         except ValidationError:
             return Decision.fail_closed("policy_malformed_decision")
+
+    def decide(self, policy_input: PolicyInput) -> Decision:
+        return self._decision(self._ask(DECISION_PATH, policy_input.model_dump(mode="json")))
+
+    def decide_each(self, policy_input: PolicyInput, resources: list[PolicyResource]) -> list[Decision]:
+        """The decision for ``policy_input`` with each of ``resources`` in turn, in one evaluation.
+
+        Anything but one decision per resource fails every one of them closed.
+        """
+        doc = policy_input.model_dump(mode="json")
+        doc["resources"] = [r.model_dump(mode="json") for r in resources]
+        result = self._ask(DECISIONS_PATH, doc)
+        if isinstance(result, Decision):
+            return [result] * len(resources)
+        if not isinstance(result, list) or len(result) != len(resources):
+            return [Decision.fail_closed("policy_malformed_decision")] * len(resources)
+        return [self._decision(r) for r in result]
 
     def healthy(self) -> bool:
         return self._client.check_health()

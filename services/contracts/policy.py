@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 DECISION_PATH = "healthgov/access/decision"
+# The same decision for each of ``input.resources`` at once (one evaluation for a whole record).
+DECISIONS_PATH = "healthgov/access/decisions"
 
 Action = Literal["read", "write", "audit_read", "consent_write", "erase", "refer"]
 PURPOSES = ("PATRQT", "TREAT", "ETREAT", "PUBHLTH", "HLEGAL", "HCOMPL", "HRESCH", "HPAYMT", "HMARKT")

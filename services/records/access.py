@@ -8,6 +8,7 @@ what happened as an AuditEvent (DESIGN §6). Rules live in ``policies/``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +128,20 @@ class Asker:
         if key not in self._cache:
             self._cache[key] = self.policy.decide(self.input(rtype, labels, hospital))
         return self._cache[key]
+
+    def prefetch(self, questions: Iterable[tuple[str, list[str], str | None]]) -> None:
+        """Ask every (type, labels, hospital) not decided yet in one evaluation; ``decide`` then answers.
+
+        A whole record holds a dozen kinds of resource from several hospitals:
+        one round trip to OPA instead of one per kind.
+        """
+        todo = list(dict.fromkeys((rtype, tuple(sorted(labels)), hospital) for rtype, labels, hospital in questions
+                                  if (rtype, tuple(sorted(labels)), hospital) not in self._cache))
+        if len(todo) < 2:
+            return
+        inputs = [self.input(rtype, list(labels), hospital) for rtype, labels, hospital in todo]
+        answers = self.policy.decide_each(inputs[0], [i.resource for i in inputs])
+        self._cache.update(zip(todo, answers, strict=True))
 
 
 def accessor(caller: Caller) -> Accessor:

@@ -202,6 +202,7 @@ class Reader:
     def read(self, caller: Caller, req: ReadRequest) -> Disclosure:
         found = self.locate(caller, req)
         asker = found.asker
+        asker.prefetch((i.rtype, i.labels, i.hospital) for i in found.items)
         released: list[tuple[Released, Decision]] = []
         withheld: dict[str, int] = {}
         for item in found.items:

@@ -69,3 +69,14 @@ default policy_version := "unversioned"
 policy_version := sprintf("%s+%s", [manifest.version, substring(manifest.digest, 0, 12)])
 
 manifest := data.healthgov.manifest
+
+# ------------------------------------------------------ several resources
+
+# data.healthgov.access.decisions: the decision for each of input.resources, in
+# order, as if each had been asked alone as input.resource. A read of a whole
+# record asks once for every kind of resource in it instead of once per kind;
+# every answer is still exactly `decision`.
+decisions := [d |
+	some r in input.resources
+	d := decision with input.resource as r
+]

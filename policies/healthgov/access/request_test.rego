@@ -143,3 +143,32 @@ test_policy_version_without_manifest if {
 test_shipped_manifest_is_well_formed if {
 	regex.match(`^[0-9]{4}\.[0-9]{1,2}\.[0-9]+\+[0-9a-f]{12}$`, decide(clinician).policy_version)
 }
+
+# ------------------------------------------------- several resources at once
+
+test_decisions_answer_each_resource_as_if_asked_alone if {
+	mental := {"patient": "p1", "type": "Condition", "labels": ["PSY"], "hospital": "gy-hosp-002"}
+	plain := clinician.resource
+	visit := {"patient": "p1", "type": "Encounter", "labels": [], "hospital": "gy-hosp-003"}
+	ds := access.decisions with input as object.union(insurer, {"resources": [plain, mental, visit]})
+		with data.healthgov.registry as registry
+	count(ds) == 3
+	ds[0] == decide(with_fields(insurer, {"resource": plain}))
+	ds[1] == decide(with_fields(insurer, {"resource": mental}))
+	ds[2] == decide(with_fields(insurer, {"resource": visit}))
+}
+
+test_decisions_of_no_resources_are_none if {
+	ds := access.decisions with input as object.union(clinician, {"resources": []})
+		with data.healthgov.registry as registry
+	ds == []
+}
+
+test_decisions_can_differ_by_resource if {
+	own := clinician.resource
+	other := {"patient": "p2", "type": "Condition", "labels": [], "hospital": "gy-hosp-002"}
+	ds := access.decisions with input as object.union(patient, {"resources": [own, other]})
+		with data.healthgov.registry as registry
+	ds[0].allow == true
+	denied_for(ds[1], "not_own_records")
+}

@@ -13,6 +13,7 @@ import pytest
 from sqlmodel import Session
 
 from services.adapters.auth import Caller
+from services.adapters.policy import PolicyClient
 from services.records.access import Authority, Denied, NotFound
 from services.records.service import Reader, ReadRequest
 from services.records.store import CareLink, Record, read_engine
@@ -25,19 +26,37 @@ STRANGER = Caller(id="dr", org="gy-hosp-002", org_type="hospital", role="clinici
 TREAT = Authority(purpose="TREAT")
 
 
-def store(engine, vault, version: int, text: str) -> None:  # type: ignore[no-untyped-def]
+def store(engine, vault, version: int, text: str, *, rtype: str = "Condition", rid: str = "c1",  # type: ignore[no-untyped-def]
+          hospital: str = "gy-hosp-001", labels: list[str] | None = None) -> None:
     patient = vault.pseudonym(PID)
     with Session(engine) as s:
-        row = Record(patient=patient, rtype="Condition", rid_index=vault.rid_index("Condition", "c1"),
-                     version=version, hospital="gy-hosp-001", content_index=f"v{version}", submission_id="s",
+        row = Record(patient=patient, rtype=rtype, rid_index=vault.rid_index(rtype, rid),
+                     version=version, hospital=hospital, content_index=f"{rid}.v{version}", submission_id="s",
                      ciphertext=b"")
         vault.seal_row(vault.data_key(s, patient, create=True), row,
-                       {"resourceType": "Condition", "id": "c1", "code": {"text": text},
-                        "subject": {"reference": f"Patient/{PID}"}}, [])
+                       {"resourceType": rtype, "id": rid, "code": {"text": text},
+                        "subject": {"reference": f"Patient/{PID}"}}, labels or [])
         s.add(row)
-        if version == 1:
+        if version == 1 and rid == "c1":
             s.add(CareLink(patient=patient, hospital="gy-hosp-001"))
         s.commit()
+
+
+class CountingPolicy(PolicyClient):
+    """The real OPA client, counting how often it asks."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, timeout_s=2.0)
+        self.single = 0
+        self.batches = 0
+
+    def decide(self, policy_input):  # type: ignore[no-untyped-def]
+        self.single += 1
+        return super().decide(policy_input)
+
+    def decide_each(self, policy_input, resources):  # type: ignore[no-untyped-def]
+        self.batches += 1
+        return super().decide_each(policy_input, resources)
 
 
 @pytest.fixture
@@ -83,3 +102,24 @@ def test_after_erasure_a_single_read_is_gone(reader: Reader, engine, vault) -> N
         s.commit()
     with pytest.raises(Shredded):
         reader.read(CLINICIAN, ReadRequest(rtype="Condition", rid="c1", authority=TREAT))
+
+
+def test_a_whole_record_is_one_policy_evaluation_with_the_same_answers(engine, vault, settings) -> None:  # type: ignore[no-untyped-def]
+    store(engine, vault, 1, "flu")
+    store(engine, vault, 1, "visit", rtype="Encounter", rid="e1", hospital="gy-hosp-002")
+    store(engine, vault, 1, "talk", rtype="Encounter", rid="e2", hospital="gy-hosp-002", labels=["PSY"])
+    policy = CountingPolicy(settings.opa_url)
+    reader = use_case(Reader, read_engine(engine), vault, settings)
+    reader.policy = policy
+    out = reader.read(CLINICIAN, ReadRequest(patient_id=PID, authority=TREAT))
+    assert (policy.batches, policy.single) == (1, 0)  # three kinds of resource, one question
+    released = sorted(e["resource"]["id"] for e in orjson.loads(out.body).get("entry", []))
+
+    # The same read, one question per kind, must release exactly the same resources.
+    one_by_one = use_case(Reader, read_engine(engine), vault, settings)
+    found = one_by_one.locate(CLINICIAN, ReadRequest(patient_id=PID, authority=TREAT))
+    expected = sorted(i.resource["id"] for i in found.items
+                      if (d := found.asker.decide(i.rtype, i.labels, i.hospital)).allow
+                      and not set(i.labels) & set(d.obligations.redact_labels))
+    assert released == expected
+    assert "c1" in released

@@ -96,3 +96,38 @@ def test_a_closed_keep_alive_connection_is_reopened(opa: str) -> None:
 def test_no_server_is_a_deny() -> None:
     decision = PolicyClient("http://127.0.0.1:9", timeout_s=0.5).decide(policy_input())
     assert not decision.allow and decision.reasons == ["policy_engine_unavailable"]
+
+
+def resources() -> list[PolicyResource]:
+    return [PolicyResource(patient="p-1", type=t, labels=[], hospital="gy-hosp-001")
+            for t in ("Condition", "Encounter")]
+
+
+def test_several_resources_are_one_request_with_one_answer_each(opa: str) -> None:
+    deny = {**ALLOW["result"], "allow": False, "reasons": ["no_care_relationship"]}
+    FakeOpa.answers = [(200, orjson.dumps({"result": [ALLOW["result"], deny]}), False)]
+    decisions = PolicyClient(opa).decide_each(policy_input(), resources())
+    assert [d.allow for d in decisions] == [True, False]
+    assert decisions[1].reasons == ["no_care_relationship"]
+    (asked,) = FakeOpa.seen
+    assert [r["type"] for r in asked["input"]["resources"]] == ["Condition", "Encounter"]
+
+
+@pytest.mark.parametrize(("status", "body", "reason"), [
+    (500, b"{}", "policy_engine_unavailable"),
+    (200, b"{}", "policy_malformed_decision"),
+    (200, orjson.dumps({"result": [ALLOW["result"]]}), "policy_malformed_decision"),  # one answer for two
+])
+def test_a_batch_that_is_not_one_decision_per_resource_denies_them_all(opa: str, status: int, body: bytes,
+                                                                       reason: str) -> None:
+    FakeOpa.answers = [(status, body, False)]
+    decisions = PolicyClient(opa).decide_each(policy_input(), resources())
+    assert len(decisions) == 2
+    assert all(not d.allow and d.reasons == [reason] for d in decisions)
+
+
+def test_a_malformed_answer_in_a_batch_denies_only_that_resource(opa: str) -> None:
+    FakeOpa.answers = [(200, orjson.dumps({"result": [ALLOW["result"], {"allow": "perhaps"}]}), False)]
+    decisions = PolicyClient(opa).decide_each(policy_input(), resources())
+    assert decisions[0].allow
+    assert not decisions[1].allow and decisions[1].reasons == ["policy_malformed_decision"]
