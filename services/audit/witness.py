@@ -70,7 +70,7 @@ def load_state(path: Path) -> WitnessState | None:
 def save_state(path: Path, state: WitnessState) -> None:
     """Write atomically and durably: a cosignature never leaves before its state is on disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two witness processes never share a half-written file
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(asdict(state), fh, indent=2)

@@ -1,4 +1,4 @@
-"""Start, stop and inspect the local platform: Kafka, OPA and the four services.
+"""Start, stop and inspect the local platform: Kafka, OPA, the four services (and, in dev, a witness).
 
 Each component is a background process with a pid file and a log file in the
 state directory. ``up`` waits until every health check passes; if one fails it
@@ -177,7 +177,31 @@ class Stack:
                     url=f"http://127.0.0.1:{port}",
                 )
             )
+        if s.dev_mode:
+            # A demo witness with the platform's own witness key, so that a local log is witnessed
+            # from the start. In production a witness is an independent party running elsewhere.
+            comps.append(Component(
+                name="witness",
+                argv=[sys.executable, "-m", "services.cli.main", "audit", "witness", "--interval", "5"],
+                healthy=self._witness_started, url=f"cosigns {s.audit_url}", prepare=self._witness_mark,
+            ))
         return comps
+
+    def _witness_mark(self) -> None:
+        """Where this start's output begins in the (appended) log."""
+        log = self.log_file("witness")
+        self._witness_log_from = log.stat().st_size if log.exists() else 0
+
+    def _witness_started(self) -> bool:
+        """The witness has loaded its key and the log's (it has no port; its first line says so)."""
+        if self.pid("witness") is None:
+            return False
+        log = self.log_file("witness")
+        if not log.exists():
+            return False
+        with log.open("rb") as fh:
+            fh.seek(getattr(self, "_witness_log_from", 0))
+            return any(line.startswith(b"witness ") for line in fh.read().splitlines())
 
     # --- process control ----------------------------------------------------------
 
