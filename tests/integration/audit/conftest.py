@@ -20,21 +20,13 @@ from dataclasses import dataclass
 import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
-from services.adapters.config import PlatformSettings
 from services.audit import store
 from services.audit.app import create_app
 from services.audit.config import AuditSettings
 from services.audit.service import AuditService
-
-
-@pytest.fixture(scope="session")
-def owner_url(settings: PlatformSettings) -> str:
-    url = settings.database_url
-    assert url and url.startswith("postgresql"), (
-        "HEALTHGOV_DATABASE_URL must name the test PostgreSQL (deploy/postgres.sh start prints it)")
-    return url
+from tests.integration.databases import scratch_database
 
 
 @dataclass
@@ -52,17 +44,8 @@ def fresh_db(kind: str, tmp_path, owner_url: str) -> Iterator[Db]:  # type: igno
     if kind == "sqlite":
         yield Db("sqlite", f"sqlite:///{tmp_path / 'audit.db'}", role)
         return
-    name = f"hg_audit_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(owner_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield Db("postgresql", make_url(owner_url).set(database=name).render_as_string(hide_password=False), role)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
-        admin.dispose()
+    with scratch_database(owner_url, "hg_audit_t", drop_roles=(role,)) as url:
+        yield Db("postgresql", url, role)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

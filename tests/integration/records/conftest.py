@@ -1,34 +1,23 @@
 """Fixtures for the records integration tests: fresh databases, fresh keys, a vault.
 
-Every store test runs on SQLite and on the real PostgreSQL of the test stack
-(``HEALTHGOV_DATABASE_URL``; ``make test`` sets it, and without it the tests
-fail, never skip). Each test gets its own empty database and its own key
+Every store test runs on SQLite and on a scratch database of the test stack's
+PostgreSQL (``tests/integration/databases.py``). Each test gets its own empty database and its own key
 directory, so nothing here touches the running platform's records.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
-from services.adapters.config import PlatformSettings
 from services.adapters.keys import PlatformKeys
 from services.records.store import make_engine
 from services.records.vault import Vault
-
-
-@pytest.fixture(scope="session")
-def owner_url(settings: PlatformSettings) -> str:
-    url = settings.database_url
-    assert url and url.startswith("postgresql"), (
-        "HEALTHGOV_DATABASE_URL must name the test PostgreSQL (deploy/postgres.sh start prints it)")
-    return url
+from tests.integration.databases import scratch_database
 
 
 @dataclass
@@ -45,16 +34,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path, owner_url: str) -> Iterat
     if request.param == "sqlite":
         yield Db("sqlite", f"sqlite:///{tmp_path / 'records.db'}")
         return
-    name = f"hg_records_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(owner_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield Db("postgresql", make_url(owner_url).set(database=name).render_as_string(hide_password=False))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with scratch_database(owner_url, "hg_records_t") as url:
+        yield Db("postgresql", url)
 
 
 @pytest.fixture
