@@ -135,8 +135,8 @@ class Asker:
         A whole record holds a dozen kinds of resource from several hospitals:
         one round trip to OPA instead of one per kind.
         """
-        todo = list(dict.fromkeys((rtype, tuple(sorted(labels)), hospital) for rtype, labels, hospital in questions
-                                  if (rtype, tuple(sorted(labels)), hospital) not in self._cache))
+        asked = dict.fromkeys((rtype, tuple(sorted(labels)), hospital) for rtype, labels, hospital in questions)
+        todo = [key for key in asked if key not in self._cache]
         if len(todo) < 2:
             return
         inputs = [self.input(rtype, list(labels), hospital) for rtype, labels, hospital in todo]
