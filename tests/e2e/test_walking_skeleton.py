@@ -10,6 +10,7 @@ import httpx
 
 from services.adapters.config import PlatformSettings
 from tests.conftest import auth, clinician_counts
+from tests.integration.records.support import phi_needles
 
 
 def test_every_fixture_resource_comes_back_to_a_clinician(loaded: dict[str, Any], token, settings) -> None:
@@ -20,26 +21,8 @@ def test_every_fixture_resource_comes_back_to_a_clinician(loaded: dict[str, Any]
           f"{loaded['stored_s']:.1f}s = {loaded['rate']:.0f} resources/s end to end")
 
 
-def _phi_needles(ten_patients: list[dict[str, Any]]) -> set[bytes]:
-    needles: set[bytes] = set()
-    for r in ten_patients:
-        if r["resourceType"] != "Patient":
-            continue
-        needles.add(r["id"].encode())
-        for name in r.get("name", []):
-            needles.update(n.encode() for n in name.get("given", []) if len(n) > 3)
-            if len(name.get("family", "")) > 3:
-                needles.add(name["family"].encode())
-        for ident in r.get("identifier", []):
-            needles.add(ident["value"].encode())
-        needles.add(r["birthDate"].encode())
-        for addr in r.get("address", []):
-            needles.update(line.encode() for line in addr.get("line", []))
-    return needles
-
-
 def test_no_plaintext_phi_on_the_broker_or_in_the_database(loaded, ten_patients, settings: PlatformSettings) -> None:
-    needles = _phi_needles(ten_patients)
+    needles = phi_needles(ten_patients)
     assert len(needles) > 50
     segments = list(Path(settings.state_dir, "kafka", "data").rglob("*.log"))
     assert segments, "no Kafka log segments found"

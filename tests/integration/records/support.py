@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.adapters.kafka import Producer
 from services.adapters.policy import PolicyClient
@@ -14,6 +14,16 @@ SNOMED = "http://snomed.info/sct"
 MRN_SYSTEM = "http://hospital.smarthealthit.org"
 DEPRESSION = "35489007"  # labelled PSY by the ingest label table
 HYPERTENSION = "38341003"  # no label
+
+
+class Rec(NamedTuple):
+    """A Kafka record as the consumers read it (topic, partition, offset, key, value)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
 
 
 def use_case(cls: Any, engine: Any, vault: Any, settings: Any, *, kafka: str | None = None,

@@ -7,7 +7,7 @@ the dead-letter topic is the stack's real Kafka, read back to find ours.
 from __future__ import annotations
 
 import uuid
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
@@ -20,15 +20,7 @@ from services.contracts.topics import CONSENT_CHANGES, INGEST_DEADLETTER
 from services.records import consents
 from services.records.consent_consumer import ConsentChangeHandler
 from services.records.store import ConsentRow, latest_consents
-from tests.integration.records.support import permit
-
-
-class Rec(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
+from tests.integration.records.support import Rec, permit
 
 
 def change(engine: Any, vault: Any, pid: str, consent: dict[str, Any], kind: str = "created") -> Rec:

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from sqlalchemy import func
@@ -29,17 +29,7 @@ from services.records import consents
 from services.records.consent_consumer import ConsentChangeHandler
 from services.records.consumer import IngestHandler
 from services.records.store import ConsentRow, IdentifierIndex, Record
-from tests.integration.records.support import permit, phi_needles
-
-
-class Rec(NamedTuple):
-    """What the consumers read from Kafka."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
+from tests.integration.records.support import Rec, permit, phi_needles
 
 
 def _patient_of(res: dict[str, Any]) -> str | None:
