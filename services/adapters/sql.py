@@ -25,7 +25,10 @@ def engine_for(url: str, *, wal: bool = True, pool_size: int | None = None,
     ``pool_size`` and ``application_name`` apply to PostgreSQL (SQLite has no
     server to name itself to, and one file needs no large pool).
     """
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # No pre-ping: it is a SELECT 1 round trip on every checkout, i.e. on every read. A connection that died
+    # (a database restart) fails the one statement that finds out, which callers see as a 503 with Retry-After
+    # (``web.install_error_handlers``), and SQLAlchemy then discards every pooled connection of that age.
+    kwargs: dict[str, Any] = {"pool_recycle": 1800}
     sqlite = url.startswith("sqlite")
     if sqlite:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}

@@ -2,21 +2,24 @@
 
 Routes take a ``CallerDep`` and never see a token; domain errors become the
 status codes callers expect (401/403 for auth, 503 with Retry-After when the
-broker cannot acknowledge).
+broker cannot acknowledge or the database cannot be reached).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from services.adapters.auth import Authenticator, AuthError, Caller, bearer, load_registry
 from services.adapters.config import PlatformSettings
 from services.adapters.kafka import BrokerUnavailable
 from services.adapters.keys import PlatformKeys
 
+log = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"
 
 
@@ -37,7 +40,7 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
 def install_error_handlers(app: FastAPI, fhir: bool = True) -> None:
-    """Map auth and broker failures; FHIR services answer with OperationOutcome."""
+    """Map auth, broker and database failures; FHIR services answer with OperationOutcome."""
 
     def outcome(code: str, text: str) -> dict[str, object]:
         if not fhir:
@@ -54,4 +57,11 @@ def install_error_handlers(app: FastAPI, fhir: bool = True) -> None:
     @app.exception_handler(BrokerUnavailable)
     async def _broker(_request: Request, exc: BrokerUnavailable) -> JSONResponse:
         return JSONResponse(outcome("transient", f"event broker unavailable: {exc}"),
+                            status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(OperationalError)
+    async def _database(_request: Request, exc: OperationalError) -> JSONResponse:
+        # The driver's message can quote the statement's parameters: it goes to no one.
+        log.warning("database unavailable: %s", type(exc.orig or exc).__name__)
+        return JSONResponse(outcome("transient", "database unavailable, try again shortly"),
                             status_code=503, headers={"Retry-After": RETRY_AFTER_S})
