@@ -118,6 +118,7 @@ def bench_rest(opa: str, policy_input: dict[str, Any], n: int,
         [opa, "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
          "--skip-version-check", str(POLICIES), f"healthgov.registry:{REGISTRY}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "GOGC": "400"},  # as the platform starts it (services/cli/stack.py)
     )
     try:
         wait_healthy(base, proc)

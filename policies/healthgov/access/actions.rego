@@ -7,11 +7,13 @@ package healthgov.access
 # public facts about the health system, open to the organisations that run it.
 
 grants contains grant("directory_resource", plain_obligations) if {
+	input.action == "read"
 	directory_read
 	input.subject.org_type in directory_reader_org_types
 }
 
 deny contains "directory_not_permitted_for_org_type" if {
+	input.action == "read"
 	directory_read
 	not input.subject.org_type in directory_reader_org_types
 }
@@ -23,7 +25,8 @@ writes_own_records if input.resource.hospital == input.subject.org
 
 grants contains grant("hospital_ingest", plain_obligations) if {
 	input.action == "write"
-	caller_is("hospital")
+	input.subject.org_type == "hospital"
+	org_type_confirmed
 	writes_own_records
 }
 
@@ -34,7 +37,8 @@ deny contains "write_requires_hospital" if {
 
 deny contains "write_only_own_hospital_records" if {
 	input.action == "write"
-	caller_is("hospital")
+	input.subject.org_type == "hospital"
+	org_type_confirmed
 	not writes_own_records
 }
 
@@ -43,18 +47,21 @@ deny contains "write_only_own_hospital_records" if {
 
 grants contains grant("regulator_audit_trail", plain_obligations) if {
 	input.action == "audit_read"
-	caller_is("regulator")
+	input.subject.org_type == "regulator"
+	org_type_confirmed
 }
 
 grants contains grant("patient_own_audit_events", plain_obligations) if {
 	input.action == "audit_read"
-	caller_is("patient")
+	input.subject.org_type == "patient"
+	org_type_confirmed
 	own_records
 }
 
 deny contains "not_own_audit_events" if {
 	input.action == "audit_read"
-	caller_is("patient")
+	input.subject.org_type == "patient"
+	org_type_confirmed
 	not own_records
 }
 
@@ -69,39 +76,47 @@ deny contains "audit_read_not_permitted" if {
 
 grants contains grant("patient_manages_own_consents", plain_obligations) if {
 	input.action == "consent_write"
-	caller_is("patient")
+	input.subject.org_type == "patient"
+	org_type_confirmed
 	own_records
 }
 
 deny contains "not_own_records" if {
 	input.action == "consent_write"
-	caller_is("patient")
+	input.subject.org_type == "patient"
+	org_type_confirmed
 	about_a_patient
 	not own_records
 }
 
-clinician_consent_write if {
+grants contains grant("clinician_records_consent_for_patient", {
+	"deidentify": "none",
+	"redact_labels": [],
+	"notify_patient": true,
+	"notify_after": null,
+	"review": false,
+}) if {
 	input.action == "consent_write"
-	caller_is("hospital")
+	input.subject.org_type == "hospital"
 	input.purpose == "TREAT"
-}
-
-grants contains grant(
-	"clinician_records_consent_for_patient",
-	obligations_with({"notify_patient": true}),
-) if {
-	clinician_consent_write
+	org_type_confirmed
 	is_clinician
 	in_care
 }
 
 deny contains "role_not_clinician" if {
-	clinician_consent_write
+	input.action == "consent_write"
+	input.subject.org_type == "hospital"
+	input.purpose == "TREAT"
+	org_type_confirmed
 	not is_clinician
 }
 
 deny contains "no_care_relationship" if {
-	clinician_consent_write
+	input.action == "consent_write"
+	input.subject.org_type == "hospital"
+	input.purpose == "TREAT"
+	org_type_confirmed
 	about_a_patient
 	not in_care
 }
@@ -114,7 +129,8 @@ deny contains "consent_write_not_permitted" if {
 # Break-glass (ETREAT) is for care, not for changing what the patient allowed.
 deny contains "consent_write_requires_treat" if {
 	input.action == "consent_write"
-	caller_is("hospital")
+	input.subject.org_type == "hospital"
+	org_type_confirmed
 	input.purpose != "TREAT"
 }
 
@@ -125,13 +141,15 @@ deny contains "consent_write_requires_treat" if {
 
 grants contains grant("patient_erases_own_records", plain_obligations) if {
 	input.action == "erase"
-	caller_is("patient")
+	input.subject.org_type == "patient"
+	org_type_confirmed
 	own_records
 }
 
 deny contains "not_own_records" if {
 	input.action == "erase"
-	caller_is("patient")
+	input.subject.org_type == "patient"
+	org_type_confirmed
 	about_a_patient
 	not own_records
 }
@@ -153,17 +171,17 @@ referral_target_ok if {
 	referral_target.suspended == false
 }
 
-clinician_refers if {
+grants contains grant("clinician_refers_patient", {
+	"deidentify": "none",
+	"redact_labels": [],
+	"notify_patient": true,
+	"notify_after": null,
+	"review": false,
+}) if {
 	input.action == "refer"
-	caller_is("hospital")
-}
-
-grants contains grant(
-	"clinician_refers_patient",
-	obligations_with({"notify_patient": true}),
-) if {
-	clinician_refers
+	input.subject.org_type == "hospital"
 	input.purpose == "TREAT"
+	org_type_confirmed
 	is_clinician
 	in_care
 	referral_target_ok
@@ -171,7 +189,8 @@ grants contains grant(
 
 grants contains grant("patient_refers_self", plain_obligations) if {
 	input.action == "refer"
-	caller_is("patient")
+	input.subject.org_type == "patient"
+	org_type_confirmed
 	own_records
 	referral_target_ok
 }
@@ -183,24 +202,31 @@ deny contains "referral_target_not_a_hospital" if {
 
 deny contains "not_own_records" if {
 	input.action == "refer"
-	caller_is("patient")
+	input.subject.org_type == "patient"
+	org_type_confirmed
 	about_a_patient
 	not own_records
 }
 
 deny contains "role_not_clinician" if {
-	clinician_refers
+	input.action == "refer"
+	input.subject.org_type == "hospital"
+	org_type_confirmed
 	not is_clinician
 }
 
 deny contains "no_care_relationship" if {
-	clinician_refers
+	input.action == "refer"
+	input.subject.org_type == "hospital"
+	org_type_confirmed
 	about_a_patient
 	not in_care
 }
 
 deny contains "referral_requires_treat" if {
-	clinician_refers
+	input.action == "refer"
+	input.subject.org_type == "hospital"
+	org_type_confirmed
 	input.purpose != "TREAT"
 }
 

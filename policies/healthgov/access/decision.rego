@@ -20,10 +20,9 @@ plain_obligations := {
 	"review": false,
 }
 
-# A complete obligations object: the defaults with `overrides` applied.
-obligations_with(overrides) := object.union(plain_obligations, overrides)
-
 # A grant: the rule that allows the request, and what the reader must do.
+# Each rule writes its obligations out in full (all five fields), so that what
+# a reader must do can be read in one place and no object is merged per request.
 grant(rule, obligations) := {"rule": rule, "obligations": obligations}
 
 # ---------------------------------------------------------------- decision
@@ -64,11 +63,11 @@ decision := {
 # 12 hex digits of the SHA-256 digest of the rule files, so that two different
 # rule sets can never carry the same version in the audit trail. The digest
 # is kept current by tests/unit/policies/test_policy_manifest.py.
+# Only the two fields are read: reading data.healthgov.manifest whole would
+# copy its per-file digests out of OPA's store on every request.
 default policy_version := "unversioned"
 
-policy_version := sprintf("%s+%s", [manifest.version, substring(manifest.digest, 0, 12)])
-
-manifest := data.healthgov.manifest
+policy_version := sprintf("%s+%s", [data.healthgov.manifest.version, substring(data.healthgov.manifest.digest, 0, 12)])
 
 # ------------------------------------------------------ several resources
 
