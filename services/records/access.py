@@ -29,7 +29,7 @@ from services.contracts.events import (
 from services.contracts.policy import Decision, Legal, PolicyInput, PolicyResource, Relationship, Subject
 from services.ingest.service import DIRECTORY_KEY
 from services.records import consents
-from services.records.store import PatientKey, latest_consents, patient_state
+from services.records.store import KeyRow, latest_consents, patient_state
 from services.records.vault import Vault
 
 __all__ = ["DIRECTORY_KEY", "Asker", "Authority", "Denied", "Facts", "NotFound", "audit_event", "load_facts"]
@@ -55,7 +55,7 @@ class Facts:
 
     care: bool = False
     consents: list[dict[str, Any]] = field(default_factory=list)
-    key: PatientKey | None = None  # the patient's key row, held so the session keeps it
+    key: KeyRow | None = None  # the patient's key row: decrypting their rows needs no second look-up
 
     @property
     def erased(self) -> bool:
@@ -64,7 +64,7 @@ class Facts:
 
 
 def load_facts(session: Session, vault: Vault, patient: str | None, org: str,
-               with_consents: bool = True, state: tuple[PatientKey | None, bool, bool] | None = None) -> Facts:
+               with_consents: bool = True, state: tuple[KeyRow | None, bool, bool] | None = None) -> Facts:
     """The care relationship of ``org`` with the patient, and the patient's consents.
 
     Every consent's newest version goes in, withdrawn ones too, so that a
@@ -79,7 +79,7 @@ def load_facts(session: Session, vault: Vault, patient: str | None, org: str,
     erased = key is not None and key.wrapped is None
     wanted = with_consents and has_consents and not erased
     docs = [c for row in latest_consents(session, patient)
-            for c in consents.to_policy(vault.open_consent(session, row))] if wanted else []
+            for c in consents.to_policy(vault.open_consent(session, row, key))] if wanted else []
     return Facts(care=care, consents=docs, key=key)
 
 

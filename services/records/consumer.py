@@ -1,15 +1,27 @@
 """Kafka entrypoint of records: open sealed submissions and store them encrypted.
 
 One poll's batch of messages is one database transaction; the consumer loop
-commits offsets only after it. Storing is idempotent: a resource whose content
-equals its latest version is not stored again, so redelivery never
-duplicates. A message that cannot be opened or parsed goes to the dead-letter
-topic with the reason, and so does one about a patient whose data was erased.
+commits offsets only after it. Storing is idempotent in what it leaves
+current: a resource whose content equals its latest version is not stored
+again, so a redelivered message that carried one version of a resource adds
+nothing. (A redelivered batch that held several versions of one resource, A
+then B then C, adds A, B and C again: the current version is still C, but the
+history repeats. Telling that apart from a submission that really goes back
+to A would need each message's position in its submission on the envelope.)
+A message that cannot be opened or parsed goes to the dead-letter topic with
+the reason, and so does one about a patient whose data was erased.
 
 Speed: ingest sends many resources of one patient per message, so there is
-one HPKE open per message, one data-key look-up per patient per batch, one
-query for the latest versions of the whole batch, and one multi-row INSERT of
-all new versions (the ORM unit of work costs more than the encryption).
+one HPKE open per message and, per batch, one query each for the patients'
+data keys, the latest versions and the care links (``= ANY(array)`` on
+PostgreSQL: psycopg rewrites a query's placeholders on every execution, and
+an ``IN`` list of a thousand cost more CPU than the query), and one
+``COPY ... (FORMAT BINARY)`` of all new versions (an ``executemany`` INSERT is
+one statement per row, in Python and in PostgreSQL alike). The sealed payload
+is checked by hand rather than by pydantic, which copied every resource. With
+these, ``bench/ingest.py --consumer postgresql`` measured 55 µs of this
+process's CPU and 32 µs of PostgreSQL's per resource stored (108 and 55 with a
+query per data key, ``IN`` lists and the multi-row INSERT).
 """
 
 from __future__ import annotations
@@ -21,21 +33,57 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import insert
+from sqlalchemy import String, bindparam, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from services.adapters import crypto
 from services.adapters.kafka import Message, Producer
 from services.adapters.sql import UnitOfWork
-from services.contracts.events import DeadLetter, IngestEnvelope, SealedPayload
+from services.contracts.events import DeadLetter, IngestEnvelope
 from services.contracts.topics import INGEST_DEADLETTER
 from services.ingest.service import DIRECTORY_KEY, envelope_aad
-from services.records.store import CareLink, IdentifierIndex, Record
+from services.records.store import CareLink, IdentifierIndex, PatientKey, Record
 from services.records.vault import Shredded, Vault
 
 log = logging.getLogger(__name__)
-IN_CHUNK = 1_000  # bound the size of one IN (...) list
+IN_CHUNK = 1_000  # bound the size of one IN (...) list (SQLite)
+_RECORD_COLUMNS = ("patient", "rtype", "rid_index", "version", "hospital", "content_index", "submission_id",
+                   "ciphertext", "created_at")
+_RECORD_TYPES = ("varchar", "varchar", "varchar", "int4", "varchar", "varchar", "varchar", "bytea", "timestamptz")
+_COPY_RECORDS = f"COPY records_resource ({', '.join(_RECORD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+
+
+class _Lookup:
+    """``SELECT columns WHERE key IN (values)``: one ``= ANY(array)`` on PostgreSQL, chunked IN lists elsewhere.
+
+    psycopg rewrites a query's placeholders on every execution, and an ``IN`` list
+    of a thousand cost more CPU than the query; one array parameter does not. The
+    PostgreSQL statement is built once: a statement made per call costs more CPU in
+    SQLAlchemy's cache-key walk than the query.
+    """
+
+    def __init__(self, *columns: Any, key: Any) -> None:
+        self.columns = columns
+        self.key = key
+        self.pg = select(*columns).where(key == bindparam("values", type_=ARRAY(String)).any_())
+
+    def rows(self, s: Session, values: list[str]) -> list[Any]:
+        conn = s.connection()
+        if conn.dialect.name == "postgresql":
+            return list(conn.execute(self.pg, {"values": values}))
+        out: list[Any] = []
+        for i in range(0, len(values), IN_CHUNK):
+            out += conn.execute(select(*self.columns).where(self.key.in_(values[i:i + IN_CHUNK])))
+        return out
+
+
+_LATEST = _Lookup(Record.rid_index, Record.version, Record.content_index, key=Record.rid_index)
+_KEYS = _Lookup(PatientKey.patient, PatientKey.kek_id, PatientKey.wrapped, key=PatientKey.patient)
+_LINKS = _Lookup(CareLink.patient, CareLink.hospital, key=CareLink.patient)
+_IDENTIFIERS = _Lookup(IdentifierIndex.identifier_index, IdentifierIndex.patient, key=IdentifierIndex.identifier_index)
 
 
 class Poison(Exception):
@@ -65,16 +113,66 @@ class _Row:
     ciphertext: bytes = b""
 
 
+@dataclass
+class Payload:
+    """The plaintext inside an envelope's seal (``SealedPayload``), checked without copying the resources."""
+
+    resources: list[dict[str, Any]]
+    labels: list[list[str]]  # per resource, parallel to ``resources``
+    patients: list[str | None]  # per resource: the patient's logical id, or None (directory)
+
+
+def parse_payload(plain: bytes) -> Payload:
+    """The sealed payload, refused (``ValueError``) unless it has the shape ``SealedPayload`` declares.
+
+    The same rules as that model on JSON input (a resource is an object, a label a
+    string, a patient a string or null; other fields ignored), checked by hand:
+    validating the model copied every resource only to hand back the copy.
+    """
+    doc = orjson.loads(plain)
+    if not isinstance(doc, dict):
+        raise ValueError("the payload is not an object")
+    resources, labels, patients = doc.get("resources"), doc.get("labels"), doc.get("patients")
+    if not (isinstance(resources, list) and isinstance(labels, list) and isinstance(patients, list)):
+        raise ValueError("resources, labels and patients must be lists")
+    if not all(isinstance(r, dict) for r in resources):
+        raise ValueError("a resource is not an object")
+    if not all(isinstance(ls, list) and all(isinstance(x, str) for x in ls) for ls in labels):
+        raise ValueError("labels must be lists of strings")
+    if not all(p is None or isinstance(p, str) for p in patients):
+        raise ValueError("a patient must be a string or null")
+    return Payload(resources, labels, patients)
+
+
 def _latest(s: Session, rids: list[str]) -> dict[str, tuple[int, str]]:
     """rid index → (latest version, its content index), without loading ciphertexts."""
     out: dict[str, tuple[int, str]] = {}
-    for i in range(0, len(rids), IN_CHUNK):
-        query = select(Record.rid_index, Record.version, Record.content_index).where(
-            Record.rid_index.in_(rids[i:i + IN_CHUNK]))  # type: ignore[attr-defined]
-        for rid, version, content in s.exec(query).all():
-            if rid not in out or version > out[rid][0]:
-                out[rid] = (version, content)
+    for rid, version, content in _LATEST.rows(s, rids):
+        if rid not in out or version > out[rid][0]:
+            out[rid] = (version, content)
     return out
+
+
+def _write_records(s: Session, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows (values in ``_RECORD_COLUMNS`` order) in the session's transaction.
+
+    PostgreSQL: one binary COPY; elsewhere one multi-row INSERT.
+    """
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        with conn.connection.driver_connection.cursor() as cur, cur.copy(_COPY_RECORDS) as copy:  # type: ignore[union-attr]
+            copy.set_types(_RECORD_TYPES)
+            for row in rows:
+                copy.write_row(row)
+    else:
+        s.execute(insert(Record.__table__), [dict(zip(_RECORD_COLUMNS, row, strict=True))  # type: ignore[attr-defined]
+                                             for row in rows])
+
+
+def _index_identifiers(s: Session, pairs: set[tuple[str, str]]) -> None:
+    """Add each (identifier index, patient) not indexed yet."""
+    known = {(idx, patient) for idx, patient in _IDENTIFIERS.rows(s, sorted({idx for idx, _ in pairs}))}
+    s.add_all(IdentifierIndex(identifier_index=idx, patient=patient) for idx, patient in sorted(pairs - known))
 
 
 class IngestHandler:
@@ -85,7 +183,7 @@ class IngestHandler:
         self.producer = producer
         self.stored = 0
 
-    def open(self, key: bytes | None, value: bytes) -> tuple[IngestEnvelope, SealedPayload]:
+    def open(self, key: bytes | None, value: bytes) -> tuple[IngestEnvelope, Payload]:
         try:
             env = IngestEnvelope.model_validate(orjson.loads(value))
         except (orjson.JSONDecodeError, ValidationError) as exc:
@@ -93,7 +191,7 @@ class IngestHandler:
         aad = envelope_aad(env.submission_id, env.hospital, (key or b"").decode())
         try:
             plain = crypto.open_sealed(crypto.b64d(env.sealed), self.hpke_private, aad)
-            payload = SealedPayload.model_validate(orjson.loads(plain))
+            payload = parse_payload(plain)
         except (crypto.DecryptionError, ValueError) as exc:
             raise Poison(f"sealed payload rejected: {exc}") from exc
         if not (len(payload.resources) == len(payload.labels) == len(payload.patients)):
@@ -107,7 +205,7 @@ class IngestHandler:
         return Message(INGEST_DEADLETTER.name, dl.model_dump_json(by_alias=True).encode(), rec.key)
 
     def __call__(self, records: list[Any]) -> None:
-        opened: list[tuple[int, IngestEnvelope, SealedPayload]] = []
+        opened: list[tuple[int, IngestEnvelope, Payload]] = []
         dead: list[Message] = []
         for n, rec in enumerate(records):
             try:
@@ -120,7 +218,7 @@ class IngestHandler:
         if dead:
             self.producer.send_all(dead)
 
-    def items(self, opened: list[tuple[int, IngestEnvelope, SealedPayload]]) -> list[Item]:
+    def items(self, opened: list[tuple[int, IngestEnvelope, Payload]]) -> list[Item]:
         v = self.vault
         out: list[Item] = []
         pseudonyms: dict[str, str] = {}  # a message holds one patient's resources: one keyed hash each
@@ -132,24 +230,30 @@ class IngestHandler:
                                 v.rid_index(res["resourceType"], str(res.get("id", "")))))
         return out
 
-    def store(self, opened: list[tuple[int, IngestEnvelope, SealedPayload]]) -> set[int]:
+    def store(self, opened: list[tuple[int, IngestEnvelope, Payload]]) -> set[int]:
         """Store every new version in one transaction; returns messages skipped for erased patients."""
         v = self.vault
         items = self.items(opened)
         erased: set[int] = set()
+        if not items:
+            return erased
         with UnitOfWork(self.engine) as uow:
             s = uow.session
+            patients = list(dict.fromkeys(it.patient for it in items))
+            found = {row.patient: row for row in _KEYS.rows(s, patients)}  # one query for the batch's keys
             keys: dict[str, crypto.DataKey | None] = {}
-            for patient in dict.fromkeys(it.patient for it in items):
+            for patient in patients:
+                row = found.get(patient)
                 try:
-                    keys[patient] = v.data_key(s, patient, create=True)
+                    keys[patient] = v.key_of(row) if row is not None else v.data_key(s, patient, create=True)
                 except Shredded:
                     keys[patient] = None
             latest = _latest(s, list(dict.fromkeys(it.rid for it in items)))
-            links = {(c.patient, c.hospital) for c in s.exec(select(CareLink).where(
-                CareLink.patient.in_({it.patient for it in items}))).all()}  # type: ignore[attr-defined]
+            links = {(p, h) for p, h in _LINKS.rows(s, patients)}
             stamp = datetime.now(UTC)
-            rows: list[dict[str, Any]] = []
+            updated = stamp.isoformat()
+            rows: list[tuple[Any, ...]] = []
+            identifiers: set[tuple[str, str]] = set()
             for it in items:
                 dk = keys[it.patient]
                 if dk is None:
@@ -160,34 +264,28 @@ class IngestHandler:
                 if prev is not None and prev[1] == content:
                     continue  # redelivery or identical resubmission
                 version = prev[0] + 1 if prev else 1
-                res = dict(it.resource)
-                res["meta"] = {**res.get("meta", {}), "versionId": str(version),
-                               "lastUpdated": stamp.isoformat(), "source": it.env.hospital}
+                hospital = it.env.hospital
+                res = it.resource  # parsed for this batch alone: updated in place, after its digest
+                res["meta"] = {**res.get("meta", {}), "versionId": str(version), "lastUpdated": updated,
+                               "source": hospital}
                 row = _Row(patient=it.patient, rtype=res["resourceType"], rid_index=it.rid, version=version)
                 v.seal_row(dk, row, res, it.labels)  # type: ignore[arg-type]  # the row's key columns suffice
-                rows.append({"patient": it.patient, "rtype": row.rtype, "rid_index": it.rid, "version": version,
-                             "hospital": it.env.hospital, "content_index": content,
-                             "submission_id": it.env.submission_id, "ciphertext": row.ciphertext,
-                             "created_at": stamp})
+                rows.append((it.patient, row.rtype, it.rid, version, hospital, content, it.env.submission_id,
+                             row.ciphertext, stamp))
                 latest[it.rid] = (version, content)
-                if it.patient != DIRECTORY_KEY and (it.patient, it.env.hospital) not in links:
-                    s.add(CareLink(patient=it.patient, hospital=it.env.hospital))
-                    links.add((it.patient, it.env.hospital))
-                if res["resourceType"] == "Patient":
-                    self._index_identifiers(s, it.patient, res)
+                if it.patient != DIRECTORY_KEY and (it.patient, hospital) not in links:
+                    s.add(CareLink(patient=it.patient, hospital=hospital))
+                    links.add((it.patient, hospital))
+                if row.rtype == "Patient":
+                    identifiers.update(self._identifiers(it.patient, res))
             if rows:
-                s.execute(insert(Record.__table__), rows)  # type: ignore[attr-defined]
+                _write_records(s, rows)
+            if identifiers:
+                _index_identifiers(s, identifiers)
             uow.commit()
             self.stored += len(rows)
         return erased
 
-    def _index_identifiers(self, s: Session, patient: str, res: dict[str, Any]) -> None:
-        for ident in res.get("identifier", []) or []:
-            if not ident.get("value"):
-                continue
-            idx = self.vault.identifier_index(ident.get("system", ""), ident["value"])
-            exists = s.exec(select(IdentifierIndex).where(
-                IdentifierIndex.identifier_index == idx, IdentifierIndex.patient == patient)).first()
-            if exists is None:
-                s.add(IdentifierIndex(identifier_index=idx, patient=patient))
-                s.flush()
+    def _identifiers(self, patient: str, res: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(self.vault.identifier_index(ident.get("system", ""), ident["value"]), patient)
+                for ident in res.get("identifier", []) or [] if ident.get("value")]

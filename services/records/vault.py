@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from services.adapters import crypto
 from services.adapters.keys import KeyProvider
-from services.records.store import ConsentRow, PatientKey, Record, _now
+from services.records.store import ConsentRow, KeyRow, PatientKey, Record, RecordRow, _now
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Shredded(Exception):
 class Plain:
     """A decrypted record row."""
 
-    row: Record
+    row: RecordRow
     resource: dict[str, Any]
     labels: list[str]
 
@@ -100,20 +100,26 @@ class Vault:
             row = PatientKey(patient=patient, kek_id=kid, wrapped=crypto.wrap_key(kek, key))
             session.add(row)
             session.flush()
-        elif row.wrapped is None:
+            return self._remember(patient, row.wrapped, key)  # type: ignore[arg-type]
+        return self.key_of(row)
+
+    def key_of(self, row: KeyRow) -> crypto.DataKey:
+        """The data key a key row holds (already read by the caller); ``Shredded`` once erased."""
+        if row.wrapped is None:
             with self._lock:
-                self._cache.pop(patient, None)
-            raise Shredded(patient)
-        else:
-            with self._lock:
-                hit = self._cache.get(patient)
-            if hit is not None and hit[0] == row.wrapped:
-                return hit[1]
-            key = crypto.unwrap_key(self.keyring.get(row.kek_id), row.wrapped)
-        assert row.wrapped is not None
+                self._cache.pop(row.patient, None)
+            raise Shredded(row.patient)
+        with self._lock:
+            hit = self._cache.get(row.patient)
+        if hit is not None and hit[0] == row.wrapped:
+            return hit[1]
+        return self._remember(row.patient, row.wrapped,
+                              crypto.unwrap_key(self.keyring.get(row.kek_id), row.wrapped))
+
+    def _remember(self, patient: str, wrapped: bytes, key: bytes) -> crypto.DataKey:
         dk = crypto.DataKey(key)
         with self._lock:
-            self._cache[patient] = (row.wrapped, dk)
+            self._cache[patient] = (wrapped, dk)
         return dk
 
     # --- record rows --------------------------------------------------------------
@@ -122,8 +128,9 @@ class Vault:
         aad = crypto.record_aad(row.patient, row.rtype, row.rid_index, row.version)
         row.ciphertext = dk.encrypt(orjson.dumps({"resource": resource, "labels": labels}), aad)
 
-    def open_row(self, session: Session, row: Record) -> Plain:
-        dk = self.data_key(session, row.patient)
+    def open_row(self, session: Session, row: RecordRow, key: KeyRow | None = None) -> Plain:
+        """Decrypt one row; ``key`` is its patient's key row if the caller already read it."""
+        dk = self.key_of(key) if key is not None else self.data_key(session, row.patient)
         aad = crypto.record_aad(row.patient, row.rtype, row.rid_index, row.version)
         doc = orjson.loads(dk.decrypt(row.ciphertext, aad))
         return Plain(row=row, resource=doc["resource"], labels=doc["labels"])
@@ -133,8 +140,8 @@ class Vault:
     def seal_consent(self, dk: crypto.DataKey, row: ConsentRow, consent: dict[str, Any]) -> None:
         row.ciphertext = dk.encrypt(orjson.dumps(consent), consent_aad(row.patient, row.consent_index, row.version))
 
-    def open_consent(self, session: Session, row: ConsentRow) -> dict[str, Any]:
-        dk = self.data_key(session, row.patient)
+    def open_consent(self, session: Session, row: ConsentRow, key: KeyRow | None = None) -> dict[str, Any]:
+        dk = self.key_of(key) if key is not None else self.data_key(session, row.patient)
         return orjson.loads(dk.decrypt(row.ciphertext, consent_aad(row.patient, row.consent_index, row.version)))
 
     def seal_change(self, dk: crypto.DataKey, patient: str, change_id: str, consent: dict[str, Any]) -> bytes:
