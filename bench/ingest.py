@@ -20,6 +20,12 @@ to a scratch topic; resources/s at that rate = messages/s x resources per messag
 Both run after ``--warmup`` unmeasured copies. Printed last: the CPU time each
 component of the platform spent per resource stored (from /proc), which says
 where the end-to-end rate is lost.
+
+``--consumer postgresql|sqlite`` measures instead the records consumer alone, in
+this process, without the platform (PostgreSQL only needs HEALTHGOV_DATABASE_URL):
+the messages ingest would send for ``--copies`` sets are sealed first, then
+stored by ``IngestHandler`` into a scratch database, poll batch by poll batch; it
+prints the CPU time per resource of this process and of PostgreSQL's backends.
 """
 
 from __future__ import annotations
@@ -211,41 +217,112 @@ def preparation_cpu(p: Platform, lines: list[bytes], chunk: int) -> dict[str, fl
     return out
 
 
+def consumer_cpu(copies: int, chunk: int, store: str) -> dict[str, float]:
+    """CPU per resource of ``IngestHandler`` in this process (and PostgreSQL's), on a scratch database."""
+    import gc
+    import tempfile
+
+    from audit_common import scratch_database
+    from cpu import _postmaster, _tree_cpu_s
+
+    from services.adapters.runtime import freeze_startup_heap
+    from services.ingest import validation
+    from services.records.consumer import IngestHandler
+    from services.records.store import make_engine
+    from services.records.vault import Vault
+
+    class Record:  # what the consumer loop hands over: kafka-python's ConsumerRecord fields
+        def __init__(self, offset: int, key: bytes | None, value: bytes) -> None:
+            self.topic, self.partition, self.offset, self.key, self.value = "ingest.resources.v1", 0, offset, key, value
+
+    class NoDeadLetters:
+        def send_all(self, messages: Any) -> None:
+            raise SystemExit(f"unexpected dead letters: {len(messages)}")
+
+    workdir = Path(tempfile.mkdtemp())
+    keys = PlatformKeys(workdir / "state")
+    ctx = Context(records_public_key=keys.records_hpke_public(), pseudonym_key=keys.pseudonym_key(),
+                  labels_file=str(DEFAULT_TABLE))
+    validation.install_memo()
+    # One poll batch per NDJSON request: what the consumer sees when ingest keeps up.
+    batches = [[Record(n, m.key, m.value) for n, m in enumerate(
+        prepare_lines(ctx, HOSPITAL, f"bench-{c}", i + 1, lines[i:i + chunk]).messages)]
+        for c, lines in enumerate([fixture_lines(1)] + [fixture_lines(1) for _ in range(copies)])
+        for i in range(0, len(lines), chunk)]
+    warm = math.ceil(len(fixture_lines(1)) / chunk)
+    with scratch_database(store, workdir) as url:
+        engine = make_engine(url)
+        handler = IngestHandler(engine=engine, vault=Vault(keys.keyring(), keys.blind_index_key(),
+                                                           keys.pseudonym_key()),
+                                hpke_private=keys.records_hpke_private(), producer=NoDeadLetters())  # type: ignore[arg-type]
+        for batch in batches[:warm]:
+            handler(batch)
+        freeze_startup_heap()  # as the records service does once started
+        postmaster = _postmaster(os.environ.get("HEALTHGOV_PG_PORT", "55432")) if store == "postgresql" else None
+        pg = _tree_cpu_s(postmaster) if postmaster else 0.0
+        base, started = handler.stored, time.process_time()
+        for batch in batches[warm:]:
+            handler(batch)
+        used = time.process_time() - started
+        pg = (_tree_cpu_s(postmaster) - pg) if postmaster else 0.0
+        n = handler.stored - base
+        engine.dispose()
+    gc.collect()
+    return {"resources": n, "consumer_us": 1e6 * used / n, "postgres_us": 1e6 * pg / n}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=2, help="copies of the 10-patient set (fresh ids each)")
     ap.add_argument("--clients", type=int, default=2, help="concurrent HTTP clients")
     ap.add_argument("--chunk", type=int, default=1000, help="NDJSON lines per request")
     ap.add_argument("--bundle", type=int, default=250, help="resources per transaction Bundle (one patient)")
+    ap.add_argument("--only", choices=("ndjson", "bundles"), default=None,
+                    help="run only this path (no producer ceiling, no per-core figure): a lighter run to compare")
+    ap.add_argument("--consumer", choices=("postgresql", "sqlite"), default=None,
+                    help="measure only the records consumer, in this process, on a scratch database")
     ap.add_argument("--warmup", type=int, default=1,
                     help="copies sent first, unmeasured: a freshly started broker spends its first minutes "
                          "compiling (JIT), which a long-running platform has behind it")
     args = ap.parse_args()
+    if args.consumer:
+        r = consumer_cpu(args.copies, args.chunk, args.consumer)
+        print(f"records consumer on {args.consumer}: {r['resources']:.0f} resources stored, CPU us per resource: "
+              f"consumer {r['consumer_us']:.1f}, postgres {r['postgres_us']:.1f}")
+        return
     p = Platform()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     lines = fixture_lines(args.copies)
     print(f"data: {len(lines)} resources ({sum(map(len, lines)) / 1e6:.1f} MB NDJSON), fresh ids per run\n")
     if args.warmup:
         ndjson(p, fixture_lines(args.warmup), args.chunk, args.clients)
-        raw_producer(p, fixture_lines(args.warmup), args.chunk)
-    nd = ndjson(p, lines, args.chunk, args.clients)
-    tx = bundles(p, fixture_lines(args.copies), args.clients, args.bundle)
-    ceiling = raw_producer(p, fixture_lines(args.copies), args.chunk)
+        if args.only is None:
+            raw_producer(p, fixture_lines(args.warmup), args.chunk)
+    results: dict[str, dict[str, float]] = {}
+    if args.only in (None, "ndjson"):
+        results["NDJSON"] = ndjson(p, lines, args.chunk, args.clients)
+    if args.only in (None, "bundles"):
+        results["transaction Bundles"] = bundles(p, fixture_lines(args.copies), args.clients, args.bundle)
     print(f"{'path':38} {'resources/s':>12} {'acked/s':>9} {'p50 ms':>8} {'p99 ms':>8}  requests")
-    for name, r in (("NDJSON $import, stored+readable", nd), ("transaction Bundles, stored+readable", tx)):
-        print(f"{name:38} {r['rate']:12.0f} {r['ack_rate']:9.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f}  "
+    for name, r in results.items():
+        label = ("NDJSON $import" if name == "NDJSON" else name) + ", stored+readable"
+        print(f"{label:38} {r['rate']:12.0f} {r['ack_rate']:9.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f}  "
               f"{r['requests']:.0f}")
-    print(f"{'raw kafka-python producer (ceiling)':38} {ceiling['rate']:12.0f} {'':9} {'':8} {'':8}  "
-          f"{ceiling['messages']} msgs of {ceiling['avg_kb']:.0f} kB avg, {ceiling['msg_rate']:.0f} msg/s, "
-          f"{ceiling['mb_s']:.1f} MB/s, acks=all")
-    cpu = preparation_cpu(p, fixture_lines(1), args.chunk)
-    print(f"{'ingest work per core (CPU time)':38} {cpu['memo']:12.0f} {'':9} {'':8} {'':8}  "
-          f"fhir.resources validation + references + labels + HPKE seal; {cpu['plain']:.0f}/s without the memo")
-    for name, r in (("NDJSON", nd), ("transaction Bundles", tx)):
+    ceiling = None
+    if args.only is None:
+        ceiling = raw_producer(p, fixture_lines(args.copies), args.chunk)
+        print(f"{'raw kafka-python producer (ceiling)':38} {ceiling['rate']:12.0f} {'':9} {'':8} {'':8}  "
+              f"{ceiling['messages']} msgs of {ceiling['avg_kb']:.0f} kB avg, {ceiling['msg_rate']:.0f} msg/s, "
+              f"{ceiling['mb_s']:.1f} MB/s, acks=all")
+        cpu = preparation_cpu(p, fixture_lines(1), args.chunk)
+        print(f"{'ingest work per core (CPU time)':38} {cpu['memo']:12.0f} {'':9} {'':8} {'':8}  "
+              f"fhir.resources validation + references + labels + HPKE seal; {cpu['plain']:.0f}/s without the memo")
+    for name, r in results.items():
         parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["cpu_us"].items(), key=lambda kv: -kv[1]))
         print(f"CPU us per resource stored, {name}: total {sum(r['cpu_us'].values()):.0f} = {parts}")
-    print(f"\nNDJSON end to end = {nd['rate'] / ceiling['rate']:.0%} of the raw producer rate "
-          f"(target >= 50%, and >= 5,000 resources/s)")
+    if ceiling is not None and "NDJSON" in results:
+        print(f"\nNDJSON end to end = {results['NDJSON']['rate'] / ceiling['rate']:.0%} of the raw producer rate "
+              f"(target >= 50%, and >= 5,000 resources/s)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -9,7 +9,6 @@ the resource's clinical code elements. The table is data (``labels.json`` or
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,23 +43,30 @@ class LabelTable:
         return []
 
     def labels_for(self, resource: dict[str, Any]) -> list[str]:
+        """Labels of one resource (every resource of every submission passes here: kept to plain loops)."""
         found: set[str] = set()
-        for sec in resource.get("meta", {}).get("security", []) or []:
+        meta = resource.get("meta")
+        for sec in (meta.get("security", []) if isinstance(meta, dict) else []) or []:
             if sec.get("code") in SENSITIVE:
                 found.add(sec["code"])
-        for system, code in _codings(resource):
-            found.update(self.lookup(system, code))
-        return sorted(found)
-
-
-def _codings(resource: dict[str, Any]) -> Iterator[tuple[str | None, str | None]]:
-    for element in CODED_ELEMENTS:
-        value = resource.get(element)
-        concepts = value if isinstance(value, list) else [value]
-        for concept in concepts:
-            if isinstance(concept, dict):
+        codes, lookup = self.codes, self.lookup
+        for element in CODED_ELEMENTS:
+            value = resource.get(element)
+            if value is None:
+                continue
+            for concept in value if isinstance(value, list) else (value,):
+                if not isinstance(concept, dict):
+                    continue
                 for coding in concept.get("coding", []) or []:
-                    yield coding.get("system"), coding.get("code")
+                    system, code = coding.get("system"), coding.get("code")
+                    if not system or not code:
+                        continue
+                    hit = codes.get((system, code))
+                    if hit is not None:
+                        found.update(hit)
+                    elif system in self.prefixes:
+                        found.update(lookup(system, code))
+        return sorted(found) if found else []
 
 
 @lru_cache(maxsize=4)

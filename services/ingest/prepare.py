@@ -104,9 +104,13 @@ def seal_grouped(ctx: Context, *, submission_id: str, hospital: str,
                  resources: list[dict[str, Any]]) -> list[Message]:
     """Independent resources, grouped by patient, ``message_resources`` at most per message."""
     groups: dict[str, tuple[list[dict[str, Any]], list[str | None]]] = {}
+    keys: dict[str | None, str] = {}  # one keyed hash per patient, not per resource
     for res in resources:
         pid = patient_id_of(res)
-        group = groups.setdefault(ctx.key_for(pid), ([], []))
+        key = keys.get(pid)
+        if key is None:
+            key = keys[pid] = ctx.key_for(pid)
+        group = groups.setdefault(key, ([], []))
         group[0].append(res)
         group[1].append(pid)
     out: list[Message] = []

@@ -59,40 +59,63 @@ def _conditional(ref: dict[str, Any], rtype: str, query: str, ids: IdentifierInd
     return None
 
 
+Trail = tuple[Any, ...] | None  # (parent trail, key or index): a path, spelt out only for an issue
+
+
+def _spell(trail: Trail, where: str) -> str:
+    parts: list[str] = []
+    while trail is not None:
+        trail, step = trail
+        parts.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    return where + "".join(reversed(parts))
+
+
 def rewrite(resource: dict[str, Any], where: str, *, full_urls: dict[str, str] | None,
             ids: IdentifierIndex | None) -> list[Issue]:
-    """Rewrite every Reference in ``resource`` in place; issues for those that cannot stand."""
+    """Rewrite every Reference in ``resource`` in place; issues for those that cannot stand.
+
+    Most lines of bulk data have references to rewrite, and an element path built as a
+    string at every node of the walk cost more than the walk: the path is kept as a
+    chain of (parent, step) pairs and spelt out only when an issue names it.
+    """
     issues: list[Issue] = []
 
-    def visit(node: Any, path: str) -> None:
-        if isinstance(node, dict):
+    def visit(node: Any, trail: Trail) -> None:  # exact type checks: JSON holds no subclasses
+        if type(node) is dict:
             ref = node.get("reference")
-            if isinstance(ref, str):
-                fix(node, ref, path)
+            if type(ref) is str:
+                fix(node, ref, trail)
             for key, value in node.items():
-                if isinstance(value, dict | list):
-                    visit(value, f"{path}.{key}")
-        elif isinstance(node, list):
+                kind = type(value)
+                if kind is dict or kind is list:
+                    visit(value, (trail, key))
+        else:
             for i, value in enumerate(node):
-                if isinstance(value, dict | list):
-                    visit(value, f"{path}[{i}]")
+                kind = type(value)
+                if kind is dict or kind is list:
+                    visit(value, (trail, i))
 
-    def fix(node: dict[str, Any], ref: str, path: str) -> None:
+    def fix(node: dict[str, Any], ref: str, trail: Trail) -> None:
         if ref.startswith(("urn:uuid:", "urn:oid:")):
             target = (full_urls or {}).get(ref)
             if target is None:
+                path = _spell(trail, where)
                 issues.append(Issue(f"{path}.reference: reference does not resolve to an entry of this Bundle",
                                     f"{path}.reference", "not-found"))
             else:
                 node["reference"] = target
             return
+        if "?" not in ref:
+            return
         m = _CONDITIONAL.match(ref)
         if m:
             error = _conditional(node, m.group(1), m.group(2), ids)
             if error:
+                path = _spell(trail, where)
                 issues.append(Issue(f"{path}.reference: {error}", f"{path}.reference", "not-supported"))
 
-    visit(resource, where)
+    if type(resource) in (dict, list):
+        visit(resource, None)
     return issues
 
 
