@@ -148,11 +148,11 @@ async def open_loop(name: str, rate: float, seconds: float, warmup: float,
     async def one(i: int) -> None:
         nonlocal errors
         due = start + i / rate
-        if i == skip and clock is not None:
-            clock.start()
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        if i == skip and clock is not None:  # when the measured part is due, not when the task was made
+            clock.start()
         ok = await call()
         if i >= skip:
             latencies.append((time.perf_counter() - due) * 1000)
