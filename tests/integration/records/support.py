@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from typing import Any, NamedTuple
 
@@ -14,6 +15,8 @@ SNOMED = "http://snomed.info/sct"
 MRN_SYSTEM = "http://hospital.smarthealthit.org"
 DEPRESSION = "35489007"  # labelled PSY by the ingest label table
 HYPERTENSION = "38341003"  # no label
+_MIN_BASE64_SAFE = 9  # a 9-character base64 needle: one chance hit per ~10^16 bytes of ciphertext
+_BASE64_ONLY = re.compile(r"[A-Za-z0-9+/=_-]+")
 
 
 class Rec(NamedTuple):
@@ -33,22 +36,41 @@ def use_case(cls: Any, engine: Any, vault: Any, settings: Any, *, kafka: str | N
                producer=Producer(kafka or settings.kafka_bootstrap, "healthgov-records-test"))
 
 
-def phi_needles(resources: list[dict[str, Any]]) -> set[bytes]:
-    """Every name, identifier, patient id, birth date and address line of the Patients given."""
+def phi_needles(resources: list[dict[str, Any]], *, among_ciphertext: bool = True) -> set[bytes]:
+    """Every name, identifier, patient id, birth date and address line of the Patients given.
+
+    Ciphertext travels base64-encoded, so a short needle made only of base64 characters
+    ("Ai120", a Synthea given name) turns up in random ciphertext by chance: about once per
+    100 MB for five characters. Such a needle is searched for only in its longer context
+    (the full "given family" name), which no base64 text can contain because of the space.
+    Searching a plaintext response (``among_ciphertext=False``) keeps every short needle.
+    """
     needles: set[bytes] = set()
+
+    def add(value: str) -> None:
+        if not among_ciphertext or len(value) >= _MIN_BASE64_SAFE or not _BASE64_ONLY.fullmatch(value):
+            needles.add(value.encode())
+
     for r in resources:
         if r.get("resourceType") != "Patient":
             continue
-        needles.add(r["id"].encode())
+        add(r["id"])
         for name in r.get("name", []):
-            needles.update(n.encode() for n in name.get("given", []) if len(n) > 3)
-            if len(name.get("family", "")) > 3:
-                needles.add(name["family"].encode())
-        needles.update(i["value"].encode() for i in r.get("identifier", []) if len(i.get("value", "")) > 4)
+            given = [n for n in name.get("given", []) if len(n) > 3]
+            family = name.get("family", "")
+            for n in given:
+                add(n)
+                if family:
+                    add(f"{n} {family}")
+            if len(family) > 3:
+                add(family)
+        for i in r.get("identifier", []):
+            if len(i.get("value", "")) > 4:
+                add(i["value"])
         if r.get("birthDate"):
-            needles.add(r["birthDate"].encode())
-        for addr in r.get("address", []):
-            needles.update(line.encode() for line in addr.get("line", []))
+            add(r["birthDate"])
+        for line in (line for addr in r.get("address", []) for line in addr.get("line", [])):
+            add(line)
     return needles
 
 
