@@ -99,7 +99,8 @@ def test_a_researcher_gets_pseudonymized_data_only(loaded, ten_patients, token, 
     assert r.status_code == 200, r.text
     bundle = r.json()
     assert bundle["total"] > 100
-    needles = {n for n in phi_needles(ten_patients, among_ciphertext=False) if not n[:4].isdigit()}  # birth dates stay (not direct ids)
+    # birth dates stay (they are not direct identifiers)
+    needles = {n for n in phi_needles(ten_patients, among_ciphertext=False) if not n[:4].isdigit()}
     leaked = sorted(n.decode() for n in needles if n in r.content)
     assert not leaked, f"identifying data released to research: {leaked[:5]}"
     (patient,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
