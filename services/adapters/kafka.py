@@ -5,6 +5,11 @@ get success only after the broker acknowledged. A broker that cannot be reached
 surfaces as ``BrokerUnavailable``, which the HTTP layer turns into 503.
 Consumers commit offsets only after the handler's own database commit.
 
+Several messages sent together (a hospital's submission and its ingest audit
+event, a consent change and its audit event) go in one Kafka transaction:
+consumers read committed data only, so a broker lost half-way, or a caller that
+fails while streaming, leaves none of them visible rather than some.
+
 The producer runs on librdkafka (confluent-kafka); consumers and topic
 administration on kafka-python. Every read publishes one AuditEvent and waits
 for its acknowledgement before answering, so the producer's cost per message
@@ -20,6 +25,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +43,12 @@ SEND_TIMEOUT_S = 10.0
 # librdkafka gives up on a message (and reports it failed) after this long; callers wait a little longer, so a
 # message they were told failed is never delivered afterwards. A dead broker is a 503 in seconds.
 DELIVERY_TIMEOUT_MS = 8_000
+# A transaction the broker has not seen committed within this long is aborted by the broker. It bounds how long
+# consumers wait behind the open transaction of a process that died mid-send; it must exceed the longest
+# synchronous submission (a 128 MB NDJSON body takes well under a minute).
+TRANSACTION_TIMEOUT_MS = 120_000
+ABORT_TIMEOUT_S = 3.0
+TRANSACTIONAL_SLOTS = 8  # concurrent multi-message sends per process; more wait for a free slot
 
 
 class BrokerUnavailable(Exception):
@@ -80,9 +92,11 @@ class _Acks:
 class Producer:
     """A lazily connected, thread-safe ``acks=all`` idempotent producer.
 
-    One librdkafka producer per process; a background thread serves its
-    delivery reports, and each call waits for the reports of its own
-    messages only, so concurrent readers never wait for each other's events.
+    Single messages (every read's audit event) go through one librdkafka
+    producer whose delivery reports a background thread serves; each call
+    waits for its own message only, so concurrent readers never wait for each
+    other's events. Several messages sent together go through a small pool of
+    transactional producers, one transaction per call.
     """
 
     def __init__(self, bootstrap: str, client_id: str) -> None:
@@ -91,6 +105,12 @@ class Producer:
         self._producer: confluent_kafka.Producer | None = None
         self._poller: tuple[threading.Thread, threading.Event] | None = None
         self._lock = threading.Lock()
+        # Transactional producers, one per slot, made on first use and reused. Each id is unique to this object:
+        # two live producers sharing an id would fence each other.
+        self._transactional_prefix = f"{client_id}-{uuid.uuid4().hex[:12]}"
+        self._slots = threading.BoundedSemaphore(TRANSACTIONAL_SLOTS)
+        self._idle: list[tuple[int, confluent_kafka.Producer]] = []
+        self._unmade = list(range(TRANSACTIONAL_SLOTS))
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -147,38 +167,117 @@ class Producer:
                 self.close()
             raise BrokerUnavailable(f"kafka did not acknowledge: {acks.errors[0]}")
 
-    def send_all(self, messages: Sequence[Message], timeout_s: float = SEND_TIMEOUT_S) -> None:
-        """Send every message and return only when the broker has acknowledged all."""
-        self.send_stream([messages], timeout_s)
-
     def send(self, message: Message, timeout_s: float = SEND_TIMEOUT_S) -> None:
-        self.send_stream([[message]], timeout_s)
-
-    def send_stream(self, batches: Iterable[Sequence[Message]], timeout_s: float = SEND_TIMEOUT_S) -> int:
-        """Send batches as ``batches`` yields them, then return only when the broker acknowledged all.
-
-        Producing overlaps the caller's preparation of the next batch (the
-        iterable is consumed lazily); the count of messages is returned.
-        """
+        """Send one message; return only when the broker acknowledged it (one message needs no transaction)."""
         producer = self._get()
         acks = _Acks()
-        count = 0
+        acks.add(1)
         deadline = time.monotonic() + timeout_s
-        for batch in batches:
-            acks.add(len(batch))
-            for m in batch:
-                self._produce(producer, m, acks, deadline)
-            count += len(batch)
-            deadline = time.monotonic() + timeout_s  # the wait is for the broker, not for the caller's batches
+        self._produce(producer, message, acks, deadline)
         self._wait(acks, deadline)
-        return count
+
+    def send_all(self, messages: Sequence[Message], timeout_s: float = SEND_TIMEOUT_S) -> None:
+        """Send every message atomically; return only when the broker has committed all of them."""
+        if len(messages) == 1:
+            self.send(messages[0], timeout_s)
+        elif messages:
+            self.send_stream([messages], timeout_s)
+
+    def send_stream(self, batches: Iterable[Sequence[Message]], timeout_s: float = SEND_TIMEOUT_S) -> int:
+        """Send batches as ``batches`` yields them in one transaction; return once it is committed.
+
+        Producing overlaps the caller's preparation of the next batch (the
+        iterable is consumed lazily). If the broker fails, or the iterable
+        raises, the transaction is aborted: consumers see none of the messages.
+        The count of messages is returned.
+        """
+        slot, producer = self._acquire(timeout_s)
+        reusable = False
+        try:
+            producer.begin_transaction()
+            count = 0
+            for batch in batches:
+                deadline = time.monotonic() + timeout_s  # the wait is for the broker, not for the caller's batches
+                for m in batch:
+                    self._produce_in_transaction(producer, m, deadline)
+                count += len(batch)
+                producer.poll(0)  # serve delivery reports and log lines as the stream goes
+            producer.commit_transaction(timeout_s)
+            reusable = True
+            return count
+        except confluent_kafka.KafkaException as exc:
+            reusable = self._abort(producer, exc)
+            raise BrokerUnavailable(f"kafka did not commit the transaction: {exc}") from exc
+        except BaseException:
+            reusable = self._abort(producer, None)
+            raise
+        finally:
+            self._release(slot, producer, reusable)
+
+    def _produce_in_transaction(self, producer: confluent_kafka.Producer, m: Message, deadline: float) -> None:
+        while True:
+            try:
+                producer.produce(m.topic, value=m.value, key=m.key)
+                return
+            except BufferError:  # the local queue is full: serve deliveries to drain it
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable("kafka producer queue full") from None
+                producer.poll(0.005)
+
+    def _acquire(self, timeout_s: float) -> tuple[int, confluent_kafka.Producer]:
+        """A transactional producer of a free slot: an idle one, else a new one registered with the broker."""
+        if not self._slots.acquire(timeout=timeout_s):
+            raise BrokerUnavailable("every transactional producer stayed busy")
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            slot = self._unmade.pop()
+        config = {**self._config(), "transactional.id": f"{self._transactional_prefix}-{slot}",
+                  "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS}
+        try:
+            producer = confluent_kafka.Producer(config)
+            producer.init_transactions(timeout_s)
+        except (confluent_kafka.KafkaException, BufferError) as exc:
+            self._release(slot, None, False)
+            raise BrokerUnavailable(f"kafka transactional producer could not start: {exc}") from exc
+        return slot, producer
+
+    def _release(self, slot: int, producer: confluent_kafka.Producer | None, reusable: bool) -> None:
+        with self._lock:
+            if reusable and producer is not None:
+                self._idle.append((slot, producer))
+            else:
+                self._unmade.append(slot)  # the next user makes a new producer, which fences this one's id
+        self._slots.release()
+
+    @staticmethod
+    def _abort(producer: confluent_kafka.Producer, cause: confluent_kafka.KafkaException | None) -> bool:
+        """Abort the open transaction at once, so consumers are not held behind it until it times out.
+
+        Returns whether the producer may be used again: only after a failure of
+        the caller's own (the broker saw nothing wrong). After a broker-side
+        failure librdkafka's idempotence state can still need an epoch bump (the
+        next transaction then fails with OUT_OF_ORDER_SEQUENCE_NUMBER), so the
+        producer is replaced; the new one registers the same transactional id,
+        which fences the old one.
+        """
+        try:
+            producer.abort_transaction(ABORT_TIMEOUT_S)
+        except confluent_kafka.KafkaException as exc:
+            log.warning("kafka transaction abort failed: %s", exc)
+            return False
+        return cause is None
 
     def close(self) -> None:
         with self._lock:
             producer, self._producer = self._producer, None
             poller, self._poller = self._poller, None
+            idle, self._idle = self._idle, []
+            self._unmade.extend(slot for slot, _ in idle)
         if producer is not None:
             producer.flush(5)
+        for _, transactional in idle:
+            transactional.flush(1)
         if poller is not None:
             thread, stop = poller
             stop.set()
@@ -234,6 +333,7 @@ class ConsumerLoop:
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             reconnect_backoff_max_ms=1000,
+            isolation_level="read_committed",  # an aborted submission is never seen
             **({"fetch_min_bytes": 1024 * 1024, "fetch_max_wait_ms": self.gather_ms} if self.gather_ms else {}),
         )
         return consumer

@@ -3,6 +3,8 @@
 Callers are told a message is durable only after the broker acknowledged it;
 each caller waits for its own messages, however many threads share the
 producer; a dead broker is ``BrokerUnavailable``, never a silent success.
+Messages sent together are one transaction: all of them or none is visible to
+the platform's consumers (which read committed data only).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import uuid
 
 import pytest
 from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from services.adapters.config import PlatformSettings
 from services.adapters.kafka import BrokerUnavailable, Message, Producer, ensure_topics
@@ -25,10 +28,15 @@ def fresh_topic(settings: PlatformSettings, partitions: int = 2) -> str:
     return topic.name
 
 
-def read_all(settings: PlatformSettings, topic: str, expected: int, timeout_s: float = 30) -> list[bytes]:
-    """Every value on ``topic`` once ``expected`` have arrived (or the timeout passed)."""
+def read_all(settings: PlatformSettings, topic: str, expected: int, timeout_s: float = 30,
+             isolation: str = "read_committed") -> list[bytes]:
+    """Every value on ``topic`` once ``expected`` have arrived (or the timeout passed).
+
+    ``read_committed`` is how the platform's consumers read; ``read_uncommitted``
+    also shows what an aborted transaction wrote to the log.
+    """
     consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None)
+                             enable_auto_commit=False, group_id=None, isolation_level=isolation)
     values: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -100,3 +108,47 @@ def test_a_dead_broker_is_broker_unavailable_not_success() -> None:
     with pytest.raises(BrokerUnavailable):
         producer.send(Message("anything", b"x"))
     producer.close()
+
+
+def test_a_stream_that_fails_half_way_leaves_none_of_its_messages_visible(settings: PlatformSettings) -> None:
+    topic = fresh_topic(settings)
+    producer = Producer(settings.kafka_bootstrap, "test-producer-abort")
+    first = [f"first-{i}".encode() for i in range(10)]
+
+    def batches():  # type: ignore[no-untyped-def]
+        yield [Message(topic, v, key=v) for v in first]
+        # The first batch reached the broker's log (inside the open transaction)...
+        on_log = read_all(settings, topic, len(first), isolation="read_uncommitted")
+        assert sorted(on_log) == sorted(first)
+        raise RuntimeError("...and then the caller failed while preparing the next batch")
+
+    with pytest.raises(RuntimeError, match="the caller failed"):
+        producer.send_stream(batches())
+    # The same producer goes on: the next transaction commits, and it is the only one the platform sees.
+    producer.send_all([Message(topic, b"after-1", key=b"a"), Message(topic, b"after-2", key=b"a")])
+    producer.close()
+    assert read_all(settings, topic, 2) == [b"after-1", b"after-2"]
+
+
+def test_a_message_the_broker_refuses_half_way_aborts_the_others(settings: PlatformSettings) -> None:
+    topic = f"test.producer.small.{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})])
+    finally:
+        admin.close()
+    producer = Producer(settings.kafka_bootstrap, "test-producer-refused")
+    with pytest.raises(BrokerUnavailable):
+        producer.send_all([Message(topic, b"small-1"), Message(topic, b"x" * 5000), Message(topic, b"small-2")])
+    producer.send_all([Message(topic, b"ok-1"), Message(topic, b"ok-2")])
+    producer.close()
+    assert read_all(settings, topic, 2) == [b"ok-1", b"ok-2"]
+
+
+def test_messages_sent_together_to_two_topics_are_all_visible(settings: PlatformSettings) -> None:
+    first, second = fresh_topic(settings), fresh_topic(settings)
+    producer = Producer(settings.kafka_bootstrap, "test-producer-two-topics")
+    producer.send_all([Message(first, b"data", key=b"p"), Message(second, b"its audit event")])
+    producer.close()
+    assert read_all(settings, first, 1) == [b"data"]
+    assert read_all(settings, second, 1) == [b"its audit event"]

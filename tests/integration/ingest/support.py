@@ -37,17 +37,19 @@ def ingest(settings: PlatformSettings, token: TokenFactory, path: str, *, org: s
     return httpx.post(f"{settings.ingest_url}{path}", json=json, content=content, headers=hdrs, timeout=120)
 
 
-def read(settings: PlatformSettings, token: TokenFactory, rtype: str, rid: str) -> httpx.Response:
+def read(settings: PlatformSettings, token: TokenFactory, rtype: str, rid: str,
+         org: str = HOSPITAL) -> httpx.Response:
     return httpx.get(f"{settings.records_url}/fhir/{rtype}/{rid}",
-                     headers=auth(token(HOSPITAL, purpose="TREAT")), timeout=30)
+                     headers=auth(token(org, purpose="TREAT")), timeout=30)
 
 
 def wait_readable(settings: PlatformSettings, token: TokenFactory, rtype: str, rid: str,
-                  timeout_s: float = 90) -> dict[str, Any]:
+                  timeout_s: float = 90, org: str = HOSPITAL) -> dict[str, Any]:
+    """The resource, once ``org`` (a hospital with a care relationship: one that sent data) can read it."""
     got: dict[str, Any] = {}
 
     def ready() -> bool:
-        r = read(settings, token, rtype, rid)
+        r = read(settings, token, rtype, rid, org)
         if r.status_code == 200:
             got.update(r.json())
         return r.status_code == 200

@@ -10,11 +10,14 @@ from collections.abc import Iterator
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, TopicPartition
 
+from services.contracts.topics import INGEST_RESOURCES
+from services.ingest import service
 from services.ingest.app import create_app
 from services.ingest.config import IngestSettings
-from tests.conftest import auth
-from tests.integration.ingest.support import condition, new_patient
+from tests.conftest import auth, wait_for
+from tests.integration.ingest.support import assert_never_stored, condition, new_patient, wait_readable
 
 
 def _free_port() -> int:
@@ -87,3 +90,42 @@ def test_no_broker_means_503_and_a_retry_later_goes_through(no_broker: TestClien
     for client in _client():
         retry = _post(client, token, "/fhir/Patient", orjson.dumps(patient), **{"Idempotency-Key": key})
         assert retry.status_code == 201, retry.text
+
+
+def _log_end(settings, topic: str) -> int:  # type: ignore[no-untyped-def]
+    """How many messages ``topic`` holds, committed or not (its partitions' high watermarks)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_uncommitted")
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(parts).values())
+    finally:
+        consumer.close()
+
+
+def test_a_submission_that_fails_half_way_leaves_nothing_stored(stack, token, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The first patient's messages are on the broker when preparing the second one fails: neither is stored."""
+    first, second = new_patient(), new_patient()
+    first_condition, second_condition = condition(first["id"]), condition(second["id"])
+    body = b"\n".join(orjson.dumps(r) for r in (first, first_condition, second, second_condition))
+    real, calls = service.prepare_lines, []
+    before = _log_end(settings, INGEST_RESOURCES.name)
+
+    def fails_on_the_second_chunk(*job):  # type: ignore[no-untyped-def]
+        calls.append(job)
+        if len(calls) == 2:
+            wait_for(lambda: _log_end(settings, INGEST_RESOURCES.name) > before, 30, "the first chunk on the log")
+            raise RuntimeError("a validation worker was lost")
+        return real(*job)
+
+    monkeypatch.setattr(service, "prepare_lines", fails_on_the_second_chunk)
+    for client in _client(chunk_lines=2, pool_threshold=1_000_000):
+        with pytest.raises(RuntimeError, match="validation worker"):
+            _post(client, token, "/fhir/$import", body, **{"Content-Type": "application/fhir+ndjson"})
+        assert len(calls) == 2
+        assert_never_stored(settings, token, first["id"], [("Patient", first["id"]),
+                                                           ("Condition", first_condition["id"])])
+        monkeypatch.undo()  # the hospital sends it again, and this time all of it is stored
+        r = _post(client, token, "/fhir/$import", body, **{"Content-Type": "application/fhir+ndjson"})
+        assert r.status_code == 200, r.text
+        wait_readable(settings, token, "Condition", second_condition["id"], org="gy-hosp-003")
+        wait_readable(settings, token, "Condition", first_condition["id"], org="gy-hosp-003")
