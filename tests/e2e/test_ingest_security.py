@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Any
 
 import httpx
 import orjson
@@ -17,6 +18,8 @@ from tests.integration.ingest.support import (
     new_patient,
     wait_readable,
 )
+from tests.integration.records.support import all_logged_events, settled_log_size
+from tests.unit.ingest.hl7_messages import adt
 
 
 def _bundle(patient: dict, cond: dict, identifier: str | None = None) -> dict:
@@ -26,6 +29,24 @@ def _bundle(patient: dict, cond: dict, identifier: str | None = None) -> dict:
     if identifier:
         doc["identifier"] = {"system": "https://his.gy-hosp-001.example/bundles", "value": identifier}
     return doc
+
+
+def ingest_events_since(settings, token, start: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The ingest events logged from index ``start`` on, once everything published so far is logged."""
+    settled_log_size(settings, token)
+    return [e for e in all_logged_events(settings, token, start=start) if e["kind"] == "ingest"]
+
+
+def assert_one_ingest_event(events: list[dict[str, Any]], r: httpx.Response, body: bytes) -> dict[str, Any]:
+    """Exactly one ingest event names the submission, and exactly one commits to the bytes sent."""
+    submission = r.headers["X-Healthgov-Submission"]
+    named = [e for e in events if e["request_id"] == submission or e["details"].get("submission") == submission]
+    assert len(named) == 1, (submission, [e["event_id"] for e in named])
+    sent = hashlib.sha256(body).hexdigest()
+    assert sum(e["data_digest"] == sent for e in events) == 1, submission
+    (event,) = named
+    assert event["event_id"] == r.headers["X-Healthgov-Event-Id"] and event["data_digest"] == sent
+    return event
 
 
 def test_only_authenticated_hospitals_may_write(stack, token, keys, settings) -> None:
@@ -65,10 +86,12 @@ def test_the_same_bundle_twice_is_stored_once_and_answered_the_same(stack, token
     patient = new_patient()
     cond = condition(patient["id"])
     doc = _bundle(patient, cond, identifier=str(uuid.uuid4()))
-    first = ingest(settings, token, "/fhir", json=doc)
-    second = ingest(settings, token, "/fhir", json=doc)
+    body = orjson.dumps(doc)
+    start = settled_log_size(settings, token)
+    first = ingest(settings, token, "/fhir", content=body, headers={"Content-Type": "application/fhir+json"})
+    second = ingest(settings, token, "/fhir", content=body, headers={"Content-Type": "application/fhir+json"})
     assert first.status_code == second.status_code == 200, (first.text, second.text)
-    assert first.json() == second.json()
+    assert first.content == second.content
     for h in ("X-Healthgov-Submission", "X-Healthgov-Event-Id"):
         assert first.headers[h] == second.headers[h]
     assert second.headers["X-Healthgov-Replayed"] == "true"
@@ -79,11 +102,18 @@ def test_the_same_bundle_twice_is_stored_once_and_answered_the_same(stack, token
     assert ingest(settings, token, "/fhir", json=changed).status_code == 422
     # The Idempotency-Key header works the same for any request.
     key = str(uuid.uuid4())
-    other = condition(patient["id"])
-    a = ingest(settings, token, "/fhir/Condition", json=other, headers={"Idempotency-Key": key})
-    b = ingest(settings, token, "/fhir/Condition", json=other, headers={"Idempotency-Key": key})
+    other = orjson.dumps(condition(patient["id"]))
+    a = ingest(settings, token, "/fhir/Condition", content=other, headers={"Idempotency-Key": key})
+    b = ingest(settings, token, "/fhir/Condition", content=other, headers={"Idempotency-Key": key})
     assert a.status_code == b.status_code == 201
-    assert a.headers["X-Healthgov-Event-Id"] == b.headers["X-Healthgov-Event-Id"]
+    assert a.content == b.content
+    for h in ("X-Healthgov-Submission", "X-Healthgov-Event-Id"):
+        assert a.headers[h] == b.headers[h]
+    assert b.headers["X-Healthgov-Replayed"] == "true"
+    # Each submission was accounted for once, however often it was sent.
+    events = ingest_events_since(settings, token, start)
+    assert_one_ingest_event(events, second, body)
+    assert_one_ingest_event(events, b, other)
     # Another hospital's key space is its own.
     c = ingest(settings, token, "/fhir/Condition", json=condition(patient["id"]), org="gy-hosp-002",
                headers={"Idempotency-Key": key})
@@ -106,6 +136,7 @@ def test_each_accepted_submission_has_one_ingest_audit_event(stack, token, setti
     patient = new_patient()
     cond = condition(patient["id"])
     body = orjson.dumps(_bundle(patient, cond))
+    start = settled_log_size(settings, token)
     r = ingest(settings, token, "/fhir", content=body, headers={"Content-Type": "application/fhir+json"})
     assert r.status_code == 200
     event = audit_event(settings, r.headers["X-Healthgov-Event-Id"])
@@ -115,3 +146,22 @@ def test_each_accepted_submission_has_one_ingest_audit_event(stack, token, setti
     assert event["details"]["counts"] == {"Condition": 1, "Patient": 1}
     assert event["request_id"] == r.headers["X-Healthgov-Submission"]
     assert patient["id"] not in orjson.dumps(event).decode()  # counts and digests, no PHI
+    # One resource, NDJSON and HL7 v2 are accounted for the same way: one event each.
+    single = orjson.dumps(condition(patient["id"]))
+    one = ingest(settings, token, "/fhir/Condition", content=single, headers={"Content-Type": "application/fhir+json"})
+    assert one.status_code == 201, one.text
+    lines = b"\n".join(orjson.dumps(x) for x in (condition(patient["id"]), condition(patient["id"])))
+    bulk = ingest(settings, token, "/fhir/$import", content=lines, headers={"Content-Type": "application/fhir+ndjson"})
+    assert bulk.status_code == 200, bulk.text
+    mrn = "MRN-" + uuid.uuid4().hex[:10]
+    message = adt("A01", control="C" + mrn, mrn=mrn).encode()
+    hl7 = ingest(settings, token, "/hl7v2", content=message, headers={"Content-Type": "x-application/hl7-v2+er7"})
+    assert hl7.status_code == 200 and "|AA|" in hl7.text, hl7.text
+    events = ingest_events_since(settings, token, start)
+    sent = [(r, body, "transaction", {"Condition": 1, "Patient": 1}), (one, single, "transaction", {"Condition": 1}),
+            (bulk, lines, "ndjson", {"Condition": 2}), (hl7, message, "transaction", {"Encounter": 1, "Patient": 1})]
+    for response, raw, kind, counts in sent:
+        logged = assert_one_ingest_event(events, response, raw)
+        assert logged["accessor"]["org"] == "gy-hosp-001"
+        assert logged["details"]["kind"] == kind and logged["details"]["counts"] == counts, logged["details"]
+    assert assert_one_ingest_event(events, hl7, message)["details"]["transport"] == "hl7v2"

@@ -174,3 +174,39 @@ def test_consent_changes_on_the_broker_are_sealed(patient, token, settings) -> N
     assert b"healthgov.consent.change.v1" in broker  # the changes really went through Kafka
     for secret in (pid.encode(), b"gz-insurer-1", b"HPAYMT", r.json()["id"].encode()):
         assert secret not in broker
+
+
+def test_a_treating_hospital_lists_and_revokes_a_consent_it_recorded(patient, token, settings) -> None:  # type: ignore[no-untyped-def]
+    pid = patient["id"]
+
+    def hospital(org: str = "gy-hosp-001") -> dict[str, str]:
+        return bearer(token(org, purpose="TREAT"))
+
+    with httpx.Client(base_url=settings.records_url, timeout=30) as c:
+        assert c.get(f"/fhir/Encounter?patient={pid}", headers=as_insurer(token)).status_code == 403
+        r = c.post("/fhir/Consent", json=permit(pid, "gz-insurer-1", "HPAYMT", ["Encounter"]), headers=hospital())
+        assert r.status_code == 201, r.text
+        cid = r.json()["id"]
+        allowed = c.get(f"/fhir/Encounter?patient={pid}", headers=as_insurer(token))
+        assert allowed.status_code == 200 and allowed.json()["total"] == 1, allowed.text
+
+        listed = c.get(f"/fhir/Consent?patient={pid}", headers=hospital())
+        assert listed.status_code == 200, listed.text
+        assert [(e["resource"]["id"], e["resource"]["status"]) for e in listed.json()["entry"]] == [(cid, "active")]
+        stranger = c.get(f"/fhir/Consent?patient={pid}", headers=hospital("gy-hosp-002"))
+        assert stranger.status_code == 403 and cid not in stranger.text
+        assert c.delete(f"/fhir/Consent/{cid}", headers=hospital("gy-hosp-002")).status_code == 403
+        assert c.get(f"/fhir/Encounter?patient={pid}", headers=as_insurer(token)).status_code == 200  # still there
+
+        revoked = c.delete(f"/fhir/Consent/{cid}", headers=hospital())
+        assert revoked.status_code == 200, revoked.text
+        assert revoked.json()["status"] == "inactive" and revoked.json()["meta"]["versionId"] == "2"
+        after = c.get(f"/fhir/Encounter?patient={pid}", headers=as_insurer(token))
+        assert after.status_code == 403 and "consent_revoked" in after.text and "entry" not in after.json()
+        relisted = c.get(f"/fhir/Consent?patient={pid}", headers=hospital())
+        assert [(e["resource"]["id"], e["resource"]["status"]) for e in relisted.json()["entry"]] == [(cid, "inactive")]
+        mine = c.get(f"/fhir/Consent?patient={pid}", headers=as_patient(token, pid))  # the patient sees it too
+        assert [e["resource"]["status"] for e in mine.json()["entry"]] == ["inactive"]
+    event = logged_event(settings, token, revoked.headers["X-Healthgov-Event-Id"])
+    assert event["kind"] == "consent" and event["details"]["change"] == "revoked"
+    assert event["accessor"]["org"] == "gy-hosp-001" and event["decision"]["obligations"]["notify_patient"] is True

@@ -36,25 +36,30 @@ def use_case(cls: Any, engine: Any, vault: Any, settings: Any, *, kafka: str | N
                producer=Producer(kafka or settings.kafka_bootstrap, "healthgov-records-test"))
 
 
-def phi_needles(resources: list[dict[str, Any]], *, among_ciphertext: bool = True) -> set[bytes]:
-    """Every name, identifier, patient id, birth date and address line of the Patients given.
+def phi_needles(resources: list[dict[str, Any]], *, beside_base64: bool) -> set[bytes]:
+    """What identifies the Patients given and the Practitioners who treat them, as byte strings.
 
-    Ciphertext travels base64-encoded, so a short needle made only of base64 characters
-    ("Ai120", a Synthea given name) turns up in random ciphertext by chance: about once per
-    100 MB for five characters. Such a needle is searched for only in its longer context
-    (the full "given family" name), which no base64 text can contain because of the space.
-    Searching a plaintext response (``among_ciphertext=False``) keeps every short needle.
+    Patients: id, names, identifiers, birth date, address lines, phone numbers and e-mail
+    addresses. Practitioners: names, e-mail addresses and address lines.
+
+    ``beside_base64``: the haystack also holds base64 text (Kafka segments, where ciphertext
+    travels base64-encoded; the audit log's checkpoint notes and signatures). A short needle
+    made only of base64 characters ("Ai120", a Synthea given name) turns up in random base64
+    by chance, about once per 100 MB for five characters, so there it is searched for only in
+    forms no base64 text can contain: JSON-quoted (``"Ai120"``, as any JSON value that leaked
+    would carry it; base64 has no double quote) and in its full-name context (``Ai120 Smith``,
+    the space). Without base64 around (a plaintext response; a database dump whose binary
+    columns are hex or raw bytes) every needle is searched for bare.
     """
     needles: set[bytes] = set()
 
     def add(value: str) -> None:
-        if not among_ciphertext or len(value) >= _MIN_BASE64_SAFE or not _BASE64_ONLY.fullmatch(value):
+        if not beside_base64 or len(value) >= _MIN_BASE64_SAFE or not _BASE64_ONLY.fullmatch(value):
             needles.add(value.encode())
+        else:
+            needles.add(b'"' + value.encode() + b'"')
 
-    for r in resources:
-        if r.get("resourceType") != "Patient":
-            continue
-        add(r["id"])
+    def names(r: dict[str, Any]) -> None:
         for name in r.get("name", []):
             given = [n for n in name.get("given", []) if len(n) > 3]
             family = name.get("family", "")
@@ -64,13 +69,28 @@ def phi_needles(resources: list[dict[str, Any]], *, among_ciphertext: bool = Tru
                     add(f"{n} {family}")
             if len(family) > 3:
                 add(family)
+
+    def contacts(r: dict[str, Any]) -> None:
+        for t in r.get("telecom", []):
+            if len(t.get("value", "")) > 6:
+                add(t["value"])
+        for line in (line for addr in r.get("address", []) for line in addr.get("line", [])):
+            add(line)
+
+    for r in resources:
+        if r.get("resourceType") == "Practitioner":
+            names(r)
+            contacts(r)
+        if r.get("resourceType") != "Patient":
+            continue
+        add(r["id"])
+        names(r)
+        contacts(r)
         for i in r.get("identifier", []):
             if len(i.get("value", "")) > 4:
                 add(i["value"])
         if r.get("birthDate"):
             add(r["birthDate"])
-        for line in (line for addr in r.get("address", []) for line in addr.get("line", [])):
-            add(line)
     return needles
 
 
@@ -179,8 +199,8 @@ def logged_event(settings: Any, token: Any, event_id: str) -> dict[str, Any]:
     return found
 
 
-def all_logged_events(settings: Any, token: Any) -> list[dict[str, Any]]:
-    """Every entry of the audit log, decoded (read as a regulator)."""
+def all_logged_events(settings: Any, token: Any, start: int = 0) -> list[dict[str, Any]]:
+    """Every entry of the audit log from index ``start`` on, decoded (read as a regulator)."""
     import base64
 
     import httpx
@@ -189,7 +209,8 @@ def all_logged_events(settings: Any, token: Any) -> list[dict[str, Any]]:
     page = 5000
     with httpx.Client(base_url=settings.audit_url, timeout=120) as c:
         while True:
-            r = c.get("/entries", params={"start": len(out), "end": len(out) + page}, headers=regulator(token))
+            at = start + len(out)
+            r = c.get("/entries", params={"start": at, "end": at + page}, headers=regulator(token))
             if r.status_code == 400:  # past the end of the log
                 break
             r.raise_for_status()
@@ -198,3 +219,21 @@ def all_logged_events(settings: Any, token: Any) -> list[dict[str, Any]]:
             if len(rows) < page:
                 break
     return out
+
+
+def settled_log_size(settings: Any, token: Any) -> int:
+    """The audit log's size once every event published so far is in it.
+
+    A denial of ours is published now and waited for: the audit topic has one
+    partition, so every event acknowledged before it is logged before it. The
+    entries from the returned index on are what happens afterwards.
+    """
+    import httpx
+
+    denied = httpx.get(f"{settings.records_url}/fhir/Organization", timeout=30,
+                       headers=bearer(token("gz-insurer-1", purpose="HPAYMT")))
+    assert denied.status_code == 403, denied.text
+    logged_event(settings, token, denied.headers["X-Healthgov-Event-Id"])
+    r = httpx.get(f"{settings.audit_url}/stats", headers=regulator(token), timeout=60)
+    r.raise_for_status()
+    return int(r.json()["log"]["size"])
