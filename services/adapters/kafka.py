@@ -147,17 +147,21 @@ class Producer:
         while not stop.is_set():
             producer.poll(0.1)
 
-    def _produce(self, producer: confluent_kafka.Producer, m: Message, acks: _Acks, deadline: float) -> None:
+    @staticmethod
+    def _produce(producer: confluent_kafka.Producer, m: Message, deadline: float,
+                 on_delivery: Callable[..., None] | None = None) -> None:
+        """Queue one message; a full local queue is drained by serving deliveries until ``deadline``."""
         while True:
             try:
-                producer.produce(m.topic, value=m.value, key=m.key, on_delivery=acks.report)
+                if on_delivery is None:
+                    producer.produce(m.topic, value=m.value, key=m.key)
+                else:
+                    producer.produce(m.topic, value=m.value, key=m.key, on_delivery=on_delivery)
                 return
-            except BufferError:  # the local queue is full: let deliveries drain it
+            except BufferError:
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable("kafka producer queue full") from None
-                time.sleep(0.005)
-            except confluent_kafka.KafkaException as exc:
-                raise BrokerUnavailable(f"kafka refused the message: {exc}") from exc
+                producer.poll(0.005)
 
     def _wait(self, acks: _Acks, deadline: float) -> None:
         if not acks.done.wait(max(0.0, deadline - time.monotonic())):
@@ -173,7 +177,10 @@ class Producer:
         acks = _Acks()
         acks.add(1)
         deadline = time.monotonic() + timeout_s
-        self._produce(producer, message, acks, deadline)
+        try:
+            self._produce(producer, message, deadline, acks.report)
+        except confluent_kafka.KafkaException as exc:
+            raise BrokerUnavailable(f"kafka refused the message: {exc}") from exc
         self._wait(acks, deadline)
 
     def send_all(self, messages: Sequence[Message], timeout_s: float = SEND_TIMEOUT_S) -> None:
@@ -199,7 +206,7 @@ class Producer:
             for batch in batches:
                 deadline = time.monotonic() + timeout_s  # the wait is for the broker, not for the caller's batches
                 for m in batch:
-                    self._produce_in_transaction(producer, m, deadline)
+                    self._produce(producer, m, deadline)
                 count += len(batch)
                 producer.poll(0)  # serve delivery reports and log lines as the stream goes
             producer.commit_transaction(timeout_s)
@@ -213,16 +220,6 @@ class Producer:
             raise
         finally:
             self._release(slot, producer, reusable)
-
-    def _produce_in_transaction(self, producer: confluent_kafka.Producer, m: Message, deadline: float) -> None:
-        while True:
-            try:
-                producer.produce(m.topic, value=m.value, key=m.key)
-                return
-            except BufferError:  # the local queue is full: serve deliveries to drain it
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable("kafka producer queue full") from None
-                producer.poll(0.005)
 
     def _acquire(self, timeout_s: float) -> tuple[int, confluent_kafka.Producer]:
         """A transactional producer of a free slot: an idle one, else a new one registered with the broker."""

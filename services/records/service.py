@@ -171,9 +171,7 @@ class Reader:
             if facts.erased:
                 self._gone(caller, req, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts))
                 raise Shredded(patient)
-            key = facts.key  # read with the rows' patient's state: no second look-up of the key
-            plains = [self.vault.open_row(s, r, key if key is not None and key.patient == r.patient else None)
-                      for r in rows]
+            plains = [self.vault.open_row(s, r, facts.key) for r in rows]  # the key row read with the facts
             items = [Released(rtype=p.row.rtype, version=p.row.version, hospital=p.row.hospital,
                               labels=p.labels, resource=p.resource, patient=p.row.patient) for p in plains]
             items += self._consents(s, req, patient)

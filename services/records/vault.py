@@ -128,9 +128,15 @@ class Vault:
         aad = crypto.record_aad(row.patient, row.rtype, row.rid_index, row.version)
         row.ciphertext = dk.encrypt(orjson.dumps({"resource": resource, "labels": labels}), aad)
 
+    def _key_for(self, session: Session, patient: str, key: KeyRow | None) -> crypto.DataKey:
+        """``patient``'s data key: from ``key`` if the caller already read that patient's key row."""
+        if key is not None and key.patient == patient:
+            return self.key_of(key)
+        return self.data_key(session, patient)
+
     def open_row(self, session: Session, row: RecordRow, key: KeyRow | None = None) -> Plain:
-        """Decrypt one row; ``key`` is its patient's key row if the caller already read it."""
-        dk = self.key_of(key) if key is not None else self.data_key(session, row.patient)
+        """Decrypt one row; ``key`` may be a key row the caller already read (used if it is this patient's)."""
+        dk = self._key_for(session, row.patient, key)
         aad = crypto.record_aad(row.patient, row.rtype, row.rid_index, row.version)
         doc = orjson.loads(dk.decrypt(row.ciphertext, aad))
         return Plain(row=row, resource=doc["resource"], labels=doc["labels"])
@@ -141,7 +147,7 @@ class Vault:
         row.ciphertext = dk.encrypt(orjson.dumps(consent), consent_aad(row.patient, row.consent_index, row.version))
 
     def open_consent(self, session: Session, row: ConsentRow, key: KeyRow | None = None) -> dict[str, Any]:
-        dk = self.key_of(key) if key is not None else self.data_key(session, row.patient)
+        dk = self._key_for(session, row.patient, key)
         return orjson.loads(dk.decrypt(row.ciphertext, consent_aad(row.patient, row.consent_index, row.version)))
 
     def seal_change(self, dk: crypto.DataKey, patient: str, change_id: str, consent: dict[str, Any]) -> bytes:
