@@ -5,6 +5,11 @@ We check the signature against the key registered for ``iss``, the audience,
 that the token lives at most five minutes, that its ``jti`` was never seen, and
 that the organisation is registered and not suspended. Only the portal's key
 may carry a ``patient`` claim.
+
+The purpose of use is the one the organisation signed into the token
+(``purpose_of_use``): a request may restate it, never change it, so an
+organisation limits what its people may do (break-glass above all) through the
+tokens it issues.
 """
 
 from __future__ import annotations
@@ -45,6 +50,49 @@ class Caller:
     purpose: str | None = None
     jti: str = ""
     claims: dict[str, Any] | None = None
+
+
+BREAK_GLASS = "ETREAT"
+# The claim by which an organisation lets a treating token be escalated to break-glass.
+BREAK_GLASS_ALLOWED = "break_glass_allowed"
+
+
+class PurposeRefused(Exception):
+    """The request states a purpose the caller's token does not carry (a 403, audited)."""
+
+    reason = "purpose_not_in_token"
+
+    def __init__(self, signed: str, stated: str) -> None:
+        super().__init__(f"the token's purpose is {signed or 'not set'!r}; a request may restate it, "
+                         f"not change it to {stated!r}")
+        self.signed = signed
+        self.stated = stated
+
+
+def signed_purpose(caller: Caller) -> str:
+    """The purpose in the caller's token, or "" when the token names none (or names it wrongly)."""
+    purpose = caller.purpose
+    return purpose if isinstance(purpose, str) else ""
+
+
+def purpose_of_use(caller: Caller, stated: str | None = None, default: str = "") -> str:
+    """The one rule for the purpose of use, for every service.
+
+    The token is signed by the caller's organisation and the request is not,
+    so the token decides: ``stated`` (an ``X-Purpose-Of-Use`` header) may only
+    repeat the token's purpose. The single exception is one the organisation
+    signed itself: a token for TREAT that carries ``break_glass_allowed: true``
+    may be raised to ETREAT. A token without a purpose gets ``default`` (a
+    service's fixed purpose, or "" for the policy to refuse as unknown), and
+    any stated purpose is refused, since nothing signed backs it.
+    """
+    signed = signed_purpose(caller)
+    if not stated or stated == signed:
+        return signed or default
+    claims = caller.claims or {}
+    if stated == BREAK_GLASS and signed == "TREAT" and claims.get(BREAK_GLASS_ALLOWED) is True:
+        return BREAK_GLASS
+    raise PurposeRefused(signed, stated)
 
 
 def load_registry(path: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from services.adapters import crypto
-from services.adapters.auth import Caller
+from services.adapters.auth import Caller, purpose_of_use
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.audit import note, query, receipt, store
@@ -93,7 +93,7 @@ class AuditService:
     def authorise(self, caller: Caller, patient: str | None) -> Decision:
         """Ask OPA whether ``caller`` may read events about ``patient`` (a pseudonym; None: all)."""
         me = self.pseudonym(caller.patient) if caller.patient else None
-        purpose = "PATRQT" if caller.org_type == "patient" else (caller.purpose or "HCOMPL")
+        purpose = purpose_of_use(caller, default="PATRQT" if caller.org_type == "patient" else "HCOMPL")
         decision = self.policy.decide(PolicyInput(
             subject=Subject(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role, patient=me),
             action="audit_read", purpose=purpose,
