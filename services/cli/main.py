@@ -1,4 +1,4 @@
-"""The ``healthgov`` command line: run the stack, mint dev tokens, load data, verify the audit log."""
+"""The ``healthgov`` command line: run the stack, mint dev tokens and legal documents, load data, verify the log."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.adapters.auth import issue_token, load_registry
 from services.adapters.config import PlatformSettings
+from services.adapters.documents import ETHICS_APPROVAL, WARRANT, issue_document
 from services.adapters.keys import PlatformKeys
 from services.cli.stack import ComponentFailed, Stack
 
@@ -152,6 +153,61 @@ def dev_token(
     audience: str | list[str] = aud.split(",") if "," in aud else aud
     typer.echo(issue_token(org=org, private_key=private, subject=sub, audience=audience, role=role,
                            patient=patient, purpose=purpose, ttl_s=ttl))
+
+
+def _issuer_key(settings: PlatformSettings, issuer: str, issuer_type: str, to: str) -> bytes:
+    """The demo signing key of ``issuer``, refusing an issuer of the wrong kind or an unknown recipient."""
+    _require_dev(settings)
+    orgs = load_registry(settings.registry_file)["orgs"]
+    if orgs.get(issuer, {}).get("type") != issuer_type:
+        kinds = ", ".join(sorted(o for o, info in orgs.items() if info.get("type") == issuer_type))
+        console.print(f"[red]{issuer!r} is not a registered {issuer_type}[/red] (registered: {kinds})")
+        raise typer.Exit(2)
+    if to not in orgs:
+        console.print(f"[red]unknown organisation {to!r}[/red]")
+        raise typer.Exit(2)
+    return PlatformKeys(settings.state_dir).org_signer(issuer)[0]
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value is not None else None
+
+
+@dev_app.command("warrant")
+def dev_warrant(
+    court: Annotated[str, typer.Option(help="The issuing court (a registry org of type court).")],
+    to: Annotated[str, typer.Option(help="The organisation the warrant authorises, e.g. gy-police.")],
+    patient: Annotated[str, typer.Option(help="The patient's record id (FHIR Patient id).")],
+    days: Annotated[float, typer.Option(help="Days until it expires.")] = 30,
+    labels: Annotated[str, typer.Option(help="Sensitive labels it opens, comma-separated (e.g. PSY,HIV).")] = "",
+    types: Annotated[str | None, typer.Option(help="Resource types it covers, comma-separated (default: all).")]
+    = None,
+    sealed_until: Annotated[str | None, typer.Option(help="RFC 3339 date until which the patient is not told.")]
+    = None,
+) -> None:
+    """Print a warrant signed with a demo court's key (a compact JWS for X-Warrant)."""
+    settings = PlatformSettings()
+    key = _issuer_key(settings, court, WARRANT.issuer_type, to)
+    claims: dict[str, object] = {"patient": patient, "labels": _csv(labels) or []}
+    if types is not None:
+        claims["types"] = _csv(types)
+    if sealed_until is not None:
+        claims["sealed_until"] = sealed_until
+    typer.echo(issue_document(WARRANT, issuer=court, private_key=key, to=to, days=days, claims=claims))
+
+
+@dev_app.command("ethics-approval")
+def dev_ethics_approval(
+    board: Annotated[str, typer.Option(help="The issuing ethics board (a registry org of type ethics_board).")],
+    to: Annotated[str, typer.Option(help="The research organisation it approves, e.g. gz-uni-research.")],
+    project: Annotated[str, typer.Option(help="The approved project's id.")],
+    days: Annotated[float, typer.Option(help="Days until it expires.")] = 365,
+) -> None:
+    """Print an ethics approval signed with a demo board's key (a compact JWS for X-Ethics-Approval)."""
+    settings = PlatformSettings()
+    key = _issuer_key(settings, board, ETHICS_APPROVAL.issuer_type, to)
+    typer.echo(issue_document(ETHICS_APPROVAL, issuer=board, private_key=key, to=to, days=days,
+                              claims={"project": project}))
 
 
 _register_subapps()
