@@ -5,18 +5,16 @@ package examples_test
 import data.healthgov.access
 
 # The demo registry's shape, for the ids the examples use.
-demo_registry := {
-	"orgs": {
-		"gy-hosp-001": {"type": "hospital", "name": "First", "suspended": false},
-		"gy-hosp-003": {"type": "hospital", "name": "Maternal", "suspended": false},
-		"gy-police": {"type": "law_enforcement", "name": "Police", "suspended": false},
-		"gz-nhc": {"type": "regulator", "name": "Health Commission", "suspended": false},
-		"gz-uni-research": {"type": "research", "name": "University", "suspended": false},
-		"gz-insurer-1": {"type": "insurer", "name": "Insurer", "suspended": false},
-	},
-	"courts": ["gy-intermediate-court"],
-	"ethics_boards": ["gz-med-univ-irb"],
-}
+demo_registry := {"orgs": {
+	"gy-hosp-001": {"type": "hospital", "name": "First", "suspended": false},
+	"gy-hosp-003": {"type": "hospital", "name": "Maternal", "suspended": false},
+	"gy-police": {"type": "law_enforcement", "name": "Police", "suspended": false},
+	"gz-nhc": {"type": "regulator", "name": "Health Commission", "suspended": false},
+	"gz-uni-research": {"type": "research", "name": "University", "suspended": false},
+	"gz-insurer-1": {"type": "insurer", "name": "Insurer", "suspended": false},
+	"gy-intermediate-court": {"type": "court", "name": "Intermediate Court", "suspended": false},
+	"gz-med-univ-irb": {"type": "ethics_board", "name": "Ethics Committee", "suspended": false},
+}}
 
 decide(name) := d if {
 	d := access.decision with input as data.examples[name].input with data.healthgov.registry as demo_registry

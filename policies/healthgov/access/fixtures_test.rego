@@ -5,26 +5,25 @@ package healthgov.access_test
 
 import data.healthgov.access
 
-registry := {
-	"orgs": {
-		"gy-hosp-001": {"type": "hospital", "name": "First", "suspended": false},
-		"gy-hosp-002": {"type": "hospital", "name": "Provincial", "suspended": false},
-		"gy-hosp-003": {"type": "hospital", "name": "Maternal", "suspended": false},
-		"gy-hosp-099": {"type": "hospital", "name": "Suspended", "suspended": true},
-		"gy-hosp-nf": {"type": "hospital", "name": "No suspended flag"},
-		"gy-cdc": {"type": "public_health", "name": "CDC", "suspended": false},
-		"gy-police": {"type": "law_enforcement", "name": "Police", "suspended": false},
-		"gz-nhc": {"type": "regulator", "name": "Health Commission", "suspended": false},
-		"gz-uni-research": {"type": "research", "name": "University", "suspended": false},
-		"gz-insurer-1": {"type": "insurer", "name": "Insurer 1", "suspended": false},
-		"gz-insurer-2": {"type": "insurer", "name": "Insurer 2", "suspended": false},
-		"gy-datamart": {"type": "commercial", "name": "Data Mart", "suspended": false},
-		"healthgov-portal": {"type": "patient", "name": "Portal", "suspended": false},
-		"odd-org": {"type": "astrologer", "name": "Not an org type", "suspended": false},
-	},
-	"courts": ["gy-intermediate-court"],
-	"ethics_boards": ["gz-med-univ-irb"],
-}
+registry := {"orgs": {
+	"gy-hosp-001": {"type": "hospital", "name": "First", "suspended": false},
+	"gy-hosp-002": {"type": "hospital", "name": "Provincial", "suspended": false},
+	"gy-hosp-003": {"type": "hospital", "name": "Maternal", "suspended": false},
+	"gy-hosp-099": {"type": "hospital", "name": "Suspended", "suspended": true},
+	"gy-hosp-nf": {"type": "hospital", "name": "No suspended flag"},
+	"gy-cdc": {"type": "public_health", "name": "CDC", "suspended": false},
+	"gy-police": {"type": "law_enforcement", "name": "Police", "suspended": false},
+	"gz-nhc": {"type": "regulator", "name": "Health Commission", "suspended": false},
+	"gz-uni-research": {"type": "research", "name": "University", "suspended": false},
+	"gz-insurer-1": {"type": "insurer", "name": "Insurer 1", "suspended": false},
+	"gz-insurer-2": {"type": "insurer", "name": "Insurer 2", "suspended": false},
+	"gy-datamart": {"type": "commercial", "name": "Data Mart", "suspended": false},
+	"healthgov-portal": {"type": "patient", "name": "Portal", "suspended": false},
+	"odd-org": {"type": "astrologer", "name": "Not an org type", "suspended": false},
+	"gy-intermediate-court": {"type": "court", "name": "Intermediate Court", "suspended": false},
+	"gy-closed-court": {"type": "court", "name": "Suspended Court", "suspended": true},
+	"gz-med-univ-irb": {"type": "ethics_board", "name": "Ethics Committee", "suspended": false},
+}}
 
 now := "2026-11-22T10:00:00Z"
 
@@ -59,16 +58,20 @@ patient := with_fields(as_caller("healthgov-portal", "patient", "patient", "PATR
 
 public_health := as_caller("gy-cdc", "public_health", "epidemiologist", "PUBHLTH")
 
+# A warrant as records hands it to the policy once its signature is verified.
 valid_warrant := {
-	"id": "w1", "court": "gy-intermediate-court", "patient": "p1",
-	"expires": future, "labels": ["HIV"], "sealed_until": null,
+	"id": "w1", "issuer": "gy-intermediate-court", "org": "gy-police", "purpose": "HLEGAL", "patient": "p1",
+	"issued": past, "expires": future, "labels": ["HIV"], "sealed_until": null, "verified": true,
 }
 
 police := with_fields(as_caller("gy-police", "law_enforcement", "investigator", "HLEGAL"), {"legal": {"warrant": valid_warrant}})
 
 regulator := as_caller("gz-nhc", "regulator", "inspector", "HCOMPL")
 
-valid_ethics := {"id": "e1", "board": "gz-med-univ-irb", "project": "cohort", "expires": future}
+valid_ethics := {
+	"id": "e1", "issuer": "gz-med-univ-irb", "org": "gz-uni-research", "purpose": "HRESCH",
+	"project": "cohort", "issued": past, "expires": future, "verified": true,
+}
 
 researcher := with_fields(as_caller("gz-uni-research", "research", "researcher", "HRESCH"), {"legal": {"ethics_approval": valid_ethics}})
 

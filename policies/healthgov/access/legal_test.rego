@@ -51,8 +51,45 @@ test_law_enforcement_needs_warrant if {
 }
 
 test_warrant_from_unrecognised_court_denied if {
-	d := decide(with_fields(police, {"legal": {"warrant": {"court": "kangaroo-court"}}}))
+	d := decide(with_fields(police, {"legal": {"warrant": {"issuer": "kangaroo-court"}}}))
 	d.reasons == ["court_not_recognised"]
+}
+
+test_warrant_from_a_hospital_denied if {
+	d := decide(with_fields(police, {"legal": {"warrant": {"issuer": "gy-hosp-001"}}}))
+	d.reasons == ["court_not_recognised"]
+}
+
+test_warrant_from_a_suspended_court_denied if {
+	d := decide(with_fields(police, {"legal": {"warrant": {"issuer": "gy-closed-court"}}}))
+	d.reasons == ["court_not_recognised"]
+}
+
+# What a caller writes itself (the old JSON warrant) is never a warrant.
+test_unverified_warrant_denied if {
+	d := decide(with_warrant(object.remove(valid_warrant, ["verified"])))
+	d.reasons == ["warrant_not_verified"]
+}
+
+test_warrant_verified_must_be_true_itself if {
+	every claimed in [false, "true", 1] {
+		d := decide(with_fields(police, {"legal": {"warrant": {"verified": claimed}}}))
+		d.reasons == ["warrant_not_verified"]
+	}
+}
+
+test_warrant_for_another_org_denied if {
+	d := decide(with_fields(police, {"legal": {"warrant": {"org": "other-police"}}}))
+	d.reasons == ["warrant_not_for_this_org"]
+}
+
+test_warrant_covers_only_the_types_it_names if {
+	named := decide(with_fields(police, {"legal": {"warrant": {"types": ["Condition", "Encounter"]}}}))
+	allowed_by(named, "lawful_warrant")
+	other := decide(with_fields(police, {"legal": {"warrant": {"types": ["Encounter"]}}}))
+	other.reasons == ["warrant_type_not_covered"]
+	none := decide(with_fields(police, {"legal": {"warrant": {"types": []}}}))
+	none.reasons == ["warrant_type_not_covered"]
 }
 
 test_warrant_for_other_patient_denied if {
@@ -101,8 +138,24 @@ test_research_needs_ethics_approval if {
 }
 
 test_research_unrecognised_board_denied if {
-	d := decide(with_fields(researcher, {"legal": {"ethics_approval": {"board": "self-approved"}}}))
+	d := decide(with_fields(researcher, {"legal": {"ethics_approval": {"issuer": "self-approved"}}}))
 	d.reasons == ["ethics_board_not_recognised"]
+}
+
+test_research_approval_from_a_court_denied if {
+	d := decide(with_fields(researcher, {"legal": {"ethics_approval": {"issuer": "gy-intermediate-court"}}}))
+	d.reasons == ["ethics_board_not_recognised"]
+}
+
+test_research_unverified_approval_denied if {
+	approval := object.remove(valid_ethics, ["verified"])
+	d := decide(with_fields(with_fields(researcher, {"legal": {"ethics_approval": null}}), {"legal": {"ethics_approval": approval}}))
+	d.reasons == ["ethics_approval_not_verified"]
+}
+
+test_research_approval_for_another_org_denied if {
+	d := decide(with_fields(researcher, {"legal": {"ethics_approval": {"org": "gz-other-university"}}}))
+	d.reasons == ["ethics_approval_not_for_this_org"]
 }
 
 test_research_expired_approval_denied if {
