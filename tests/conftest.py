@@ -20,6 +20,7 @@ import pytest
 
 from services.adapters.auth import issue_token
 from services.adapters.config import REPO_ROOT, PlatformSettings
+from services.adapters.documents import ETHICS_APPROVAL, WARRANT, issue_document
 from services.adapters.keys import PlatformKeys
 
 FIXTURES = REPO_ROOT / "deploy" / "demo" / "fixtures"
@@ -59,6 +60,32 @@ def token(keys: PlatformKeys) -> TokenFactory:
                            patient=patient, purpose=purpose, ttl_s=ttl_s, extra=extra or None)
 
     return make
+
+
+class Documents:
+    """Signs demo warrants and ethics approvals as a registered court or ethics board (or anyone else)."""
+
+    def __init__(self, keys: PlatformKeys) -> None:
+        self.keys = keys
+
+    def warrant(self, patient: str, *, to: str = "gy-police", court: str = "gy-intermediate-court",
+                days: float = 5, signer: str | None = None, **claims: Any) -> str:
+        """A warrant by ``court`` for ``to``; ``signer`` signs in the court's name with another org's key."""
+        private, _ = self.keys.org_signer(signer or court)
+        return issue_document(WARRANT, issuer=court, private_key=private, to=to, days=days,
+                              claims={"patient": patient, "labels": [], **claims})
+
+    def ethics_approval(self, *, to: str = "gz-uni-research", board: str = "gz-med-univ-irb",
+                        project: str = "cohort", days: float = 30, **claims: Any) -> str:
+        private, _ = self.keys.org_signer(board)
+        return issue_document(ETHICS_APPROVAL, issuer=board, private_key=private, to=to, days=days,
+                              claims={"project": project, **claims})
+
+
+@pytest.fixture(scope="session")
+def documents(keys: PlatformKeys) -> Documents:
+    """Signed legal documents: ``documents.warrant(patient, ...)``, ``documents.ethics_approval(...)``."""
+    return Documents(keys)
 
 
 def auth(tok: str, **headers: str) -> dict[str, str]:

@@ -6,11 +6,12 @@ Reads: ``GET /fhir/{type}/{id}``, ``/fhir/{type}/{id}/_history[/{vid}]``,
 ``DELETE /fhir/Consent/{id}`` (revoke), reads as above. Erasure:
 ``DELETE /fhir/Patient/{id}``. Referrals: ``POST /fhir/Patient/{id}/$refer``.
 
-The purpose of use comes from the token's ``purpose`` claim or the
-``X-Purpose-Of-Use`` header; a break-glass reason, a warrant and an ethics
-approval from the claims ``break_glass_reason``/``warrant``/``ethics_approval``
-or the headers ``X-Break-Glass-Reason``/``X-Warrant``/``X-Ethics-Approval``
-(JSON). Every response that carries data, and every denial, carries
+The purpose of use is the token's ``purpose`` claim (``X-Purpose-Of-Use`` may
+restate it, never change it); a break-glass reason comes from the claim
+``break_glass_reason`` or ``X-Break-Glass-Reason``; a warrant and an ethics
+approval are documents signed by the issuing court or ethics board, from the
+claims ``warrant``/``ethics_approval`` or the headers ``X-Warrant``/
+``X-Ethics-Approval`` (``services.records.authority``). Every response that carries data, and every denial, carries
 ``X-Healthgov-Event-Id``: the audit event published before it left.
 
 The app also runs the ``ingest.resources.v1`` and ``consent.changes.v1``
@@ -28,16 +29,17 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from services.adapters.auth import Caller
+from services.adapters.documents import DocumentVerifier
 from services.adapters.kafka import ConsumerLoop, Producer
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
 from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
-from services.contracts.policy import Legal
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.ingest.fhir import DIRECTORY_TYPES
 from services.records import search
-from services.records.access import Authority, Denied, NotFound
+from services.records.access import Denied, NotFound
+from services.records.authority import AuthorityReader
 from services.records.config import RecordsSettings
 from services.records.consent_consumer import ConsentChangeHandler
 from services.records.consents import InvalidConsent
@@ -59,32 +61,6 @@ def outcome(status: int, code: str, text: str, headers: dict[str, str] | None = 
     body = {"resourceType": "OperationOutcome",
             "issue": issues or [{"severity": severity, "code": code, "diagnostics": text}]}
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
-
-
-def _json_object(raw: Any, name: str) -> dict[str, Any] | None:
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{name} must be a JSON object") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"{name} must be a JSON object")
-    return raw
-
-
-def authority(request: Request, caller: Caller) -> Authority:
-    """Purpose and authority from the headers, else from the token's claims."""
-    h, claims = request.headers, caller.claims or {}
-    reason = h.get("x-break-glass-reason") or claims.get("break_glass_reason")
-    return Authority(
-        purpose=h.get("x-purpose-of-use") or caller.purpose or "",
-        legal=Legal(warrant=_json_object(h.get("x-warrant") or claims.get("warrant"), "X-Warrant"),
-                    ethics_approval=_json_object(h.get("x-ethics-approval") or claims.get("ethics_approval"),
-                                                 "X-Ethics-Approval")),
-        break_glass={"reason": reason} if reason else None,
-        request_id=h.get("x-request-id"))
 
 
 def create_app(settings: RecordsSettings | None = None) -> FastAPI:
@@ -118,7 +94,9 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         producer.close()
 
     app = FastAPI(title="healthgov records", version="1.0", lifespan=lifespan)
-    app.state.authenticator = build_authenticator(settings, "records")
+    app.state.authenticator = authenticator = build_authenticator(settings, "records")
+    authority = AuthorityReader(verifier=DocumentVerifier(authenticator.registry, authenticator.keys),
+                                producer=producer, pseudonym=vault.pseudonym)
     app.state.handler = handler
     install_error_handlers(app)
 
@@ -144,6 +122,10 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
             return out
         return Response(out.body, media_type=FHIR_JSON,
                         headers={EVENT_HEADER: out.event_id, "X-Healthgov-Withheld": str(out.withheld)})
+
+    @app.exception_handler(Denied)
+    async def _denied(_request: Request, exc: Denied) -> JSONResponse:
+        return outcome(403, "forbidden", "access denied: " + ", ".join(exc.reasons), {EVENT_HEADER: exc.event_id})
 
     @app.exception_handler(ValueError)
     async def _bad(_request: Request, exc: ValueError) -> JSONResponse:

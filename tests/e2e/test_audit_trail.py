@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 import sys
 import time
@@ -123,17 +122,16 @@ def test_poison_on_the_audit_topic_is_dead_lettered_and_the_log_moves_on(stack, 
     assert health["consumer"] and health["dead_lettered"] >= 1
 
 
-def test_state_access_stays_hidden_from_the_patient_until_notify_after(loaded, token, settings, keys) -> None:  # type: ignore[no-untyped-def]
+def test_state_access_stays_hidden_from_the_patient_until_notify_after(  # type: ignore[no-untyped-def]
+        loaded, token, settings, keys, documents) -> None:
     pid = loaded["patient_ids"][4]
     pseudo = crypto.pseudonym(keys.pseudonym_key(), pid)
     now = datetime.now(UTC)
     # The warrant names the patient as the police know them; records compares it by pseudonym.
-    warrant = {"id": f"w-{uuid.uuid4().hex[:6]}", "court": "gy-intermediate-court", "patient": pid,
-               "expires": rfc3339(now + timedelta(days=5)), "labels": [],
-               "sealed_until": rfc3339(now + timedelta(days=60))}
+    warrant = documents.warrant(pid, jti=f"w-{uuid.uuid4().hex[:6]}", days=5,
+                                sealed_until=rfc3339(now + timedelta(days=60)))
     r = httpx.get(f"{settings.records_url}/fhir/Patient/{pid}/$everything", timeout=30,
-                  headers=auth(token("gy-police", role="investigator", purpose="HLEGAL"),
-                               **{"X-Warrant": json.dumps(warrant)}))
+                  headers=auth(token("gy-police", role="investigator", purpose="HLEGAL"), **{"X-Warrant": warrant}))
     assert r.status_code == 200, r.text
     sealed_id = r.headers["X-Healthgov-Event-Id"]
     # A synthetic state access about the same patient whose seal ends in a few seconds.

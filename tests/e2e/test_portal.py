@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from typing import Any
@@ -232,10 +231,9 @@ def test_a_patient_allows_the_insurer_in_the_portal_then_withdraws_it(accounts, 
         assert after.status_code == 403 and "consent_revoked" in after.text and "entry" not in after.json()
 
 
-def test_a_refusal_made_in_the_portal_stops_research(accounts, stack, settings, token) -> None:  # type: ignore[no-untyped-def]
+def test_a_refusal_made_in_the_portal_stops_research(accounts, stack, settings, token, documents) -> None:  # type: ignore[no-untyped-def]
     p = new_patient(accounts, settings, token)
-    ethics = json.dumps({"id": "irb-2026-17", "board": "gz-med-univ-irb", "project": "cohort",
-                         "expires": "2099-01-01T00:00:00Z"})
+    ethics = documents.ethics_approval()
 
     def research() -> httpx.Response:
         return httpx.get(f"{settings.records_url}/fhir/Condition", params={"patient": p["id"]}, timeout=60,

@@ -24,7 +24,6 @@ from tests.integration.records.support import (
     phi_needles,
 )
 
-ETHICS = {"id": "irb-2026-17", "board": "gz-med-univ-irb", "project": "cohort", "expires": "2099-01-01T00:00:00Z"}
 NOTIFIABLE_PATIENT = "ca15b832-01e4-41dd-6a52-97bd3e5510cb"  # two NOTIFIABLE conditions in the fixtures
 PSY_PATIENT = "79a66c97-6131-3213-f3c9-4606946ab056"  # PSY, SDV, ETH and SEX labelled records
 
@@ -94,8 +93,8 @@ def test_updates_are_versions_and_history_lists_them(mine, token, settings) -> N
 # --- who gets what ---------------------------------------------------------------------
 
 
-def test_a_researcher_gets_pseudonymized_data_only(loaded, ten_patients, token, settings) -> None:  # type: ignore[no-untyped-def]
-    headers = {"X-Ethics-Approval": json.dumps(ETHICS)}
+def test_a_researcher_gets_pseudonymized_data_only(loaded, ten_patients, token, settings, documents) -> None:  # type: ignore[no-untyped-def]
+    headers = {"X-Ethics-Approval": documents.ethics_approval(jti="irb-2026-17")}
     r = get(settings, f"/fhir/Patient/{PSY_PATIENT}/$everything",
             bearer(token("gz-uni-research", role="researcher", purpose="HRESCH"), **headers))
     assert r.status_code == 200, r.text
@@ -151,12 +150,12 @@ def test_break_glass_needs_a_reason_and_is_flagged_for_review(loaded, token, set
     assert get(settings, path, claim).status_code == 200  # the reason may travel in the token
 
 
-def test_a_warrant_opens_only_the_labels_it_names(loaded, token, settings) -> None:  # type: ignore[no-untyped-def]
-    warrant = {"id": "w-88", "court": "gy-intermediate-court", "patient": PSY_PATIENT,
-               "expires": "2099-01-01T00:00:00Z", "labels": ["PSY"], "sealed_until": "2099-01-01T00:00:00Z"}
+def test_a_warrant_opens_only_the_labels_it_names(loaded, token, settings, documents) -> None:  # type: ignore[no-untyped-def]
+    warrant = {"jti": "w-88", "labels": ["PSY"], "sealed_until": "2099-01-01T00:00:00Z"}
 
-    def police(w: dict[str, Any]) -> dict[str, str]:
-        return bearer(token("gy-police", role="investigator", purpose="HLEGAL"), **{"X-Warrant": json.dumps(w)})
+    def police(w: dict[str, Any], patient: str = PSY_PATIENT, **kw: Any) -> dict[str, str]:
+        return bearer(token("gy-police", role="investigator", purpose="HLEGAL"),
+                      **{"X-Warrant": documents.warrant(patient, **kw, **w)})
 
     r = get(settings, "/fhir/Condition", police(warrant), patient=PSY_PATIENT)
     assert r.status_code == 200, r.text
@@ -165,13 +164,15 @@ def test_a_warrant_opens_only_the_labels_it_names(loaded, token, settings) -> No
     event = logged_event(settings, token, r.headers["X-Healthgov-Event-Id"])
     assert event["legal"] == {"warrant": "w-88"} and event["decision"]["obligations"]["review"] is True
     assert event["decision"]["obligations"]["notify_after"]  # sealed: the patient is told later
-    wrong = get(settings, "/fhir/Condition", police({**warrant, "patient": NOTIFIABLE_PATIENT}), patient=PSY_PATIENT)
+    wrong = get(settings, "/fhir/Condition", police(warrant, NOTIFIABLE_PATIENT), patient=PSY_PATIENT)
     assert wrong.status_code == 403 and "warrant_patient_mismatch" in wrong.text
-    forged = get(settings, "/fhir/Condition", police({**warrant, "court": "kangaroo-court"}), patient=PSY_PATIENT)
-    assert forged.status_code == 403 and "court_not_recognised" in forged.text
+    # A court the registry does not know signs with a key nobody can check: refused before the policy.
+    forged = get(settings, "/fhir/Condition", police(warrant, court="kangaroo-court"), patient=PSY_PATIENT)
+    assert forged.status_code == 403 and "warrant_issuer_unknown" in forged.text
     malformed = get(settings, "/fhir/Condition", bearer(token("gy-police", purpose="HLEGAL"), **{"X-Warrant": "{"}),
                     patient=PSY_PATIENT)
-    assert malformed.status_code == 400
+    assert malformed.status_code == 403 and "warrant_unsigned" in malformed.text
+    assert malformed.json()["resourceType"] == "OperationOutcome"
 
 
 def test_a_referral_gives_another_hospital_a_care_relationship(stack, token, settings) -> None:  # type: ignore[no-untyped-def]
@@ -209,18 +210,23 @@ def test_directory_entries_are_for_the_health_system_only(loaded, token, setting
     assert get(settings, "/fhir/Condition", clinician(token)).status_code == 400  # a search needs a patient
 
 
-def test_the_purpose_may_travel_in_the_x_purpose_of_use_header(mine, token, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_x_purpose_of_use_header_restates_the_tokens_purpose_and_never_supplies_it(mine, token, settings) -> None:  # type: ignore[no-untyped-def]
     pid = mine["id"]
-    no_claim = token("gy-hosp-001")  # a token without a purpose claim
-    assert "purpose" not in json.loads(base64.urlsafe_b64decode(no_claim.split(".")[1] + "=="))
-    r = get(settings, "/fhir/Condition", bearer(no_claim, **{"X-Purpose-Of-Use": "TREAT"}), patient=pid)
+    r = get(settings, "/fhir/Condition", clinician(token, **{"X-Purpose-Of-Use": "TREAT"}), patient=pid)
     assert r.status_code == 200, r.text
     assert sorted(e["resource"]["id"] for e in r.json()["entry"]) == sorted([mine["plain"], mine["sensitive"]])
     event = logged_event(settings, token, r.headers["X-Healthgov-Event-Id"])
     assert event["purpose"] == "TREAT" and event["decision"]["allow"] is True
-    neither = get(settings, "/fhir/Condition", bearer(token("gy-hosp-001")), patient=pid)
+    no_claim = token("gy-hosp-001")  # a token without a purpose claim
+    assert "purpose" not in json.loads(base64.urlsafe_b64decode(no_claim.split(".")[1] + "=="))
+    neither = get(settings, "/fhir/Condition", bearer(no_claim), patient=pid)
     assert neither.status_code == 403 and "unknown_purpose" in neither.text and "entry" not in neither.json()
-    marketing = get(settings, "/fhir/Condition", bearer(token("gy-hosp-001"), **{"X-Purpose-Of-Use": "HMARKT"}),
-                    patient=pid)
-    assert marketing.status_code == 403 and "purpose_not_permitted_for_org_type" in marketing.text
-    assert logged_event(settings, token, marketing.headers["X-Healthgov-Event-Id"])["purpose"] == "HMARKT"
+    # A purpose nobody signed is refused and audited, whatever it is.
+    for stated in ("TREAT", "HMARKT"):
+        unsigned = get(settings, "/fhir/Condition", bearer(token("gy-hosp-001"), **{"X-Purpose-Of-Use": stated}),
+                       patient=pid)
+        assert unsigned.status_code == 403 and "purpose_not_in_token" in unsigned.text
+        assert "entry" not in unsigned.json()
+        refused = logged_event(settings, token, unsigned.headers["X-Healthgov-Event-Id"])
+        assert refused["kind"] == "denial" and refused["decision"]["reasons"] == ["purpose_not_in_token"]
+        assert refused["details"]["stated_purpose"] == stated

@@ -12,7 +12,6 @@ once, so counting by event id alone could never find a second event).
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections import Counter, defaultdict
 from typing import Any
@@ -28,14 +27,14 @@ from tests.integration.records.support import (
     settled_log_size,
 )
 
-ETHICS = json.dumps({"id": "irb-1", "board": "gz-med-univ-irb", "project": "p", "expires": "2099-01-01T00:00:00Z"})
-
 
 def digest(r: httpx.Response) -> str:
     return hashlib.sha256(r.content).hexdigest()
 
 
-def test_every_data_response_has_exactly_one_matching_audit_event(loaded, ten_patients, token, settings) -> None:  # type: ignore[no-untyped-def]
+def test_every_data_response_has_exactly_one_matching_audit_event(  # type: ignore[no-untyped-def]
+        loaded, ten_patients, token, settings, documents) -> None:
+    ethics = documents.ethics_approval(project="p")
     a, b = loaded["patient_ids"][2], loaded["patient_ids"][3]
     cond = next(r["id"] for r in ten_patients if r["resourceType"] == "Condition"
                 and r["subject"]["reference"] == f"Patient/{a}")
@@ -58,7 +57,7 @@ def test_every_data_response_has_exactly_one_matching_audit_event(loaded, ten_pa
          lambda: bearer(token("healthgov-portal", role="patient", patient=a, purpose="PATRQT")), None),
         ("GET", f"/fhir/Patient/{a}/$everything",
          lambda: bearer(token("gz-uni-research", role="researcher", purpose="HRESCH"),
-                        **{"X-Ethics-Approval": ETHICS}), None),
+                        **{"X-Ethics-Approval": ethics}), None),
         ("GET", f"/fhir/Patient/{b}/$everything",
          lambda: bearer(token("gy-cdc", role="epidemiologist", purpose="PUBHLTH")), None),
         ("GET", f"/fhir/Patient/{b}/$everything",

@@ -26,9 +26,6 @@ from tests.integration.records.support import (
     permit,
 )
 
-ETHICS = json.dumps({"id": "irb-2026-17", "board": "gz-med-univ-irb", "project": "cohort",
-                     "expires": "2099-01-01T00:00:00Z"})
-
 
 @pytest.fixture
 def patient(stack, token, settings) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -148,16 +145,17 @@ def test_a_bad_consent_is_refused_with_the_element_and_nothing_is_kept(patient, 
         assert listed.status_code == 200 and listed.json()["total"] == 0
 
 
-def test_an_opt_out_stops_research_but_not_the_treating_team(patient, token, settings) -> None:  # type: ignore[no-untyped-def]
+def test_an_opt_out_stops_research_but_not_the_treating_team(patient, token, settings, documents) -> None:  # type: ignore[no-untyped-def]
     pid = patient["id"]
-    research = bearer(token("gz-uni-research", role="researcher", purpose="HRESCH"), **{"X-Ethics-Approval": ETHICS})
+    ethics = documents.ethics_approval(jti="irb-2026-17")
+    research = bearer(token("gz-uni-research", role="researcher", purpose="HRESCH"), **{"X-Ethics-Approval": ethics})
     with httpx.Client(base_url=settings.records_url, timeout=30) as c:
         assert c.get(f"/fhir/Condition?patient={pid}", headers=research).status_code == 200
         opt_out = {"resourceType": "Consent", "patient": {"reference": f"Patient/{pid}"},
                    "provision": {"type": "deny", "purpose": [{"code": "HRESCH"}]}}
         assert c.post("/fhir/Consent", json=opt_out, headers=as_patient(token, pid)).status_code == 201
         research = bearer(token("gz-uni-research", role="researcher", purpose="HRESCH"),
-                          **{"X-Ethics-Approval": ETHICS})
+                          **{"X-Ethics-Approval": ethics})
         denied = c.get(f"/fhir/Condition?patient={pid}", headers=research)
         assert denied.status_code == 403 and "patient_opted_out" in denied.text
         assert c.get(f"/fhir/Condition?patient={pid}", headers=bearer(token("gy-hosp-001", purpose="TREAT"))
