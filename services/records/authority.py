@@ -27,7 +27,7 @@ from fastapi import Request
 from services.adapters.auth import Caller, PurposeRefused, purpose_of_use, signed_purpose
 from services.adapters.documents import ETHICS_APPROVAL, WARRANT, DocumentKind, DocumentRefused, DocumentVerifier
 from services.adapters.kafka import Message, Producer
-from services.contracts.policy import Decision, Legal
+from services.contracts.policy import PURPOSES, Decision, Legal
 from services.contracts.topics import AUDIT_EVENTS
 from services.records.access import Authority, Denied, audit_event
 
@@ -50,7 +50,8 @@ class AuthorityReader:
         try:
             purpose = purpose_of_use(caller, h.get("x-purpose-of-use"))
         except PurposeRefused as exc:
-            raise self._refuse(request, caller, base, exc.reason, {"stated_purpose": exc.stated[:32]}) from exc
+            stated = exc.stated if exc.stated in PURPOSES else "unrecognised"  # the log holds no free text
+            raise self._refuse(request, caller, base, exc.reason, {"stated_purpose": stated}) from exc
         authority = Authority(purpose=purpose, break_glass=base.break_glass, request_id=base.request_id)
         try:
             legal = Legal(warrant=self._document(WARRANT, h.get("x-warrant") or claims.get("warrant"),
@@ -70,8 +71,10 @@ class AuthorityReader:
                 details: dict[str, Any]) -> Denied:
         """Publish the denial (log before answering) and return the exception that answers 403."""
         decision = Decision(allow=False, reasons=[reason])
+        route = request.scope.get("route")  # the route's template: the path itself may hold a patient's id
         event = audit_event(kind="denial", caller=caller, authority=authority, patient=self._patient(request),
-                            decision=decision, details={"path": request.url.path[:200], **details})
+                            decision=decision, details={"route": f"{request.method} {getattr(route, 'path', '?')}",
+                                                        **details})
         self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))
         return Denied(decision.reasons, event.event_id)
 

@@ -62,6 +62,7 @@ def assert_refused_and_audited(r: httpx.Response, reason: str, settings, token, 
     assert event["accessor"]["org"] == org and event["request_id"] == r.request.headers["X-Request-Id"]
     assert event["patient"] == crypto.pseudonym(keys.pseudonym_key(), patient)
     assert event["resources"] == [] and event["data_digest"] is None
+    assert event["details"]["route"] == "GET /fhir/{rtype}" and patient not in json.dumps(event)  # pseudonyms only
     return event
 
 
