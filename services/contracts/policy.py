@@ -38,6 +38,14 @@ class Relationship(BaseModel):
 
 
 class Legal(BaseModel):
+    """The legal authority of a request: only facts records verified, never what a caller wrote.
+
+    Each is the output of ``services.adapters.documents.DocumentVerifier`` for a
+    document its issuing court or ethics board signed (``verified: true``,
+    ``issuer``, ``org``, ``id``, ``expires``, ...); the policy refuses anything
+    without ``verified: true``.
+    """
+
     warrant: dict[str, Any] | None = None
     ethics_approval: dict[str, Any] | None = None
 
