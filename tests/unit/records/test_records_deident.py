@@ -39,9 +39,9 @@ def test_pseudonymize_drops_direct_identifiers_and_rewrites_the_patient() -> Non
     assert PATIENT["name"] and NOTE["subject"]["display"]  # inputs untouched
 
 
-def test_pseudonymize_without_a_known_patient_still_drops_names_next_to_references() -> None:
+def test_pseudonymize_without_a_known_patient_drops_the_reference_and_the_name_next_to_it() -> None:
     out = deident.pseudonymize(NOTE, None, None)
-    assert "display" not in out["subject"] and "Sumiko254" not in json.dumps(out)
+    assert "subject" not in out and "Sumiko254" not in json.dumps(out) and PID not in json.dumps(out)
 
 
 def test_safe_harbor_keeps_years_and_groups_the_very_old() -> None:
