@@ -1,71 +1,136 @@
-"""Sensitivity labels assigned at ingest (DESIGN §4).
+"""Sensitivity labels assigned at ingest (DESIGN §4), from value sets that span code systems.
 
 A resource's labels are the union of the confidentiality codes a hospital put in
-``meta.security`` and the labels our code table gives to any coding found in
-the resource's clinical code elements. The table is data (``labels.json`` or
-``HEALTHGOV_LABELS_FILE``), so a data-protection officer can extend it.
+``meta.security`` and the labels of every Coding anywhere in the resource
+(``code``, ``reasonCode``, ``medicationCodeableConcept``, a Claim's diagnosis, an
+Observation's value, a contained resource's codes...), whatever the resource
+type: the same diagnosis is sensitive whether it arrives as a Condition coded in
+SNOMED CT, a Claim coded in ICD-10-CM or a prescription for an antiretroviral.
+
+The table is data (``labels.json`` or ``HEALTHGOV_LABELS_FILE``) a data-protection
+officer can extend: per label, per code-system family (SNOMED CT; ICD-10 in its
+WHO, US clinical and Chinese national editions; LOINC; RxNorm; ATC), the codes,
+with ICD-10 and ATC matched hierarchically (a category covers its subcodes;
+ranges like ``B20-B24``; ``!code`` exceptions). Everything is precomputed into
+dictionaries when the table loads, so labelling a resource is one walk of it and
+a few dictionary look-ups per Coding.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 SENSITIVE = frozenset({"HIV", "PSY", "ETH", "SDV", "SEX", "STD", "GDIS", "NOTIFIABLE"})
-# Elements whose codings describe the clinical content (not e.g. the encounter class).
-CODED_ELEMENTS = ("code", "reasonCode", "type", "vaccineCode", "medicationCodeableConcept",
-                  "category", "valueCodeableConcept")
 DEFAULT_TABLE = Path(__file__).with_name("labels.json")
+_RANGE = re.compile(r"^([A-Z0-9]*?)(\d+)-\1(\d+)$")
+_NO_LABELS: frozenset[str] = frozenset()
+
+
+def _normal(code: str) -> str:
+    """ICD-10 and ATC codes compared without dots, spaces or case (``b20.1`` is ``B201``)."""
+    return code.replace(".", "").replace(" ", "").upper()
+
+
+def _expand(entry: str) -> list[str]:
+    """``B20-B24`` -> B20, B21, B22, B23, B24; ``Z71.4-Z71.5`` -> Z714, Z715; anything else as it is."""
+    norm = _normal(entry)
+    m = _RANGE.match(norm)
+    if not m:
+        if "-" in norm:
+            raise ValueError(f"label range not understood: {entry!r} (ranges vary only in their last digits)")
+        return [norm]
+    prefix, lo, hi = m.groups()
+    if len(lo) != len(hi) or int(lo) > int(hi):
+        raise ValueError(f"label range not understood: {entry!r}")
+    return [f"{prefix}{n:0{len(lo)}d}" for n in range(int(lo), int(hi) + 1)]
 
 
 class LabelTable:
-    """Code → label look-up with exact codes and ICD-10 style prefixes."""
+    """Code -> labels, exact for SNOMED CT, LOINC, RxNorm; by leading characters for ICD-10 and ATC."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
-        self.codes: dict[tuple[str, str], list[str]] = {}
-        self.prefixes: dict[str, list[tuple[str, list[str]]]] = {}
-        for system, spec in doc.get("systems", {}).items():
-            for code, labels in spec.get("codes", {}).items():
-                self.codes[(system, code)] = labels
-            if spec.get("prefixes"):
-                self.prefixes[system] = sorted(spec["prefixes"].items(), key=lambda kv: -len(kv[0]))
+        self.exact: dict[tuple[str, str], frozenset[str]] = {}
+        # system URI -> normalised code prefix -> (labels it adds, labels it takes away)
+        self.hierarchy: dict[str, dict[str, tuple[frozenset[str], frozenset[str]]]] = {}
+        self.depth: dict[str, int] = {}
+        families = doc.get("code_systems", {})
+        for label, per_family in doc.get("value_sets", {}).items():
+            if label not in SENSITIVE:
+                raise ValueError(f"unknown sensitivity label {label!r}; known: {sorted(SENSITIVE)}")
+            for family, codes in per_family.items():
+                if family not in families:
+                    raise ValueError(f"value set {label} names an unknown code system family {family!r}")
+                spec = families[family]
+                for uri in spec["uris"]:
+                    if spec.get("match") == "hierarchy":
+                        self._add_hierarchy(uri, label, codes)
+                    else:
+                        for code in codes:
+                            self.exact[(uri, code)] = self.exact.get((uri, code), _NO_LABELS) | {label}
 
-    def lookup(self, system: str | None, code: str | None) -> list[str]:
+    def _add_hierarchy(self, uri: str, label: str, codes: list[str]) -> None:
+        table = self.hierarchy.setdefault(uri, {})
+        for entry in codes:
+            remove = entry.startswith("!")
+            for prefix in _expand(entry[1:] if remove else entry):
+                add, sub = table.get(prefix, (_NO_LABELS, _NO_LABELS))
+                table[prefix] = (add, sub | {label}) if remove else (add | {label}, sub)
+                self.depth[uri] = max(self.depth.get(uri, 0), len(prefix))
+
+    def lookup(self, system: str | None, code: str | None) -> frozenset[str]:
+        """The labels one coding carries."""
         if not system or not code:
-            return []
-        if (system, code) in self.codes:
-            return self.codes[(system, code)]
-        for prefix, labels in self.prefixes.get(system, ()):
-            if code.startswith(prefix):
-                return labels
-        return []
+            return _NO_LABELS
+        hit = self.exact.get((system, code))
+        if hit is not None:
+            return hit
+        table = self.hierarchy.get(system)
+        if table is None:
+            return _NO_LABELS
+        norm = _normal(code)
+        added: set[str] = set()
+        removed: set[str] = set()
+        for n in range(1, min(len(norm), self.depth[system]) + 1):
+            found = table.get(norm[:n])
+            if found is not None:
+                added |= found[0]
+                removed |= found[1]
+        return frozenset(added - removed)
 
     def labels_for(self, resource: dict[str, Any]) -> list[str]:
-        """Labels of one resource (every resource of every submission passes here: kept to plain loops)."""
+        """Labels of one resource (every resource of every submission passes here: one walk, dict look-ups)."""
         found: set[str] = set()
         meta = resource.get("meta")
-        for sec in (meta.get("security", []) if isinstance(meta, dict) else []) or []:
-            if sec.get("code") in SENSITIVE:
-                found.add(sec["code"])
-        codes, lookup = self.codes, self.lookup
-        for element in CODED_ELEMENTS:
-            value = resource.get(element)
-            if value is None:
+        if isinstance(meta, dict):
+            for sec in meta.get("security") or ():
+                if isinstance(sec, dict) and sec.get("code") in SENSITIVE:
+                    found.add(sec["code"])
+        exact, hierarchy, lookup = self.exact, self.hierarchy, self.lookup
+        # An explicit stack, not recursion: nesting depth is the sender's choice.
+        stack = [v for k, v in resource.items() if k != "meta" and v.__class__ in (dict, list)]
+        pop, push = stack.pop, stack.append
+        while stack:
+            node = pop()
+            if node.__class__ is list:
+                for item in node:
+                    if item.__class__ is dict:
+                        push(item)
                 continue
-            for concept in value if isinstance(value, list) else (value,):
-                if not isinstance(concept, dict):
-                    continue
-                for coding in concept.get("coding", []) or []:
-                    system, code = coding.get("system"), coding.get("code")
-                    if not system or not code:
-                        continue
-                    hit = codes.get((system, code))
-                    if hit is not None:
-                        found.update(hit)
-                    elif system in self.prefixes:
-                        found.update(lookup(system, code))
+            code = node.get("code")
+            if code.__class__ is str:
+                system = node.get("system")
+                hit = exact.get((system, code))
+                if hit is not None:
+                    found.update(hit)
+                elif system in hierarchy:
+                    found.update(lookup(system, code))
+            for value in node.values():
+                if value.__class__ is dict or value.__class__ is list:
+                    push(value)
         return sorted(found) if found else []
 
 
