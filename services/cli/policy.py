@@ -125,7 +125,7 @@ DEIDENTIFY: dict[str, str] = {
     "none": "none: the recipient sees identified data",
     "pseudonymize": (
         "pseudonymise: patient id replaced by a recipient-specific pseudonym, "
-        "names, contacts, addresses, identifiers and photos removed"
+        "names, contacts, addresses, identifiers, photos and all free text removed"
     ),
     "safe_harbor": (
         "Safe Harbor: pseudonymised, dates reduced to the year, ages over 89 as '90+', "
