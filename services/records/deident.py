@@ -37,11 +37,13 @@ AGE_GROUP_URL = "https://healthgov.example/age-group"
 _DATE = re.compile(r"^(\d{4})(-\d{2}(-\d{2}([T ][0-9:.+\-Z]*)?)?)?$")
 _SELECTOR = re.compile(r"^(?:nodesBy(Name|Type)\('([A-Za-z0-9_]+)'\)|([A-Z][A-Za-z]*))((?:\.[A-Za-z0-9_]+)*)$")
 _EXTENSIONS = frozenset({"extension", "modifierExtension"})
-# References kept as they are: record keys of the provider directory and of clinical records.
+# References to these are references to people: only the patient's own (as a pseudonym) is released.
 _PERSON_TYPES = frozenset({"Patient", "RelatedPerson", "Person", "Group"})
 _RELATIVE_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
 _UUID_REF = re.compile(r"^urn:uuid:([0-9a-fA-F-]{36})$")
 _LOCAL_REF = re.compile(r"^#[A-Za-z0-9\-.]{0,64}$")
+_METHODS = ("redact", "keep", "pseudonym", "generalize")
+_GENERALIZATIONS = ("date", "year", "birth", "age", "zip3")
 _DROP = object()
 _MAX_MEMO = 50_000  # distinct element paths remembered per level; FHIR has far fewer
 
@@ -93,7 +95,8 @@ class Profile:
 def _compile(spec: dict[str, Any], types: dict[str, Any]) -> Rule:
     path = spec["path"]
     m = _SELECTOR.match(path)
-    if not m or spec.get("method") not in ("redact", "keep", "pseudonym", "generalize"):
+    if not m or spec.get("method") not in _METHODS or (spec["method"] == "generalize") != (spec.get("to") is not None) \
+            or spec.get("to") not in (None, *_GENERALIZATIONS):
         raise ValueError(f"de-identification rule not understood: {spec!r}")
     rest = tuple(x for x in m.group(4).split(".") if x)
     if m.group(3):
@@ -112,6 +115,8 @@ def load_profiles(path: Path = RULES_FILE) -> dict[str, Profile]:
     doc = tomllib.loads(path.read_text())
     types, defaults = doc.get("types", {}), doc.get("defaults", {})
     zip3 = frozenset(doc.get("parameters", {}).get("restricted_zip3", ()))
+    if not {defaults.get("string", "redact"), defaults.get("other", "keep")} <= {"redact", "keep"}:
+        raise ValueError(f"de-identification defaults must be redact or keep: {defaults!r}")
     raw = doc.get("profile", {})
 
     def rules_of(name: str, seen: tuple[str, ...] = ()) -> list[Rule]:

@@ -195,6 +195,10 @@ def test_the_rules_file_is_checked_when_loaded(tmp_path: Path) -> None:
     bad.write_text('[profile.x]\n[[profile.x.rule]]\npath = "Patient.name"\nmethod = "shred"\n')
     with pytest.raises(ValueError, match="not understood"):
         deident.load_profiles(bad)
+    bad.write_text('[profile.x]\n[[profile.x.rule]]\npath = "Patient.birthDate"\nmethod = "generalize"\n'
+                   'to = "month"\n')
+    with pytest.raises(ValueError, match="not understood"):
+        deident.load_profiles(bad)
     bad.write_text('[profile.x]\n[[profile.x.rule]]\npath = "nodesByType(\'Nope\')"\nmethod = "keep"\n')
     with pytest.raises(ValueError, match="unknown type"):
         deident.load_profiles(bad)
