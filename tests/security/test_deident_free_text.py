@@ -11,7 +11,6 @@ the coded content still is.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -21,8 +20,6 @@ import pytest
 from tests.conftest import first_patient
 from tests.integration.records.support import bearer, fresh_patient, ingest, permit
 
-ETHICS = json.dumps({"id": "irb-2026-17", "board": "gz-med-univ-irb", "project": "cohort",
-                     "expires": "2099-01-01T00:00:00Z"})
 LOINC, SNOMED = "http://loinc.org", "http://snomed.info/sct"
 
 
@@ -69,9 +66,12 @@ def _leaks(body: str, secrets: list[str]) -> list[str]:
     return [s for s in secrets if s in body]
 
 
-def test_a_researcher_reads_no_name_mrn_or_phone_from_notes_and_text(victim, token, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_researcher_reads_no_name_mrn_or_phone_from_notes_and_text(victim, token, settings, documents) -> None:  # type: ignore[no-untyped-def]
+    approval = documents.ethics_approval()
+
     def research() -> dict[str, str]:  # a token is good for one request
-        return bearer(token("gz-uni-research", role="researcher", purpose="HRESCH"), **{"X-Ethics-Approval": ETHICS})
+        return bearer(token("gz-uni-research", role="researcher", purpose="HRESCH"),
+                      **{"X-Ethics-Approval": approval})
 
     with httpx.Client(base_url=settings.records_url, timeout=60) as c:
         everything = c.get(f"/fhir/Patient/{victim['id']}/$everything", headers=research())
