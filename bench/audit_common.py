@@ -13,8 +13,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from services.adapters.config import PlatformSettings
-from services.audit.canonical import canonical_json
 from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef
+from services.tlog.canonical import canonical_json
 
 _PLACEHOLDER_ID = "00000000-0000-7000-8000-000000000000"
 _PLACEHOLDER_PATIENT = "p-" + "f" * 32

@@ -34,14 +34,15 @@ from sqlalchemy import text
 from services.adapters.auth import issue_token
 from services.adapters.config import PlatformSettings
 from services.adapters.keys import PlatformKeys
-from services.audit import merkle, store
+from services.audit import store
 from services.audit.app import create_app
 from services.audit.checkpoints import Checkpointer, CheckpointStore
-from services.audit.client import AuditClient
 from services.audit.config import AuditSettings
 from services.audit.log import MerkleLog
 from services.audit.signing import LogSigner
-from services.audit.verify import verify_log
+from services.tlog import merkle
+from services.tlog.client import AuditClient
+from services.tlog.verify import verify_log
 
 BATCH = 10_000
 CHECKPOINT_EVERY = 100_000

@@ -51,7 +51,7 @@ import orjson
 from services.adapters.auth import issue_token
 from services.adapters.config import REPO_ROOT, PlatformSettings
 from services.adapters.keys import PlatformKeys
-from services.ingest.fhir import DIRECTORY_TYPES, patient_id_of
+from services.fhir.compartment import DIRECTORY_TYPES, patient_id_of
 from services.ingest.labels import DEFAULT_TABLE
 from services.ingest.prepare import Context, prepare_lines
 

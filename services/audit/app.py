@@ -23,13 +23,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from services.adapters.kafka import ConsumerLoop, Producer
 from services.adapters.runtime import freeze_startup_heap
 from services.adapters.web import build_authenticator, install_error_handlers
-from services.audit import wire
 from services.audit.checkpoints import CosignatureRejected, InconsistentLog, accept_cosignature
 from services.audit.config import AuditSettings
 from services.audit.consumer import AuditHandler
 from services.audit.service import AuditService
 from services.audit.trail import router as trail_router
 from services.contracts.topics import AUDIT_EVENTS
+from services.tlog import wire
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from services.audit import merkle, note
-from services.audit.compact import CompactRange
 from services.audit.log import MerkleLog
 from services.audit.signing import LogSigner
 from services.audit.store import Checkpoint, Cosignature
+from services.tlog import merkle, note
+from services.tlog.compact import CompactRange
 
 CHECKPOINT = Checkpoint.__table__  # type: ignore[attr-defined]
 COSIGNATURE = Cosignature.__table__  # type: ignore[attr-defined]

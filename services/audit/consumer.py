@@ -25,10 +25,10 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from services.adapters.kafka import Message
-from services.audit.canonical import canonical_json
 from services.audit.log import Appended, MerkleLog
 from services.contracts.events import AUDIT_EVENT_SCHEMA, AuditEvent, DeadLetter
 from services.contracts.topics import INGEST_DEADLETTER
+from services.tlog.canonical import canonical_json
 
 log = logging.getLogger(__name__)
 

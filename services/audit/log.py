@@ -23,9 +23,9 @@ import orjson
 from sqlalchemy import Row, Table, and_, func, insert, or_, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from services.audit import merkle, tree
 from services.audit.query import norm_time
 from services.audit.store import Entry, Node
+from services.tlog import merkle, tree
 
 ENTRY = Entry.__table__  # type: ignore[attr-defined]
 NODE = Node.__table__  # type: ignore[attr-defined]

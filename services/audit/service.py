@@ -16,13 +16,14 @@ from services.adapters import crypto
 from services.adapters.auth import Caller, purpose_of_use
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
-from services.audit import note, query, receipt, store
+from services.audit import query, store
 from services.audit.checkpoints import Checkpointer, CheckpointStore
 from services.audit.config import AuditSettings
 from services.audit.log import MerkleLog
 from services.audit.signing import LogSigner
 from services.contracts.events import rfc3339, utcnow
 from services.contracts.policy import Decision, PolicyInput, PolicyResource, Subject
+from services.tlog import note, receipt
 
 
 class Forbidden(Exception):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.audit import note
+from services.tlog import note
 
 
 class LogSigner:

@@ -14,8 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.adapters.web import CallerDep
-from services.audit import export, query, wire
+from services.audit import export, query
 from services.audit.service import AuditService, Forbidden, NotFound, NotYetCheckpointed
+from services.tlog import wire
 
 router = APIRouter()
 MAX_JSON_ENTRIES = 10_000

@@ -14,11 +14,12 @@ from rich.console import Console
 from services.adapters.auth import issue_token, load_registry
 from services.adapters.config import PlatformSettings
 from services.adapters.keys import PlatformKeys
-from services.audit import note, receipt, store
-from services.audit.client import AuditClient
+from services.audit import store
 from services.audit.config import AuditSettings
-from services.audit.verify import verify_log
-from services.audit.witness import Witness, WitnessAlarm, WitnessRefused
+from services.tlog import note, receipt
+from services.tlog.client import AuditClient
+from services.tlog.verify import verify_log
+from services.tlog.witness import Witness, WitnessAlarm, WitnessRefused
 
 app = typer.Typer(help="Audit log tools: verify, witness, receipts, database setup.", no_args_is_help=True)
 receipt_app = typer.Typer(help="Receipts: one event's proof of inclusion, checked offline.", no_args_is_help=True)

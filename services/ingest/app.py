@@ -28,8 +28,8 @@ from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
 from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
+from services.fhir import validation as fhir
 from services.ingest import bundle as bundles
-from services.ingest import fhir
 from services.ingest.body import read_body, split_lines
 from services.ingest.config import IngestSettings
 from services.ingest.hl7_route import hl7_handler, install_hl7

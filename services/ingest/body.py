@@ -6,7 +6,7 @@ import zlib
 
 from fastapi import Request
 
-from services.ingest.fhir import InvalidSubmission, Issue
+from services.fhir.validation import InvalidSubmission, Issue
 
 
 def _too_large(limit: int, what: str = "request") -> InvalidSubmission:

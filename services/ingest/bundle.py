@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.fhir.validation import InvalidSubmission, Issue, validate_resource
 from services.ingest import references
-from services.ingest.fhir import InvalidSubmission, Issue, validate_resource
 
 SUPPORTED_METHODS = ("POST", "PUT")
 

@@ -20,10 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from services.adapters.auth import Caller
 from services.adapters.kafka import BrokerUnavailable
 from services.adapters.web import CallerDep
+from services.fhir.validation import InvalidSubmission
 from services.ingest import bundle as bundles
 from services.ingest import hl7v2
 from services.ingest.config import IngestSettings
-from services.ingest.fhir import InvalidSubmission
 from services.ingest.ratelimit import RateLimited
 from services.ingest.service import Forbidden, Ingestor, body_digest
 

@@ -21,19 +21,15 @@ import orjson
 
 from services.adapters import crypto
 from services.adapters.kafka import Message
+from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
 from services.contracts.events import IngestEnvelope, rfc3339, utcnow
 from services.contracts.topics import INGEST_RESOURCES
+from services.fhir.compartment import patient_id_of
+from services.fhir.validation import Issue, validate_resource
 from services.ingest import references
-from services.ingest.fhir import Issue, patient_id_of, validate_resource
 from services.ingest.labels import LabelTable, load_table
 
-DIRECTORY_KEY = "directory"
 _ID_NAMESPACE = uuid.UUID("6f0b1a52-8d0c-4c1e-9a57-3c1f0e3b9d21")
-
-
-def envelope_aad(submission_id: str, hospital: str, key: str) -> bytes:
-    """What the seal is bound to; records recomputes it from the envelope."""
-    return f"{submission_id}|{hospital}|{key}".encode()
 
 
 @dataclass(frozen=True)

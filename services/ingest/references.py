@@ -19,7 +19,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from services.ingest.fhir import Issue
+from services.fhir.validation import Issue
 
 _CONDITIONAL = re.compile(r"^([A-Z][A-Za-z]+)\?(.*)$")
 IdentifierIndex = dict[tuple[str, str, str], str]  # (type, system, value) -> "Type/id"

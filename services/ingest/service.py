@@ -22,14 +22,12 @@ from services.adapters.policy import PolicyClient
 from services.contracts.events import Accessor, AuditEvent, ResourceRef, rfc3339, utcnow
 from services.contracts.policy import PolicyInput, PolicyResource, Subject
 from services.contracts.topics import AUDIT_EVENTS
+from services.fhir.validation import InvalidSubmission, Issue
 from services.ingest import bundle as bundles
-from services.ingest.fhir import InvalidSubmission, Issue
 from services.ingest.idempotency import Idempotency, Replay
 from services.ingest.prepare import (
-    DIRECTORY_KEY,
     Context,
     Outcome,
-    envelope_aad,
     prepare_lines,
     seal_grouped,
     seal_transaction,
@@ -37,7 +35,7 @@ from services.ingest.prepare import (
 )
 from services.ingest.validation import Pool
 
-__all__ = ["DIRECTORY_KEY", "Forbidden", "Ingestor", "Receipt", "envelope_aad"]
+__all__ = ["Forbidden", "Ingestor", "Receipt"]
 
 MAX_MESSAGE_BYTES = 7 * 1024 * 1024  # below the producer's 8 MiB request limit
 

@@ -27,12 +27,12 @@ from starlette.concurrency import run_in_threadpool
 
 from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
-from services.audit.client import AuditClient
-from services.audit.verify import verify_log
 from services.portal import consents, views
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
+from services.tlog.client import AuditClient
+from services.tlog.verify import verify_log
 
 COOKIE = "healthgov_session"
 ORG_TYPES = ["hospital", "public_health", "law_enforcement", "regulator", "research", "insurer",

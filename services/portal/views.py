@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from services.audit import receipt
+from services.tlog import receipt
 
 
 def record_summary(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

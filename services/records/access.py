@@ -17,6 +17,7 @@ from sqlmodel import Session
 from services.adapters import crypto
 from services.adapters.auth import Caller
 from services.adapters.policy import PolicyClient
+from services.contracts.envelope import DIRECTORY_KEY
 from services.contracts.events import (
     Accessor,
     AuditDecision,
@@ -27,7 +28,6 @@ from services.contracts.events import (
     utcnow,
 )
 from services.contracts.policy import Decision, Legal, PolicyInput, PolicyResource, Relationship, Subject
-from services.ingest.service import DIRECTORY_KEY
 from services.records import consents
 from services.records.store import KeyRow, latest_consents, patient_state
 from services.records.vault import Vault

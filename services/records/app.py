@@ -36,7 +36,7 @@ from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
 from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
-from services.ingest.fhir import DIRECTORY_TYPES
+from services.fhir.compartment import DIRECTORY_TYPES
 from services.records import search
 from services.records.access import Denied, NotFound
 from services.records.authority import AuthorityReader

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.contracts.policy import PURPOSES
-from services.ingest.fhir import Issue, validate_resource
+from services.fhir.validation import Issue, validate_resource
 
 SCOPE_PRIVACY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                              "code": "patient-privacy", "display": "Privacy Consent"}]}

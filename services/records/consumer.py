@@ -41,9 +41,9 @@ from sqlmodel import Session, select
 from services.adapters import crypto
 from services.adapters.kafka import Message, Producer
 from services.adapters.sql import UnitOfWork
+from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
 from services.contracts.events import DeadLetter, IngestEnvelope
 from services.contracts.topics import INGEST_DEADLETTER
-from services.ingest.service import DIRECTORY_KEY, envelope_aad
 from services.records.store import CareLink, IdentifierIndex, PatientKey, Record
 from services.records.vault import Shredded, Vault
 

@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 
 from services.adapters import crypto
 from services.adapters.kafka import Message, Producer
-from services.audit import note, receipt
 from services.audit.config import AuditSettings
 from services.cli.main import app
 from services.contracts.events import Accessor, AuditDecision, AuditEvent, rfc3339
 from services.contracts.topics import AUDIT_EVENTS, INGEST_DEADLETTER
+from services.tlog import note, receipt
 from tests.conftest import auth, wait_for
 
 

@@ -13,8 +13,8 @@ import orjson
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from services.audit import note, receipt, wire
-from services.audit.canonical import canonical_json
+from services.tlog import note, receipt, wire
+from services.tlog.canonical import canonical_json
 from tests.conftest import auth
 from tests.integration.audit.conftest import Server
 from tests.unit.audit.factory import event

@@ -19,10 +19,10 @@ from kafka.admin import KafkaAdminClient
 from services.adapters.config import PlatformSettings
 from services.adapters.kafka import ConsumerLoop, Message, Producer, ensure_topics
 from services.audit import store
-from services.audit.canonical import canonical_json
 from services.audit.consumer import AuditHandler
 from services.audit.log import MerkleLog
 from services.contracts.topics import INGEST_DEADLETTER, Topic
+from services.tlog.canonical import canonical_json
 from tests.conftest import wait_for
 from tests.integration.audit.conftest import Db
 from tests.unit.audit.factory import event

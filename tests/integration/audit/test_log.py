@@ -6,7 +6,7 @@ import orjson
 import pytest
 from sqlalchemy import event as sa_event
 
-from services.audit import merkle, note, store
+from services.audit import store
 from services.audit.checkpoints import (
     Checkpointer,
     CheckpointStore,
@@ -16,6 +16,7 @@ from services.audit.checkpoints import (
 )
 from services.audit.log import MerkleLog
 from services.audit.signing import LogSigner
+from services.tlog import merkle, note
 from tests.integration.audit.conftest import Db, tamper
 from tests.unit.audit.factory import entry
 

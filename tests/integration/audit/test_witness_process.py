@@ -11,8 +11,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from services.audit import note
 from services.cli.main import app
+from services.tlog import note
 from tests.integration.audit.conftest import Db, Server, audit_settings, fresh_db, serve
 from tests.unit.audit.factory import entry
 

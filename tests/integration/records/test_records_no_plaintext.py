@@ -22,9 +22,9 @@ from sqlmodel import Session, select
 from services.adapters import crypto
 from services.adapters.config import PlatformSettings
 from services.adapters.kafka import Producer
+from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
 from services.contracts.events import Accessor, ConsentChange, IngestEnvelope
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
-from services.ingest.service import DIRECTORY_KEY, envelope_aad
 from services.records import consents
 from services.records.consent_consumer import ConsentChangeHandler
 from services.records.consumer import IngestHandler

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from services.audit import merkle, note
+from services.tlog import merkle, note
 from tests.unit.audit.factory import ORIGIN
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from services.audit.canonical import canonical_json
+from services.tlog.canonical import canonical_json
 
 ORIGIN = "test.healthgov.example/audit"
 

@@ -10,9 +10,9 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.audit.canonical import canonical_json
 from services.audit.consumer import canonical_event
 from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef
+from services.tlog.canonical import canonical_json
 from tests.unit.audit.factory import event
 
 json_values = st.recursive(

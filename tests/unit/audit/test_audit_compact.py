@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.audit import merkle, tree
-from services.audit.compact import CompactRange
+from services.tlog import merkle, tree
+from services.tlog.compact import CompactRange
 
 
 def test_root_of_every_prefix_matches_the_reference() -> None:

@@ -1,4 +1,4 @@
-"""Pinned hashes, preconditions and error types of services.audit.merkle."""
+"""Pinned hashes, preconditions and error types of services.tlog.merkle."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from services.audit import merkle
+from services.tlog import merkle
 
 ENTRIES = [b"a", b"b", b"c", b"d", b"e"]
 

@@ -1,4 +1,4 @@
-"""services.audit.note: signed notes, checkpoints and cosignatures.
+"""services.tlog.note: signed notes, checkpoints and cosignatures.
 
 Known answers come from the specifications' and reference implementations'
 own examples, quoted verbatim:
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.audit import note
+from services.tlog import note
 
 DASH = "\u2014"
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"

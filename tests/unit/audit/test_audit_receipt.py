@@ -6,7 +6,7 @@ import base64
 
 import orjson
 
-from services.audit import merkle, note, receipt
+from services.tlog import merkle, note, receipt
 from tests.unit.audit.conftest import SignLog
 from tests.unit.audit.factory import entry
 

@@ -15,7 +15,7 @@ import hashlib
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from services.audit import merkle, tree
+from services.tlog import merkle, tree
 
 # --------------------------------------------------------------------------- reference (RFC 9162 section 2.1)
 

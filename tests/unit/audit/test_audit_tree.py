@@ -1,4 +1,4 @@
-"""services.audit.tree: plans over stored perfect subtrees equal merkle.py's naive proofs.
+"""services.tlog.tree: plans over stored perfect subtrees equal merkle.py's naive proofs.
 
 Exhaustive for every tree size up to 130 (every index, every old size), then
 hypothesis for larger sizes, where node hashes are computed directly from the
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.audit import merkle, tree
+from services.tlog import merkle, tree
 
 EXHAUSTIVE_MAX = 130
 

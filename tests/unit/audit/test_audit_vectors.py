@@ -1,4 +1,4 @@
-"""transparency-dev/merkle probes (tests/vectors/rfc6962) against services.audit.merkle.
+"""transparency-dev/merkle probes (tests/vectors/rfc6962) against services.tlog.merkle.
 
 Every inclusion and consistency probe runs, one test per file: ``wantErr``
 probes must be rejected with ``ProofError``, the others accepted.  The
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.audit import merkle, tree
+from services.tlog import merkle, tree
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "rfc6962"
 INCLUSION = sorted((VECTORS / "inclusion").rglob("*.json"))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.audit import merkle, note
-from services.audit.verify import MemorySource, verify_log
+from services.tlog import merkle, note
+from services.tlog.verify import MemorySource, verify_log
 from tests.unit.audit.conftest import SignLog
 from tests.unit.audit.factory import ORIGIN, entry
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.audit import wire
+from services.tlog import wire
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from services.audit import merkle, note
-from services.audit.verify import MemorySource
-from services.audit.witness import Witness, WitnessAlarm, WitnessRefused, load_state
+from services.tlog import merkle, note
+from services.tlog.verify import MemorySource
+from services.tlog.witness import Witness, WitnessAlarm, WitnessRefused, load_state
 from tests.unit.audit.factory import ORIGIN, entry
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from services.fhir.validation import InvalidSubmission
 from services.ingest import bundle as bundles
-from services.ingest.fhir import InvalidSubmission
 
 
 def _patient(pid: str) -> dict[str, Any]:

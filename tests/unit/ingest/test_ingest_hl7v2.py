@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hl7apy.parser import parse_message
 
+from services.fhir.validation import validate_resource
 from services.ingest import hl7v2
-from services.ingest.fhir import validate_resource
 from services.ingest.labels import load_table
 from tests.unit.ingest.hl7_messages import adt, oru
 

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 
 from services.adapters import crypto
+from services.contracts.envelope import envelope_aad
 from services.contracts.events import IngestEnvelope, SealedPayload
-from services.ingest.prepare import Context, envelope_aad, prepare_lines
+from services.ingest.prepare import Context, prepare_lines
 
 
 def _open(value: bytes, key: bytes, private: bytes) -> tuple[IngestEnvelope, SealedPayload]:

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
+from services.fhir.validation import validate_resource
 from services.ingest import validation
-from services.ingest.fhir import validate_resource
 
 
 def _broken(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:

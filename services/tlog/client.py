@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
-from services.audit import wire
+from services.tlog import wire
 
 
 class AuditClient:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from services.audit.merkle import EMPTY_ROOT, node_hash, split_point
+from services.tlog.merkle import EMPTY_ROOT, node_hash, split_point
 
 __all__ = [
     "Address",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.audit import merkle, tree
+from services.tlog import merkle, tree
 
 __all__ = ["CompactRange"]
 

@@ -1,4 +1,4 @@
-"""FHIR R4 validation for ingest, and OperationOutcome errors.
+"""FHIR R4 validation and OperationOutcome errors, shared by every service that accepts FHIR.
 
 Validation uses the fhir.resources models (R4B, which accepts R4 content).
 Every problem is reported with where it is: the Bundle entry or NDJSON line and
@@ -16,9 +16,6 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-DIRECTORY_TYPES = frozenset({"Organization", "Location", "Practitioner", "PractitionerRole"})
-# Elements that point at the patient a resource is about, in order of preference.
-PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
 MAX_ISSUES_PER_RESOURCE = 20
 
 
@@ -94,22 +91,3 @@ def parse_json(body: bytes, where: str = "body") -> Any:
     except orjson.JSONDecodeError as exc:
         raise InvalidSubmission([Issue(f"{where}: malformed JSON: {exc}", where, "structure")]) from exc
 
-
-def reference_of(value: Any) -> str | None:
-    return value.get("reference") if isinstance(value, dict) else None
-
-
-def patient_id_of(resource: dict[str, Any], full_urls: dict[str, str] | None = None) -> str | None:
-    """The logical id of the patient a resource belongs to, or None for directory data."""
-    if resource.get("resourceType") == "Patient":
-        return resource.get("id")
-    for element in PATIENT_ELEMENTS:
-        ref = reference_of(resource.get(element))
-        if not ref:
-            continue
-        ref = (full_urls or {}).get(ref, ref)
-        if ref.startswith("Patient/"):
-            return ref.split("/", 1)[1]
-        if ref.startswith("urn:uuid:"):
-            return ref[len("urn:uuid:"):]
-    return None

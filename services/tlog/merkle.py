@@ -30,7 +30,7 @@ Known vector quirk (decision)
     and the statement reduces to "the two roots are identical", which involves
     no hashing, so the root length is not checked on that path.  DESIGN.md
     section 6 requires agreement with every vector.  Malformed roots are kept
-    out at the parsing boundary instead: ``services.audit.note`` only accepts
+    out at the parsing boundary instead: ``services.tlog.note`` only accepts
     checkpoints whose root hash decodes to exactly 32 bytes.
 
 Sizes and indices are unsigned 64-bit integers as upstream; values outside
@@ -234,7 +234,7 @@ def inclusion_proof(entries: Sequence[bytes], index: int) -> list[bytes]:
     """Return the inclusion proof (audit path) for ``entries[index]``, bottom-up.
 
     Naive O(n) reference generator over the raw entries; the service builds
-    proofs from stored nodes with ``services.audit.tree``.
+    proofs from stored nodes with ``services.tlog.tree``.
     Requires 0 <= index < len(entries).
     """
     size = len(entries)

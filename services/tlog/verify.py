@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from services.audit import merkle, note, tree
-from services.audit.compact import CompactRange
+from services.tlog import merkle, note, tree
+from services.tlog.compact import CompactRange
 
 H = merkle.HASH_SIZE
 

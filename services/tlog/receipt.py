@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from services.audit import merkle, note
+from services.tlog import merkle, note
 
 RECEIPT_SCHEMA = "healthgov.audit.receipt.v1"
 

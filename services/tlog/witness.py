@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from services.audit import merkle, note
+from services.tlog import merkle, note
 
 
 class WitnessAlarm(Exception):

@@ -1,0 +1,1 @@
+"""FHIR R4 knowledge shared by the services: validation, OperationOutcomes, patient compartments."""
