@@ -13,6 +13,7 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff check services tests bench
+	.venv/bin/lint-imports
 
 fmt: setup
 	.venv/bin/ruff check --fix services tests bench

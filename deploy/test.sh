@@ -26,8 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "==> lint"
+echo "==> lint: ruff, import contracts (pyproject.toml)"
 .venv/bin/ruff check services tests bench
+.venv/bin/lint-imports
 
 echo "==> policies: opa check, fmt, test"
 "$opa" check --strict policies/
