@@ -1,21 +1,23 @@
-"""The SQL adapter: one way to open an engine and one unit of work, for every service.
+"""The SQL adapter: one way to open an engine, one unit of work and one bulk writer, for every service.
 
 Each service keeps its own tables, but they all run on SQLite (``make run``)
 or PostgreSQL (tests, production) with the same needs: SQLite connections
 shared across the web server's threads, waiting on a busy database instead of
-failing at once, and write-ahead logging with full sync so that a commit the
-service acknowledged survives a crash.
+failing at once, write-ahead logging with full sync so that a commit the
+service acknowledged survives a crash, and bulk writes at COPY speed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, event, insert, text
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
 SQLITE_BUSY_TIMEOUT_S = 30
+INSERT_CHUNK = 1000  # rows per INSERT where there is no COPY (SQLite)
 
 
 def engine_for(url: str, *, wal: bool = True, pool_size: int | None = None,
@@ -66,3 +68,37 @@ class UnitOfWork:
 
     def commit(self) -> None:
         self.session.commit()
+
+
+class BulkInsert:
+    """Many rows into one table, in the caller's transaction: binary COPY on PostgreSQL, INSERTs elsewhere.
+
+    Binary COPY writes rows at 3-5x the rate of INSERT (no statement to parse,
+    no values to convert from text), but it sends each value in its column's
+    wire format, so it must know the columns' types as the database has them:
+    given (``types``, column name to ``udt_name``), or asked of the database
+    once, at the first PostgreSQL write.
+    """
+
+    def __init__(self, table: Table, types: Mapping[str, str] | None = None) -> None:
+        self.table = table
+        self.types = dict(types) if types is not None else None
+
+    def write(self, conn: Connection, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows``, each a sequence of values in ``columns`` order."""
+        if not rows:
+            return
+        if conn.dialect.name != "postgresql":
+            for i in range(0, len(rows), INSERT_CHUNK):
+                conn.execute(insert(self.table), [dict(zip(columns, row, strict=True))
+                                                  for row in rows[i:i + INSERT_CHUNK]])
+            return
+        if self.types is None:
+            self.types = dict(conn.execute(text(
+                "SELECT column_name, udt_name FROM information_schema.columns WHERE table_name = :t "
+                "AND table_schema = current_schema()"), {"t": self.table.name}).all())
+        statement = f"COPY {self.table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        with conn.connection.driver_connection.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
+            copy.set_types([self.types[c] for c in columns])
+            for row in rows:
+                copy.write_row(row)

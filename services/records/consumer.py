@@ -29,22 +29,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import String, bindparam, insert
+from sqlalchemy import String, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from services.adapters import crypto
 from services.adapters.kafka import Message, Producer
-from services.adapters.sql import UnitOfWork
+from services.adapters.sql import BulkInsert, UnitOfWork
 from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
 from services.contracts.events import DeadLetter, IngestEnvelope
 from services.contracts.topics import INGEST_DEADLETTER
-from services.records.store import CareLink, IdentifierIndex, PatientKey, Record
+from services.records.store import CareLink, IdentifierIndex, PatientKey, Record, newest_per_key
 from services.records.vault import Shredded, Vault
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ IN_CHUNK = 1_000  # bound the size of one IN (...) list (SQLite)
 _RECORD_COLUMNS = ("patient", "rtype", "rid_index", "version", "hospital", "content_index", "submission_id",
                    "ciphertext", "created_at")
 _RECORD_TYPES = ("varchar", "varchar", "varchar", "int4", "varchar", "varchar", "varchar", "bytea", "timestamptz")
-_COPY_RECORDS = f"COPY records_resource ({', '.join(_RECORD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_RECORDS = BulkInsert(Record.__table__, dict(zip(_RECORD_COLUMNS, _RECORD_TYPES, strict=True)))  # type: ignore[attr-defined]
 
 
 
@@ -146,27 +147,8 @@ def parse_payload(plain: bytes) -> Payload:
 
 def _latest(s: Session, rids: list[str]) -> dict[str, tuple[int, str]]:
     """rid index → (latest version, its content index), without loading ciphertexts."""
-    out: dict[str, tuple[int, str]] = {}
-    for rid, version, content in _LATEST.rows(s, rids):
-        if rid not in out or version > out[rid][0]:
-            out[rid] = (version, content)
-    return out
-
-
-def _write_records(s: Session, rows: list[tuple[Any, ...]]) -> None:
-    """Insert rows (values in ``_RECORD_COLUMNS`` order) in the session's transaction.
-
-    PostgreSQL: one binary COPY; elsewhere one multi-row INSERT.
-    """
-    conn = s.connection()
-    if conn.dialect.name == "postgresql":
-        with conn.connection.driver_connection.cursor() as cur, cur.copy(_COPY_RECORDS) as copy:  # type: ignore[union-attr]
-            copy.set_types(_RECORD_TYPES)
-            for row in rows:
-                copy.write_row(row)
-    else:
-        s.execute(insert(Record.__table__), [dict(zip(_RECORD_COLUMNS, row, strict=True))  # type: ignore[attr-defined]
-                                             for row in rows])
+    newest = newest_per_key(_LATEST.rows(s, rids), key=itemgetter(0), version=itemgetter(1))
+    return {rid: (version, content) for rid, (_, version, content) in newest.items()}
 
 
 def _index_identifiers(s: Session, pairs: set[tuple[str, str]]) -> None:
@@ -278,8 +260,7 @@ class IngestHandler:
                     links.add((it.patient, hospital))
                 if row.rtype == "Patient":
                     identifiers.update(self._identifiers(it.patient, res))
-            if rows:
-                _write_records(s, rows)
+            _RECORDS.write(s.connection(), _RECORD_COLUMNS, rows)
             if identifiers:
                 _index_identifiers(s, identifiers)
             uow.commit()

@@ -41,6 +41,7 @@ from services.records.store import (
     all_versions,
     consent_versions,
     latest_consents,
+    latest_of_patient,
     latest_versions,
     newest_with_state,
 )
@@ -122,15 +123,7 @@ class Reader:
             if req.version is not None:
                 return [r for r in all_versions(s, rid) if r.version == req.version]
             return list(latest_versions(s, [rid]).values())
-        query = select(Record).where(Record.patient == patient)
-        if req.rtype:
-            query = query.where(Record.rtype == req.rtype)
-        rows = s.exec(query).all()
-        newest: dict[str, Record] = {}
-        for row in rows:
-            if row.rid_index not in newest or row.version > newest[row.rid_index].version:
-                newest[row.rid_index] = row
-        return sorted(newest.values(), key=lambda r: r.pk or 0)
+        return latest_of_patient(s, patient, req.rtype)
 
     def _consent_rows(self, s: Session, req: ReadRequest, patient: str | None) -> list[ConsentRow]:
         if req.rtype == "Consent" and req.rid:

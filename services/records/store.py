@@ -13,8 +13,10 @@ and PostgreSQL alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Protocol
+from operator import attrgetter
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Column, LargeBinary, UniqueConstraint, bindparam, exists
 from sqlalchemy.engine import Engine
@@ -103,6 +105,9 @@ class ConsentRow(SQLModel, table=True):
 
 RECORDS_TABLES = (PatientKey, Record, CareLink, IdentifierIndex, ConsentRow)
 RECORDS_TABLE_NAMES = frozenset(t.__tablename__ for t in RECORDS_TABLES)
+R = TypeVar("R")
+_RID = attrgetter("rid_index")
+_VERSION = attrgetter("version")
 
 
 def make_engine(url: str, migrate: bool = True) -> Engine:
@@ -125,16 +130,36 @@ def read_engine(engine: Engine) -> Engine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+def newest_per_key(rows: Iterable[R], key: Callable[[R], str], version: Callable[[R], int]) -> dict[str, R]:
+    """The row of the highest version for each key, keys in the order first seen.
+
+    Records and consents are append-only (a change is a new version), so
+    "the current state" is always this: every read that lists resources or
+    consents, and the consumer deciding the next version number.
+    """
+    out: dict[str, R] = {}
+    for row in rows:
+        k = key(row)
+        if k not in out or version(row) > version(out[k]):
+            out[k] = row
+    return out
+
+
 def latest_versions(session: Session, rid_indexes: list[str]) -> dict[str, Record]:
     """The newest stored version of each resource in ``rid_indexes``."""
     if not rid_indexes:
         return {}
     rows = session.exec(select(Record).where(Record.rid_index.in_(rid_indexes))).all()  # type: ignore[attr-defined]
-    out: dict[str, Record] = {}
-    for row in rows:
-        if row.rid_index not in out or row.version > out[row.rid_index].version:
-            out[row.rid_index] = row
-    return out
+    return newest_per_key(rows, key=_RID, version=_VERSION)
+
+
+def latest_of_patient(session: Session, patient: str | None, rtype: str | None = None) -> list[Record]:
+    """The newest version of each of a patient's resources (of ``rtype`` if given), oldest resource first."""
+    query = select(Record).where(Record.patient == patient)
+    if rtype:
+        query = query.where(Record.rtype == rtype)
+    newest = newest_per_key(session.exec(query).all(), key=_RID, version=_VERSION)
+    return sorted(newest.values(), key=lambda r: r.pk or 0)
 
 
 def all_versions(session: Session, rid_index: str) -> list[Record]:
@@ -152,11 +177,8 @@ def consent_versions(session: Session, consent_index: str) -> list[ConsentRow]:
 def latest_consents(session: Session, patient: str) -> list[ConsentRow]:
     """The newest version of each of a patient's consents, oldest consent first."""
     rows = session.exec(select(ConsentRow).where(ConsentRow.patient == patient)).all()
-    out: dict[str, ConsentRow] = {}
-    for row in rows:
-        if row.consent_index not in out or row.version > out[row.consent_index].version:
-            out[row.consent_index] = row
-    return sorted(out.values(), key=lambda r: r.pk or 0)
+    newest = newest_per_key(rows, key=attrgetter("consent_index"), version=_VERSION)
+    return sorted(newest.values(), key=lambda r: r.pk or 0)
 
 
 _CARE = exists().where(CareLink.patient == bindparam("patient"), CareLink.hospital == bindparam("org"))  # type: ignore[arg-type]
