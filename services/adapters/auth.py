@@ -1,4 +1,4 @@
-"""Caller authentication: org-signed JWTs (RFC 7523 style, DESIGN §5).
+"""Caller authentication: org-signed JWTs (RFC 7523 style, docs/architecture.md §5).
 
 A caller presents a short-lived JWT signed with its organisation's Ed25519 key.
 We check the signature against the key registered for ``iss``, the audience,

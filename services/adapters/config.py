@@ -1,4 +1,4 @@
-"""Settings shared by every healthgov process (DESIGN §7).
+"""Settings shared by every healthgov process (docs/architecture.md §8).
 
 All settings come from ``HEALTHGOV_*`` environment variables with working local
 defaults; each service extends ``PlatformSettings`` with its own. Secrets are
@@ -49,7 +49,7 @@ class PlatformSettings(BaseSettings):
         return self
 
     def port(self, component: str) -> int:
-        """The local port of a component (DESIGN §7), shifted by ``port_offset``."""
+        """The local port of a component (docs/architecture.md §8), shifted by ``port_offset``."""
         return PORTS[component] + self.port_offset
 
     @property

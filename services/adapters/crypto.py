@@ -121,7 +121,7 @@ def keyed_digest(key: bytes, *parts: str) -> str:
 
 
 def blind_index(key: bytes, *parts: str) -> str:
-    """A blind index for identifier look-ups (DESIGN §4)."""
+    """A blind index for identifier look-ups (docs/architecture.md §4)."""
     return keyed_digest(key, "bidx", *parts)
 
 

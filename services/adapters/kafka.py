@@ -1,4 +1,4 @@
-"""The Kafka adapter: one producer, one consumer loop, topic setup (DESIGN §3).
+"""The Kafka adapter: one producer, one consumer loop, topic setup (docs/architecture.md §3).
 
 Producers use ``acks="all"`` with idempotence and bounded retries, and callers
 get success only after the broker acknowledged. A broker that cannot be reached

@@ -1,4 +1,4 @@
-"""The incremental Merkle log over SQL (DESIGN §6).
+"""The incremental Merkle log over SQL (docs/architecture.md §6).
 
 Appending stores the new leaf and every perfect subtree it completes
 (``tree.appended_nodes``), so nothing is ever recomputed; roots and proofs read

@@ -1,4 +1,4 @@
-"""``healthgov keys``: rotate the key-encryption key of the records vault (DESIGN §4).
+"""``healthgov keys``: rotate the key-encryption key of the records vault (docs/architecture.md §4).
 
 ``rotate`` makes a new KEK, rewraps every patient's data key under it and
 retires (destroys) the old KEKs; records are never re-encrypted and stay

@@ -1,4 +1,4 @@
-"""Versioned message schemas carried on Kafka (DESIGN §3, §6).
+"""Versioned message schemas carried on Kafka (docs/architecture.md §3, §6).
 
 Each value is JSON with a ``schema`` field naming its version, so consumers can
 refuse what they do not understand instead of guessing.
@@ -88,7 +88,7 @@ class AuditDecision(BaseModel):
 
 
 class AuditEvent(BaseModel):
-    """One accountable act (DESIGN §6).
+    """One accountable act (docs/architecture.md §6).
 
     Shaped to map onto FHIR AuditEvent / IHE BALP and to answer a HIPAA
     accounting of disclosures: when, to whom, what, why.

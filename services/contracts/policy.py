@@ -1,4 +1,4 @@
-"""The OPA input and decision documents (DESIGN §5).
+"""The OPA input and decision documents (docs/architecture.md §5).
 
 Python never re-codes a rule: it fills ``PolicyInput``, asks OPA, and acts on
 ``Decision``. These models are the whole contract with ``policies/``.

@@ -1,4 +1,4 @@
-"""Kafka topic names and partition counts (DESIGN §3).
+"""Kafka topic names and partition counts (docs/architecture.md §3).
 
 Every producer and consumer takes topic names from here, never from literals,
 so that a rename is one edit and a grep finds every user.

@@ -19,7 +19,7 @@ class IngestSettings(PlatformSettings):
     rate_limit_per_s: float = 50.0  # requests per second per hospital (token bucket)
     rate_limit_burst: int = 100
     retry_after_s: int = 5
-    # Sensitivity labels: the code→label table (DESIGN §4).
+    # Sensitivity labels: the code→label table (docs/architecture.md §4).
     labels_file: Path = DEFAULT_TABLE
     # Validation: worker processes for bulk work and the memo of repeated data types.
     validation_workers: int = max(1, os.cpu_count() or 1)

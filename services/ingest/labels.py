@@ -1,4 +1,4 @@
-"""Sensitivity labels assigned at ingest (DESIGN §4), from value sets that span code systems.
+"""Sensitivity labels assigned at ingest (docs/architecture.md §4), from value sets that span code systems.
 
 A resource's labels are the union of the confidentiality codes a hospital put in
 ``meta.security`` and the labels of every Coding anywhere in the resource

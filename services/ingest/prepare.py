@@ -86,7 +86,7 @@ def ensure_id(resource: dict[str, Any], hospital: str) -> str:
 
 def seal(ctx: Context, *, submission_id: str, hospital: str, kind: str, key: str,
          resources: list[dict[str, Any]], patients: list[str | None]) -> Message:
-    """One sealed envelope (DESIGN §3): only routing metadata in the clear."""
+    """One sealed envelope (docs/architecture.md §3): only routing metadata in the clear."""
     table = ctx.labels
     payload = orjson.dumps({"resources": resources, "labels": [table.labels_for(r) for r in resources],
                             "patients": patients})

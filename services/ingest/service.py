@@ -66,7 +66,7 @@ class Receipt:
 def ingest_event(*, caller: Caller | Accessor, submission_id: str, kind: str, counts: dict[str, int],
                  rejected: int, body_digest: str, event_id: str | None = None,
                  transport: str = "fhir") -> AuditEvent:
-    """The accountable record of one accepted submission (DESIGN §6)."""
+    """The accountable record of one accepted submission (docs/architecture.md §6)."""
     accessor = caller if isinstance(caller, Accessor) else Accessor(
         id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role)
     extra = {"event_id": event_id} if event_id else {}
@@ -97,7 +97,7 @@ class Ingestor:
     chunk_lines: int = 1_000
 
     def authorise(self, caller: Caller) -> None:
-        """OPA decides whether this caller may write (only hospitals may, DESIGN §5)."""
+        """OPA decides whether this caller may write (only hospitals may, docs/architecture.md §5)."""
         decision = self.policy.decide(PolicyInput(
             subject=Subject(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
             action="write", purpose="TREAT",

@@ -1,7 +1,7 @@
 """The portal's calls to records and audit, on behalf of the signed-in person.
 
 Patients: the portal signs with its own organisation key and a ``patient``
-claim (only the portal's key may carry one, DESIGN §5). Regulators: in dev and
+claim (only the portal's key may carry one, docs/architecture.md §5). Regulators: in dev and
 test the portal signs as the demo regulator; in production a regulator's own
 identity provider issues that token.
 """

@@ -1,7 +1,7 @@
 """A patient's "who may use my data" choices: the grant form in, FHIR Consent out, and back to plain words.
 
 The portal only translates. Records validates every Consent again and OPA
-decides what a consent means (DESIGN §5), so nothing here is a rule about
+decides what a consent means (docs/architecture.md §5), so nothing here is a rule about
 access; it is what a patient can sensibly ask for from a form, said in words a
 patient reads. The patient a Consent belongs to always comes from the session,
 never from the form. Pure functions, no I/O.

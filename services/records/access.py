@@ -2,8 +2,8 @@
 
 The records service never decides anything itself. It gathers the facts the
 policy needs about a patient (the care relationship, the patient's consents),
-fills DESIGN §5's input, asks OPA through the policy adapter, and writes down
-what happened as an AuditEvent (DESIGN §6). Rules live in ``policies/``.
+fills the input of docs/architecture.md §5, asks OPA through the policy adapter, and writes down
+what happened as an AuditEvent (docs/architecture.md §6). Rules live in ``policies/``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = ["DIRECTORY_KEY", "Asker", "Authority", "Denied", "Facts", "NotFound",
 
 @dataclass(frozen=True)
 class Authority:
-    """Why the caller asks: purpose of use and any legal or emergency authority (DESIGN §5)."""
+    """Why the caller asks: purpose of use and any legal or emergency authority (docs/architecture.md §5)."""
 
     purpose: str = ""
     legal: Legal = field(default_factory=Legal)
@@ -85,7 +85,7 @@ def load_facts(session: Session, vault: Vault, patient: str | None, org: str,
 
 @dataclass
 class Asker:
-    """Builds DESIGN §5's input for one caller and asks OPA, caching identical questions."""
+    """Builds the input of docs/architecture.md §5 for one caller and asks OPA, caching identical questions."""
 
     policy: PolicyClient
     vault: Vault

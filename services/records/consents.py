@@ -1,4 +1,4 @@
-"""FHIR R4 Consent in and out, and the consent shape the policy reads (DESIGN §5).
+"""FHIR R4 Consent in and out, and the consent shape the policy reads (docs/architecture.md §5).
 
 A patient (or a hospital on the patient's behalf) sends a FHIR Consent; we
 validate it, fill what the server owns (id, dateTime, defaults for scope,
@@ -173,7 +173,7 @@ def revoked(consent: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_policy(consent: dict[str, Any]) -> list[dict[str, Any]]:
-    """The policy's consent documents for one stored FHIR Consent (DESIGN §5)."""
+    """The policy's consent documents for one stored FHIR Consent (docs/architecture.md §5)."""
     provision = consent.get("provision") or {}
     grantees = [_reference_id(a.get("reference"), "Organization") for a in provision.get("actor") or []] or [None]
     purposes = [c.get("code") for c in provision.get("purpose") or []] or ["*"]

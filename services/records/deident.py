@@ -1,4 +1,4 @@
-"""De-identification obligations applied to a response (DESIGN §5), from one declarative rule set.
+"""De-identification obligations applied to a response (docs/architecture.md §5), from one declarative rule set.
 
 The rules live in ``deident_rules.toml`` (FHIRPath-style ``path -> method``, the
 form Microsoft's FHIR-Tools-for-Anonymization uses): what each de-identification

@@ -1,4 +1,4 @@
-"""Erasure by crypto-shredding (DESIGN §4): destroy the patient's data key, audited.
+"""Erasure by crypto-shredding (docs/architecture.md §4): destroy the patient's data key, audited.
 
 Order: OPA decides ``erase`` (only the patient, through the portal, by
 policy); the key row loses its wrapped key and the identifier blind indexes

@@ -1,6 +1,6 @@
 """Read use cases: every read is a policy decision and an audit event.
 
-Order (DESIGN §5): decide with OPA → apply the obligations → publish the
+Order (docs/architecture.md §5): decide with OPA → apply the obligations → publish the
 AuditEvent with acks=all → only then release the data. If the event cannot be
 published nothing is released (``BrokerUnavailable`` → 503); if OPA cannot be
 asked the answer is deny (403). Each distinct (type, labels, hospital) of the

@@ -1,4 +1,4 @@
-"""The vault: per-patient data keys and the encryption of record rows (DESIGN §4).
+"""The vault: per-patient data keys and the encryption of record rows (docs/architecture.md §4).
 
 Data keys are created on a patient's first record, wrapped by the active KEK
 and cached unwrapped in memory only. The cache is checked against the
@@ -84,7 +84,7 @@ class Vault:
         return crypto.keyed_digest(self.blind_key, "content", payload.decode())
 
     def recipient_pseudonym(self, recipient: str, patient: str) -> str:
-        """A per-recipient pseudonym of a patient (their platform pseudonym in, DESIGN §5)."""
+        """A per-recipient pseudonym of a patient (their platform pseudonym in, docs/architecture.md §5)."""
         return "rp-" + crypto.keyed_digest(self.pseudonym_key, "recipient", recipient, patient)[:24]
 
     # --- data keys ----------------------------------------------------------------

@@ -28,8 +28,8 @@ Known vector quirk (decision)
     has 12-byte roots ("don't care 2") and expects success.  We follow
     upstream and accept it: when ``size1 == size2`` the proof must be empty
     and the statement reduces to "the two roots are identical", which involves
-    no hashing, so the root length is not checked on that path.  DESIGN.md
-    section 6 requires agreement with every vector.  Malformed roots are kept
+    no hashing, so the root length is not checked on that path.
+    docs/architecture.md §6 requires agreement with every vector.  Malformed roots are kept
     out at the parsing boundary instead: ``services.tlog.note`` only accepts
     checkpoints whose root hash decodes to exactly 32 bytes.
 

@@ -1,4 +1,4 @@
-# The decision document: data.healthgov.access.decision (DESIGN §5).
+# The decision document: data.healthgov.access.decision (docs/architecture.md §5).
 #
 #   {"allow": bool, "reasons": [...], "policy_version": "...",
 #    "obligations": {"deidentify", "redact_labels", "notify_patient",

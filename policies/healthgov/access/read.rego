@@ -1,4 +1,4 @@
-# Reading a patient's record: one block per row of DESIGN §5's rule table.
+# Reading a patient's record: one block per row of the read rule table (policies/README.md, docs/architecture.md §5).
 # Each row adds a grant (rule name + obligations) when its condition holds,
 # and a reason to deny naming the condition that failed when it does not.
 #

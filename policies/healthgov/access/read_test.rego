@@ -1,4 +1,4 @@
-# One test per row of DESIGN §5's rule table, and per reason that row denies.
+# One test per row of the read rule table (policies/README.md, docs/architecture.md §5) and each reason it denies.
 package healthgov.access_test
 
 # ------------------------------------------------ patient, PATRQT: own records

@@ -39,7 +39,7 @@ deny contains "org_suspended" if {
 
 deny contains "unknown_org_type" if not purposes_by_org_type[input.subject.org_type]
 
-# Only the portal's key may carry a `patient` claim (DESIGN §5). If any other
+# Only the portal's key may carry a `patient` claim (docs/architecture.md §5). If any other
 # kind of caller carries one, something upstream is wrong: refuse.
 deny contains "patient_claim_not_allowed" if {
 	input.subject.org_type != "patient"

@@ -1,4 +1,4 @@
-# The closed vocabularies of DESIGN §5. Anything outside these sets is denied
+# The closed vocabularies of docs/architecture.md §5. Anything outside these sets is denied
 # by name ("unknown_purpose", "unknown_action"), never guessed at.
 package healthgov.access
 
@@ -28,7 +28,7 @@ purposes_by_org_type := {
 	"regulator": {"HCOMPL"},
 	"research": {"HRESCH"},
 	"insurer": {"HPAYMT"},
-	# DESIGN: "HMARKT or any". A commercial recipient is bound by an explicit
+	# policies/README.md: "HMARKT or any". A commercial recipient is bound by an explicit
 	# consent for the exact purpose it claims, whatever that purpose is.
 	"commercial": known_purposes,
 }
@@ -38,7 +38,7 @@ purposes_by_org_type := {
 # it is made visible to the patient instead.
 third_party_org_types := {"research", "insurer", "commercial"}
 
-# HL7 v3 confidentiality codes plus our NOTIFIABLE (DESIGN §4).
+# HL7 v3 confidentiality codes plus our NOTIFIABLE (docs/architecture.md §4).
 sensitive_labels := {"HIV", "PSY", "ETH", "SDV", "SEX", "STD", "GDIS", "NOTIFIABLE"}
 
 # Resources that describe the health system, not a patient.
