@@ -32,10 +32,10 @@ from typing import Any
 
 import confluent_kafka
 from kafka import KafkaConsumer
-from kafka.admin import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError
 
-from services.contracts.topics import ALL_TOPICS, Topic
+from services.contracts.topics import ALL_TOPICS, LARGEST_MESSAGE_BYTES, MiB, Topic
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,40 @@ DELIVERY_TIMEOUT_MS = 8_000
 TRANSACTION_TIMEOUT_MS = 120_000
 ABORT_TIMEOUT_S = 3.0
 TRANSACTIONAL_SLOTS = 8  # concurrent multi-message sends per process; more wait for a free slot
+# Room for the record batch's framing around one record: a record must be this much below its topic's limit.
+RECORD_FRAMING_BYTES = 64 * 1024
+_LIMITS = {t.name: t.max_message_bytes for t in ALL_TOPICS}
 
 
 class BrokerUnavailable(Exception):
     """Kafka did not acknowledge in time; nothing may be reported as durable."""
+
+
+class MessageTooLarge(Exception):
+    """A message larger than its topic accepts: permanent, retrying cannot help (never a 503).
+
+    Raised before anything is sent when the size is known to exceed the
+    topic's limit, and when the broker refuses a record as too large; in a
+    transaction nothing of the send becomes visible.
+    """
+
+    def __init__(self, topic: str | None, size: int | None, limit: int | None) -> None:
+        what = f"a message of {size} bytes" if size else "a message"
+        within = f"; the limit is {limit} bytes" if limit else ""
+        super().__init__(f"{what} is too large for {topic or 'its topic'}{within}")
+        self.topic, self.size, self.limit = topic, size, limit
+
+
+def check_size(message: Message) -> None:
+    """Refuse a message its topic would refuse, before it is sent (``MessageTooLarge``)."""
+    limit = _LIMITS.get(message.topic)
+    size = len(message.value) + len(message.key or b"")
+    if limit is not None and size > limit - RECORD_FRAMING_BYTES:
+        raise MessageTooLarge(message.topic, size, limit - RECORD_FRAMING_BYTES)
+
+
+def _too_large(err: confluent_kafka.KafkaError | None) -> bool:
+    return err is not None and err.code() == confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE
 
 
 @dataclass(frozen=True)
@@ -69,15 +99,18 @@ class _Acks:
         self.pending = 0
         self.errors: list[str] = []
         self.fatal = False
+        self.too_large: tuple[str, int] | None = None
         self._lock = threading.Lock()
         self.done = threading.Event()
         self.done.set()  # nothing sent yet, nothing to wait for
 
-    def report(self, err: confluent_kafka.KafkaError | None, _msg: Any) -> None:
+    def report(self, err: confluent_kafka.KafkaError | None, msg: Any) -> None:
         with self._lock:
             if err is not None:
                 self.errors.append(str(err))
                 self.fatal = self.fatal or err.fatal()
+                if _too_large(err) and msg is not None:
+                    self.too_large = (msg.topic(), len(msg.value() or b""))
             self.pending -= 1
             if self.pending == 0:
                 self.done.set()
@@ -119,7 +152,8 @@ class Producer:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 0,  # a read waits for its one event: never hold it back for company
-            "message.max.bytes": 8 * 1024 * 1024,
+            # A request carries at most one record larger than batch.size: the largest any topic accepts.
+            "message.max.bytes": LARGEST_MESSAGE_BYTES + MiB,
             "message.timeout.ms": DELIVERY_TIMEOUT_MS,
             "request.timeout.ms": 5000,
             "socket.connection.setup.timeout.ms": 5000,
@@ -151,6 +185,7 @@ class Producer:
     def _produce(producer: confluent_kafka.Producer, m: Message, deadline: float,
                  on_delivery: Callable[..., None] | None = None) -> None:
         """Queue one message; a full local queue is drained by serving deliveries until ``deadline``."""
+        check_size(m)
         while True:
             try:
                 if on_delivery is None:
@@ -158,6 +193,10 @@ class Producer:
                 else:
                     producer.produce(m.topic, value=m.value, key=m.key, on_delivery=on_delivery)
                 return
+            except confluent_kafka.KafkaException as exc:
+                if _too_large(exc.args[0] if exc.args else None):
+                    raise MessageTooLarge(m.topic, len(m.value), None) from exc
+                raise
             except BufferError:
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable("kafka producer queue full") from None
@@ -166,6 +205,8 @@ class Producer:
     def _wait(self, acks: _Acks, deadline: float) -> None:
         if not acks.done.wait(max(0.0, deadline - time.monotonic())):
             raise BrokerUnavailable(f"kafka did not acknowledge {acks.pending} message(s) in time")
+        if acks.too_large is not None:
+            raise MessageTooLarge(acks.too_large[0], acks.too_large[1], _LIMITS.get(acks.too_large[0]))
         if acks.errors:
             if acks.fatal:  # an idempotent producer that hit a fatal error must be replaced
                 self.close()
@@ -214,6 +255,8 @@ class Producer:
             return count
         except confluent_kafka.KafkaException as exc:
             reusable = self._abort(producer, exc)
+            if _too_large(exc.args[0] if exc.args else None):
+                raise MessageTooLarge(None, None, None) from exc
             raise BrokerUnavailable(f"kafka did not commit the transaction: {exc}") from exc
         except BaseException:
             reusable = self._abort(producer, None)
@@ -327,8 +370,9 @@ class ConsumerLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.max_records,
-            fetch_max_bytes=32 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=max(32 * MiB, self.topic.max_message_bytes),
+            # A fetch can always carry the largest record the topic accepts.
+            max_partition_fetch_bytes=self.topic.max_message_bytes,
             reconnect_backoff_max_ms=1000,
             isolation_level="read_committed",  # an aborted submission is never seen
             **({"fetch_min_bytes": 1024 * 1024, "fetch_max_wait_ms": self.gather_ms} if self.gather_ms else {}),
@@ -364,17 +408,27 @@ class ConsumerLoop:
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[Topic] = ALL_TOPICS) -> None:
-    """Create the platform's topics with their partition counts (idempotent)."""
+    """Create the platform's topics with their partition counts and size limits (idempotent).
+
+    Topics that exist already (a state directory from an older version) get
+    their size limits set again, so the limits in ``services/contracts/topics.py``
+    hold whatever the topic was created with.
+    """
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="healthgov-admin")
     try:
+        topics = list(topics)
         existing = set(admin.list_topics())
         wanted = {
-            t.name: {"num_partitions": t.partitions, "replication_factor": 1}
+            t.name: {"num_partitions": t.partitions, "replication_factor": 1, "configs": t.configs}
             for t in topics
             if t.name not in existing
         }
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted, timeout_ms=30000, wait_for_metadata=True)
+        older = [ConfigResource(ConfigResourceType.TOPIC, t.name, configs=t.configs)
+                 for t in topics if t.name in existing]
+        if older:
+            admin.alter_configs(older)
     finally:
         admin.close()

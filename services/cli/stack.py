@@ -27,6 +27,7 @@ import httpx
 from services.adapters.auth import load_registry
 from services.adapters.config import REPO_ROOT, PlatformSettings
 from services.adapters.keys import PlatformKeys
+from services.contracts.topics import LARGEST_MESSAGE_BYTES
 
 SERVICES = ("portal", "ingest", "records", "audit")
 
@@ -90,7 +91,11 @@ class Stack:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
+            # Topics carry their own max.message.bytes (services/contracts/topics.py); this is the default for
+            # any other. A follower (and the broker's own fetches) must fetch the largest record any topic holds.
             "message.max.bytes": "10485760",
+            "replica.fetch.max.bytes": str(LARGEST_MESSAGE_BYTES),
+            "replica.fetch.response.max.bytes": str(max(LARGEST_MESSAGE_BYTES, 10 * 1024 * 1024)),
         }
         (kdir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         if not (data / "meta.properties").exists():

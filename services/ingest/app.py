@@ -161,7 +161,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                                 headers={"Content-Location": url, "X-Healthgov-Submission": job.id})
         receipt, outcomes = await run_in_threadpool(ingestor.submit_ndjson, caller, lines, digest, idempotency_key)
         entries = [{"response": {"status": "201 Created", "location": f"{o.rtype}/{o.rid}"}} if o.ok else
-                   {"response": {"status": "400 Bad Request",
+                   {"response": {"status": bundles.STATUS_LINES[o.status],
                                  "outcome": fhir.operation_outcome(o.issue_objects())}} for o in outcomes]
         return BulkJSONResponse({"resourceType": "Bundle", "type": "batch-response", "entry": entries},
                             media_type=FHIR_JSON, headers=_receipt_headers(receipt))

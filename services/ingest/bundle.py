@@ -15,6 +15,8 @@ from services.fhir.validation import InvalidSubmission, Issue, validate_resource
 from services.ingest import references
 
 SUPPORTED_METHODS = ("POST", "PUT")
+# How an entry's answer names its status; 413 is an entry too large to store (issue code ``too-costly``).
+STATUS_LINES = {400: "400 Bad Request", 413: "413 Content Too Large"}
 
 
 @dataclass
@@ -156,7 +158,8 @@ def response(bundle: ParsedBundle, submission_id: str) -> dict[str, Any]:
     entries = []
     for e in bundle.entries:
         if e.issues:
-            entries.append({"response": {"status": "400 Bad Request", "outcome": {
+            status = 413 if any(i.code == "too-costly" for i in e.issues) else 400
+            entries.append({"response": {"status": STATUS_LINES[status], "outcome": {
                 "resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in e.issues]}}})
         else:
             status = "200 OK" if e.method == "PUT" else "201 Created"

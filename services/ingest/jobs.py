@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,11 +30,11 @@ from sqlmodel import select
 
 from services.adapters import crypto
 from services.adapters.auth import Caller
-from services.adapters.kafka import BrokerUnavailable, Message
+from services.adapters.kafka import BrokerUnavailable, Message, MessageTooLarge
 from services.adapters.sql import UnitOfWork
 from services.contracts.events import Accessor
 from services.contracts.topics import AUDIT_EVENTS
-from services.ingest.prepare import prepare_lines
+from services.ingest.prepare import chunk_ranges, prepare_lines
 from services.ingest.service import Ingestor, ingest_event
 from services.ingest.store import ImportChunk, ImportJob, now
 
@@ -68,8 +69,8 @@ class JobRunner:
                         caller_org_type=caller.org_type, body_digest=body_digest, event_id=str(uuid6.uuid7()),
                         lines=len(lines))
         with UnitOfWork(self.engine) as uow:
-            for seq, first in enumerate(range(0, len(lines), self.chunk_lines)):
-                raw = b"\n".join(lines[first:first + self.chunk_lines])
+            for seq, (first, end) in enumerate(chunk_ranges(lines, self.chunk_lines)):
+                raw = b"\n".join(lines[first:end])
                 uow.session.add(ImportChunk(job_id=job.id, seq=seq, first_line=first + 1,
                                             ciphertext=self.key.encrypt(raw, _chunk_aad(job.id, seq))))
                 job.chunks = seq + 1
@@ -137,24 +138,38 @@ class JobRunner:
             return job
 
     def run(self, job: ImportJob) -> None:
-        """Publish the remaining chunks in order, recording progress after each acknowledgement."""
+        """Publish the remaining chunks in order, recording progress after each acknowledgement.
+
+        Chunks are read and decrypted as the pool asks for them, not all at
+        once: a job's memory is a few chunks, whatever the size of the job.
+        """
         caller = Caller(id=job.caller_id, org=job.org, org_type=job.caller_org_type, role=job.caller_role)
         with UnitOfWork(self.engine) as uow:
-            chunks = uow.session.exec(select(ImportChunk).where(ImportChunk.job_id == job.id)
-                                      .where(ImportChunk.seq >= job.next_chunk)
-                                      .order_by(ImportChunk.seq)).all()  # type: ignore[arg-type]
-        jobs = [(self.ingestor.ctx, job.org, job.id, c.first_line,
-                 self.key.decrypt(c.ciphertext, _chunk_aad(job.id, c.seq)).split(b"\n")) for c in chunks]
+            seqs = list(uow.session.exec(select(ImportChunk.seq).where(ImportChunk.job_id == job.id)
+                                         .where(ImportChunk.seq >= job.next_chunk)
+                                         .order_by(ImportChunk.seq)).all())  # type: ignore[arg-type]
+
+        def jobs() -> Iterator[tuple[Any, ...]]:
+            for seq in seqs:
+                with UnitOfWork(self.engine) as uow:
+                    chunk = uow.session.get(ImportChunk, (job.id, seq))
+                if chunk is None:
+                    raise RuntimeError(f"import job {job.id}: chunk {seq} is missing")
+                yield (self.ingestor.ctx, job.org, job.id, chunk.first_line,
+                       self.key.decrypt(chunk.ciphertext, _chunk_aad(job.id, seq)).split(b"\n"))
+
         try:
-            for chunk, prepared in zip(chunks, self.ingestor.pool.map_ordered(prepare_lines, jobs), strict=True):
+            for seq, prepared in zip(seqs, self.ingestor.pool.map_ordered(prepare_lines, jobs()), strict=True):
                 self.ingestor.producer.send_all(prepared.messages)
-                self._progress(job, chunk.seq, prepared.outcomes)
+                self._progress(job, seq, prepared.outcomes)
                 if self._stop.is_set():  # shutting down: hand the job over at once, not after the lease
                     self._pause(job, None, retry_in_s=0)
                     return
             self._finish(job, caller)
         except BrokerUnavailable as exc:
             self._pause(job, f"event broker unavailable, retrying: {exc}")
+        except MessageTooLarge as exc:  # cannot happen while packing keeps within the limits; never retried
+            self._fail(job, f"a chunk cannot be stored: {exc}")
 
     def _progress(self, job: ImportJob, seq: int, outcomes: list[Any]) -> None:
         counts = Counter(orjson.loads(job.counts))
@@ -162,7 +177,8 @@ class JobRunner:
         errors = orjson.loads(job.errors)
         for o in outcomes:
             if not o.ok and len(errors) < self.max_errors:
-                errors.append({"line": o.index, "issue": [i.to_fhir() for i in o.issue_objects()]})
+                errors.append({"line": o.index, "status": o.status,
+                               "issue": [i.to_fhir() for i in o.issue_objects()]})
         job.next_chunk = seq + 1
         job.processed += len(outcomes)
         job.accepted += sum(1 for o in outcomes if o.ok)
@@ -186,6 +202,15 @@ class JobRunner:
         job.state = "completed" if counts or not job.lines else "failed"
         if not counts and job.lines:
             job.last_error = "no line was accepted"
+        job.completed_at = job.updated_at = now()
+        job.lease_until = None
+        with UnitOfWork(self.engine) as uow:
+            uow.session.add(job)
+            uow.commit()
+
+    def _fail(self, job: ImportJob, why: str) -> None:
+        log.warning("import job %s failed: %s", job.id, why)
+        job.state, job.last_error = "failed", why
         job.completed_at = job.updated_at = now()
         job.lease_until = None
         with UnitOfWork(self.engine) as uow:

@@ -6,8 +6,16 @@ resolve references, assign missing ids, label, group by patient and seal. Only
 the sealed bytes travel back to the parent, which sends them to Kafka.
 
 Resources of one patient travel together, up to ``message_resources`` per
-message: one HPKE seal and one Kafka record for many resources, all keyed by
-the patient pseudonym so that one patient's records stay in order.
+message and up to ``MAX_INGEST_MESSAGE_BYTES`` per sealed message: one HPKE
+seal and one Kafka record for many resources, all keyed by the patient
+pseudonym so that one patient's records stay in order. Packing counts bytes as
+well as resources because Synthea's Provenance (one per patient, naming every
+resource of the patient) reaches 1.4 MB, and hospitals' DocumentReferences with
+embedded documents several MB: 250 of them never fit one message.
+
+A resource above ``MAX_RESOURCE_BYTES`` (compact JSON) cannot travel at all:
+it is refused by name with the issue code ``too-costly``, which the routes
+answer as 413, never as a broker failure.
 """
 
 from __future__ import annotations
@@ -23,13 +31,20 @@ from services.adapters import crypto
 from services.adapters.kafka import Message
 from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
 from services.contracts.events import IngestEnvelope, rfc3339, utcnow
-from services.contracts.topics import INGEST_RESOURCES
+from services.contracts.topics import INGEST_RESOURCES, MAX_INGEST_MESSAGE_BYTES, MAX_RESOURCE_BYTES
 from services.fhir.compartment import patient_id_of
 from services.fhir.validation import Issue, validate_resource
 from services.ingest import references
 from services.ingest.labels import LabelTable, load_table
 
 _ID_NAMESPACE = uuid.UUID("6f0b1a52-8d0c-4c1e-9a57-3c1f0e3b9d21")
+TOO_COSTLY = "too-costly"  # the OperationOutcome issue code of what exceeds a size limit (answered 413)
+# The sealed payload's share of a message: base64 makes 4 bytes of 3, and the envelope (ids, hospital,
+# timestamps) and the HPKE encapsulation take a few hundred bytes, allowed for generously.
+_ENVELOPE_ALLOWANCE = 16 * 1024
+PAYLOAD_BUDGET = (MAX_INGEST_MESSAGE_BYTES - _ENVELOPE_ALLOWANCE) * 3 // 4
+# Request chunks handed to one validation worker: at most this many bytes of NDJSON, however many lines.
+CHUNK_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,13 @@ class Outcome:
     def ok(self) -> bool:
         return not self.issues
 
+    @property
+    def status(self) -> int:
+        """The HTTP status of this entry's answer: 413 when it is too large to store, else 400 (201 if ok)."""
+        if self.ok:
+            return 201
+        return 413 if any(i[2] == TOO_COSTLY for i in self.issues) else 400
+
     def issue_objects(self) -> list[Issue]:
         return [Issue(*t) for t in self.issues]
 
@@ -84,9 +106,53 @@ def ensure_id(resource: dict[str, Any], hospital: str) -> str:
     return str(rid)
 
 
+def too_large(where: str, rtype: Any, size: int) -> Issue:
+    """The permanent, named error of a resource that no message can carry."""
+    what = f"{rtype} " if isinstance(rtype, str) and rtype.isidentifier() else ""
+    return Issue(f"{where}: the {what}resource is {size} bytes of JSON; one resource may be at most "
+                 f"{MAX_RESOURCE_BYTES} bytes", where, TOO_COSTLY)
+
+
+def oversize(resource: Any) -> int | None:
+    """The compact JSON size of a resource above ``MAX_RESOURCE_BYTES``, else None."""
+    size = len(orjson.dumps(resource))
+    return size if size > MAX_RESOURCE_BYTES else None
+
+
+@dataclass
+class _Item:
+    """One resource ready to seal: its JSON, once, and what travels beside it."""
+
+    json: bytes
+    labels: list[str]
+    patient: str | None
+
+    @property
+    def cost(self) -> int:
+        """Its bytes in the payload (JSON, labels, patient, separators)."""
+        return len(self.json) + sum(len(x) + 3 for x in self.labels) + len(self.patient or "null") + 8
+
+
+def _seal_items(ctx: Context, *, submission_id: str, hospital: str, kind: str, key: str,
+                items: list[_Item]) -> Message:
+    """One sealed envelope (docs/architecture.md §3): only routing metadata in the clear.
+
+    The payload is ``{"resources": [...], "labels": [...], "patients": [...]}``,
+    written from each resource's JSON made once (the same bytes orjson writes
+    for the whole object).
+    """
+    payload = b"".join((b'{"resources":[', b",".join(i.json for i in items), b'],"labels":',
+                        orjson.dumps([i.labels for i in items]), b',"patients":',
+                        orjson.dumps([i.patient for i in items]), b"}"))
+    sealed = crypto.seal(payload, ctx.records_public_key, envelope_aad(submission_id, hospital, key))
+    env = IngestEnvelope(submission_id=submission_id, hospital=hospital, kind=kind,  # type: ignore[arg-type]
+                         sealed=crypto.b64e(sealed), received_at=rfc3339(utcnow()))
+    return Message(INGEST_RESOURCES.name, orjson.dumps(env.model_dump(by_alias=True)), key.encode())
+
+
 def seal(ctx: Context, *, submission_id: str, hospital: str, kind: str, key: str,
          resources: list[dict[str, Any]], patients: list[str | None]) -> Message:
-    """One sealed envelope (docs/architecture.md §3): only routing metadata in the clear."""
+    """One sealed envelope of exactly these lists, whatever their size (the caller packs)."""
     table = ctx.labels
     payload = orjson.dumps({"resources": resources, "labels": [table.labels_for(r) for r in resources],
                             "patients": patients})
@@ -96,25 +162,40 @@ def seal(ctx: Context, *, submission_id: str, hospital: str, kind: str, key: str
     return Message(INGEST_RESOURCES.name, orjson.dumps(env.model_dump(by_alias=True)), key.encode())
 
 
+def pack(items: list[_Item], max_resources: int, max_bytes: int = PAYLOAD_BUDGET) -> list[list[_Item]]:
+    """Consecutive runs of ``items``, each within both limits (an item alone over ``max_bytes`` goes alone)."""
+    out: list[list[_Item]] = []
+    run: list[_Item] = []
+    size = 0
+    for item in items:
+        cost = item.cost
+        if run and (len(run) >= max_resources or size + cost > max_bytes):
+            out.append(run)
+            run, size = [], 0
+        run.append(item)
+        size += cost
+    if run:
+        out.append(run)
+    return out
+
+
 def seal_grouped(ctx: Context, *, submission_id: str, hospital: str,
                  resources: list[dict[str, Any]]) -> list[Message]:
-    """Independent resources, grouped by patient, ``message_resources`` at most per message."""
-    groups: dict[str, tuple[list[dict[str, Any]], list[str | None]]] = {}
+    """Independent resources, grouped by patient, packed within the message limits (resources and bytes)."""
+    table = ctx.labels
+    groups: dict[str, list[_Item]] = {}
     keys: dict[str | None, str] = {}  # one keyed hash per patient, not per resource
     for res in resources:
         pid = patient_id_of(res)
         key = keys.get(pid)
         if key is None:
             key = keys[pid] = ctx.key_for(pid)
-        group = groups.setdefault(key, ([], []))
-        group[0].append(res)
-        group[1].append(pid)
+        groups.setdefault(key, []).append(_Item(orjson.dumps(res), table.labels_for(res), pid))
     out: list[Message] = []
-    for n, (key, (items, pids)) in enumerate(groups.items()):
-        step = ctx.message_resources
-        for k in range(0, len(items), step):
-            out.append(seal(ctx, submission_id=f"{submission_id}.{n}.{k // step}", hospital=hospital,
-                            kind="resource", key=key, resources=items[k:k + step], patients=pids[k:k + step]))
+    for n, (key, items) in enumerate(groups.items()):
+        for k, run in enumerate(pack(items, ctx.message_resources)):
+            out.append(_seal_items(ctx, submission_id=f"{submission_id}.{n}.{k}", hospital=hospital,
+                                   kind="resource", key=key, items=run))
     return out
 
 
@@ -136,6 +217,11 @@ def check_line(raw: bytes, n: int, hospital: str) -> tuple[dict[str, Any] | None
         out.issues = [Issue(f"line {n}: malformed JSON: {exc}", f"line {n}", "structure").as_tuple()]
         return None, out
     rtype = doc.get("resourceType") if isinstance(doc, dict) else None
+    # A line is never shorter than its compact JSON, so only long lines need measuring.
+    if len(raw) > MAX_RESOURCE_BYTES and (size := oversize(doc)):
+        out.rtype = rtype if isinstance(rtype, str) else None
+        out.issues = [too_large(f"line {n}", rtype, size).as_tuple()]
+        return None, out
     where = rtype if isinstance(rtype, str) and rtype.isidentifier() else "Resource"
     issues = validate_resource(doc, where)
     if not issues and references.needs_rewrite(raw):
@@ -147,6 +233,25 @@ def check_line(raw: bytes, n: int, hospital: str) -> tuple[dict[str, Any] | None
         return None, out
     out.rtype, out.rid = rtype, ensure_id(doc, hospital)
     return doc, out
+
+
+def chunk_ranges(lines: list[bytes], max_lines: int, max_bytes: int = CHUNK_BYTES) -> list[tuple[int, int]]:
+    """``(start, end)`` slices of ``lines`` with at most ``max_lines`` lines and about ``max_bytes`` bytes each.
+
+    Bounding the bytes as well as the lines bounds a validation worker's
+    memory: a thousand lines of large resources (documents, Provenance) would
+    otherwise be hundreds of MB parsed at once in one worker.
+    """
+    out: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for i, line in enumerate(lines):
+        if i > start and (i - start >= max_lines or size + len(line) > max_bytes):
+            out.append((start, i))
+            start, size = i, 0
+        size += len(line) + 1
+    if start < len(lines):
+        out.append((start, len(lines)))
+    return out
 
 
 def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: int,

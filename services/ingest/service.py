@@ -17,27 +17,38 @@ import uuid6
 
 from services.adapters import crypto
 from services.adapters.auth import Caller
-from services.adapters.kafka import Message, Producer
+from services.adapters.kafka import Message, MessageTooLarge, Producer
 from services.adapters.policy import PolicyClient
 from services.contracts.events import Accessor, AuditEvent, ResourceRef, rfc3339, utcnow
 from services.contracts.policy import PolicyInput, PolicyResource, Subject
-from services.contracts.topics import AUDIT_EVENTS
-from services.fhir.validation import InvalidSubmission, Issue
+from services.contracts.topics import AUDIT_EVENTS, MAX_INGEST_MESSAGE_BYTES
+from services.fhir.validation import InvalidSubmission, Issue, validate_resource
 from services.ingest import bundle as bundles
 from services.ingest.idempotency import Idempotency, Replay
 from services.ingest.prepare import (
+    TOO_COSTLY,
     Context,
     Outcome,
+    chunk_ranges,
+    oversize,
     prepare_lines,
     seal_grouped,
     seal_transaction,
+    too_large,
     validate_entries,
 )
 from services.ingest.validation import Pool
 
 __all__ = ["Forbidden", "Ingestor", "Receipt"]
 
-MAX_MESSAGE_BYTES = 7 * 1024 * 1024  # below the producer's 8 MiB request limit
+
+def _status(issues: list[Issue]) -> int:
+    """413 when something cannot be stored for its size (retrying cannot help), else 400."""
+    return 413 if any(i.code == TOO_COSTLY for i in issues) else 400
+
+
+def _too_large_message(exc: MessageTooLarge) -> InvalidSubmission:
+    return InvalidSubmission([Issue(f"the submission cannot be stored: {exc}", "body", TOO_COSTLY)], status=413)
 
 
 class Forbidden(Exception):
@@ -110,8 +121,16 @@ class Ingestor:
     # --- Bundles and single resources ------------------------------------------
 
     def check_bundle(self, bundle: bundles.ParsedBundle, hospital: str) -> None:
-        """Validate every entry (in the pool when large), then resolve ids and references."""
-        with_resource = [e for e in bundle.entries if e.resource is not None]
+        """Refuse oversized entries by name, validate the others (in the pool when many), resolve references."""
+        with_resource: list[bundles.Entry] = []
+        for e in bundle.entries:
+            if e.resource is None:
+                continue
+            size = oversize(e.resource)
+            if size is not None:
+                e.issues.append(too_large(f"{e.where}.resource", e.resource.get("resourceType"), size))
+            else:
+                with_resource.append(e)
         if len(with_resource) >= self.pool_threshold:
             import orjson
 
@@ -121,11 +140,16 @@ class Ingestor:
                     for i in range(0, len(with_resource), step)]
             found = [[Issue(*t) for t in issues]
                      for part in self.pool.map_ordered(validate_entries, jobs) for issues in part]
-            bundles.apply_validation(bundle, found)
         else:
-            bundles.validate_inline(bundle)
+            found = [validate_resource(e.resource, f"{e.where}.resource") for e in with_resource]
+        for entry, issues in zip(with_resource, found, strict=True):
+            entry.issues.extend(issues)
         bundles.resolve(bundle, hospital)
-        bundles.require_all_good(bundle)
+        try:
+            bundles.require_all_good(bundle)
+        except InvalidSubmission as exc:
+            exc.status = _status(exc.issues)
+            raise
 
     def submit_bundle(self, caller: Caller, bundle: bundles.ParsedBundle, body_digest: str,
                       key: str | None, transport: str = "fhir") -> Receipt:
@@ -140,9 +164,12 @@ class Ingestor:
         try:
             if bundle.kind == "transaction":
                 message = seal_transaction(self.ctx, submission_id=sid, hospital=caller.org, resources=resources)
-                if len(message.value) > MAX_MESSAGE_BYTES:
-                    raise InvalidSubmission([Issue("transaction too large to store atomically; split it",
-                                                   "Bundle", "too-costly")], status=413)
+                if len(message.value) > MAX_INGEST_MESSAGE_BYTES:  # one message, so records stores it in one commit
+                    raise InvalidSubmission([Issue(
+                        f"Bundle: the transaction is {len(message.value)} bytes sealed; a transaction is stored "
+                        f"atomically and may be at most {MAX_INGEST_MESSAGE_BYTES} bytes sealed (about "
+                        f"{MAX_INGEST_MESSAGE_BYTES * 3 // 4} bytes of JSON): split it or send a batch",
+                        "Bundle", TOO_COSTLY)], status=413)
                 messages = [message]
             else:
                 messages = seal_grouped(self.ctx, submission_id=sid, hospital=caller.org, resources=resources)
@@ -151,6 +178,10 @@ class Ingestor:
                                  rejected=len(bundle.entries) - len(bundle.good), body_digest=body_digest,
                                  transport=transport)
             self.producer.send_all([*messages, _audit_message(event)])
+        except MessageTooLarge as exc:  # packing keeps within the limits; a refusal is still permanent
+            if claim is not None:
+                self.idempotency.release(claim)
+            raise _too_large_message(exc) from exc
         except BaseException:
             if claim is not None:
                 self.idempotency.release(claim)
@@ -163,9 +194,8 @@ class Ingestor:
 
     def chunks(self, caller: Caller, lines: list[bytes], submission_id: str, first: int = 1,
                ) -> list[tuple[Any, ...]]:
-        step = self.chunk_lines
-        return [(self.ctx, caller.org, submission_id, first + i, lines[i:i + step])
-                for i in range(0, len(lines), step)]
+        return [(self.ctx, caller.org, submission_id, first + start, lines[start:end])
+                for start, end in chunk_ranges(lines, self.chunk_lines)]
 
     def submit_ndjson(self, caller: Caller, lines: list[bytes], body_digest: str,
                       key: str | None) -> tuple[Receipt, list[Outcome]]:
@@ -192,17 +222,20 @@ class Ingestor:
 
         try:
             self.producer.send_stream(batches())
-        except BaseException:
+        except BaseException as exc:
             if claim is not None and not replay:
                 self.idempotency.release(claim)  # type: ignore[arg-type]
+            if isinstance(exc, MessageTooLarge):
+                raise _too_large_message(exc) from exc
             raise
         counts = _outcome_counts(outcomes)
         rejected = sum(1 for o in outcomes if not o.ok)
         if not counts:
             if claim is not None and not replay:
                 self.idempotency.release(claim)  # type: ignore[arg-type]
-            raise InvalidSubmission([i for o in outcomes for i in o.issue_objects()]
-                                    or [Issue("no resources in the request", "body", "required")])
+            issues = [i for o in outcomes for i in o.issue_objects()]
+            raise InvalidSubmission(issues or [Issue("no resources in the request", "body", "required")],
+                                    status=_status(issues))
         if isinstance(claim, Replay):
             return Receipt(claim.submission_id, claim.event_id, counts, rejected, replay=True), outcomes
         event_id = event_box[0].event_id

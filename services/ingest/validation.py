@@ -14,6 +14,18 @@ tests check this equivalence over every fixture and a set of broken ones).
 The memo patches one classmethod of fhir_core; if a future fhir_core renames
 it, ``install_memo`` does nothing and validation is merely slower.
 
+The memo's memory is bounded. Each entry holds a validated model, about 5 kB
+of Python objects, and a population load keeps bringing new elements (every
+patient's references are new): with a memo cleared only at 200,000 entries
+each worker grew to about 1.5 GB. Now the memo keeps two generations of at
+most ``MEMO_GENERATION`` entries: when the young one fills, the old one is
+dropped and the young one becomes old; a hit in the old generation moves the
+entry to the young one. Elements that repeat (codes, the hospital's own
+practitioners) survive every turn, one-off ones leave after two, and a worker
+holds at most ``2 * MEMO_GENERATION`` entries. Elements whose JSON exceeds
+``MEMO_MAX_ELEMENT_BYTES`` are never memoised: they rarely repeat (an
+attachment's data, a Provenance's target list) and would cost most.
+
 The pool (spawned processes, so no thread state is forked) runs the CPU-bound
 work of bulk requests in parallel on every core.
 """
@@ -22,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
@@ -32,8 +44,41 @@ from services.adapters.runtime import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
-MEMO_MAX = 200_000
-_memo: dict[tuple[type, bytes], Any] = {}
+MEMO_GENERATION = 15_000  # entries per generation: two generations take about 150 MB
+MEMO_MAX_ELEMENT_BYTES = 4096
+_MemoKey = tuple[type, bytes]
+
+
+class _Memo:
+    """Two generations of validated elements: repeated ones stay, the rest age out (bounded size)."""
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.young: dict[_MemoKey, Any] = {}
+        self.old: dict[_MemoKey, Any] = {}
+
+    def get(self, key: _MemoKey) -> Any:
+        hit = self.young.get(key)
+        if hit is None:
+            hit = self.old.pop(key, None)
+            if hit is not None:
+                self.put(key, hit)
+        return hit
+
+    def put(self, key: _MemoKey, value: Any) -> None:
+        if len(self.young) >= self.generation:
+            self.old, self.young = self.young, {}
+        self.young[key] = value
+
+    def clear(self) -> None:
+        self.young.clear()
+        self.old.clear()
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+
+_memo = _Memo(MEMO_GENERATION)
 _original: Any = None
 
 T = TypeVar("T")
@@ -57,14 +102,15 @@ def install_memo() -> bool:
     def memoised(cls: Any, value: Any, model_klass: type) -> Any:
         if not isinstance(value, dict):
             return func(cls, value, model_klass)
-        key = (model_klass, orjson.dumps(value))  # equal bytes => equal content; a miss only costs time
+        raw = orjson.dumps(value)  # equal bytes => equal content; a miss only costs time
+        if len(raw) > MEMO_MAX_ELEMENT_BYTES:
+            return func(cls, value, model_klass)
+        key = (model_klass, raw)
         hit = _memo.get(key)
         if hit is not None:
             return hit
         result = func(cls, value, model_klass)  # raises on invalid input: never cached
-        if len(_memo) >= MEMO_MAX:
-            _memo.clear()
-        _memo[key] = result
+        _memo.put(key, result)
         return result
 
     _original = original
@@ -117,9 +163,13 @@ class Pool:
             for f in [self._executor.submit(_warm) for _ in range(self.workers)]:
                 f.result()
 
-    def map_ordered(self, fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]], inline: bool = False) -> Iterator[T]:
-        """``fn(*job)`` for each job, yielded in order as they finish; the pool keeps every core busy."""
-        if self._executor is None or inline or len(jobs) == 0:
+    def map_ordered(self, fn: Callable[..., T], jobs: Iterable[tuple[Any, ...]], inline: bool = False) -> Iterator[T]:
+        """``fn(*job)`` for each job, yielded in order as they finish; the pool keeps every core busy.
+
+        ``jobs`` is consumed lazily, a few ahead of the results taken: a
+        generator of jobs keeps only that window in memory.
+        """
+        if self._executor is None or inline:
             for job in jobs:
                 yield fn(*job)
             return

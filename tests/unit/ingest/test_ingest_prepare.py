@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from typing import Any
 
 import orjson
 
 from services.adapters import crypto
+from services.adapters.kafka import check_size
 from services.contracts.envelope import envelope_aad
 from services.contracts.events import IngestEnvelope, SealedPayload
-from services.ingest.prepare import Context, prepare_lines
+from services.contracts.topics import MAX_INGEST_MESSAGE_BYTES, MAX_RESOURCE_BYTES
+from services.ingest.prepare import Context, chunk_ranges, prepare_lines
 
 
 def _open(value: bytes, key: bytes, private: bytes) -> tuple[IngestEnvelope, SealedPayload]:
@@ -82,3 +85,56 @@ def test_a_seal_does_not_open_under_another_hospital(ctx: Context, hpke_pair: tu
         raise AssertionError("a re-addressed envelope opened")
     except crypto.DecryptionError:
         pass
+
+
+def _document(ten_resources: list[dict[str, Any]], json_bytes: int, n: int = 0) -> dict[str, Any]:
+    """A DocumentReference of exactly ``json_bytes`` of compact JSON (an embedded scanned document)."""
+    doc = copy.deepcopy(next(r for r in ten_resources if r["resourceType"] == "DocumentReference"))
+    doc["id"] = f"doc-{n}"
+    doc["content"][0]["attachment"]["data"] = ""
+    pad = json_bytes - len(orjson.dumps(doc))
+    doc["content"][0]["attachment"]["data"] = "QUFB" * (pad // 4)
+    doc["id"] += "x" * (pad % 4)
+    assert len(orjson.dumps(doc)) == json_bytes
+    return doc
+
+
+def test_large_resources_are_packed_within_the_message_limit(ctx: Context, hpke_pair: tuple[bytes, bytes],
+                                                             ten_resources: list[dict[str, Any]]) -> None:
+    """Thirty 1 MB documents of one patient: by count they were one message of 40 MB the broker refused."""
+    docs = [_document(ten_resources, 1_000_000, n) for n in range(30)]
+    prepared = prepare_lines(ctx, "gy-hosp-001", "sub", 1, [orjson.dumps(d) for d in docs])
+    assert prepared.resources == 30 and all(o.ok for o in prepared.outcomes)
+    assert len(prepared.messages) > 1
+    for m in prepared.messages:
+        assert len(m.value) <= MAX_INGEST_MESSAGE_BYTES
+        check_size(m)  # the producer's own check of the topic's limit
+    opened = [r for m in prepared.messages for r in _open(m.value, m.key or b"", hpke_pair[0])[1].resources]
+    assert [r["id"] for r in opened] == [d["id"] for d in docs]
+    assert opened[7]["content"] == docs[7]["content"]  # the document itself, byte for byte
+
+
+def test_a_resource_at_the_limit_travels_and_one_byte_more_is_413(ctx: Context, hpke_pair: tuple[bytes, bytes],
+                                                                  ten_resources: list[dict[str, Any]]) -> None:
+    at_limit = _document(ten_resources, MAX_RESOURCE_BYTES, 1)
+    above = _document(ten_resources, MAX_RESOURCE_BYTES + 1, 2)
+    prepared = prepare_lines(ctx, "gy-hosp-001", "sub", 1, [orjson.dumps(at_limit), orjson.dumps(above)])
+    ok, refused = prepared.outcomes
+    assert ok.ok and ok.status == 201
+    assert refused.status == 413 and refused.rtype == "DocumentReference"
+    [(diagnostics, expression, code, _)] = refused.issues
+    assert code == "too-costly" and expression == "line 2"
+    assert diagnostics.startswith("line 2: the DocumentReference resource is ")
+    assert str(MAX_RESOURCE_BYTES) in diagnostics
+    [message] = prepared.messages
+    check_size(message)
+    [stored] = _open(message.value, message.key or b"", hpke_pair[0])[1].resources
+    assert stored["id"] == at_limit["id"] and stored["content"] == at_limit["content"]
+
+
+def test_chunks_are_bounded_in_lines_and_bytes() -> None:
+    lines = [b"x" * 100] * 50 + [b"y" * 5_000] * 10 + [b"z" * 20_000]
+    ranges = chunk_ranges(lines, max_lines=20, max_bytes=12_000)
+    assert ranges[0] == (0, 20) and ranges[-1] == (60, 61)  # a line longer than the budget goes alone
+    assert [i for a, b in ranges for i in range(a, b)] == list(range(len(lines)))
+    assert all(b - a <= 20 and (b - a == 1 or sum(len(x) + 1 for x in lines[a:b]) <= 12_000) for a, b in ranges)

@@ -94,3 +94,37 @@ def test_nested_resource_of_unknown_type_is_an_issue_not_a_crash(memo: bool,
     [(diagnostics, expression, code, _)] = outcome.issues
     assert diagnostics.startswith("line 7: Condition: ") and expression == "Condition" and code == "not-supported"
     assert issue.expression == "Bundle.entry[2].resource" and issue.code == "not-supported"
+
+
+def test_the_memo_stays_bounded_under_a_stream_of_new_elements(ten_resources: list[dict[str, Any]]) -> None:
+    """A population load brings new references with every patient: the memo must not keep them all.
+
+    Each entry holds a validated model (about 5 kB): a memo that grew to its
+    old bound of 200,000 entries held about 1.5 GB per validation worker.
+    """
+    cond = next(r for r in ten_resources if r["resourceType"] == "Condition")
+    bound = 2 * validation.MEMO_GENERATION
+    validation.install_memo()
+    try:
+        for n in range(bound + 5_000):  # each has a Reference the memo has not seen
+            doc = copy.deepcopy(cond)
+            doc["subject"] = {"reference": f"Patient/p-{n}"}
+            assert validate_resource(doc, "Condition") == []
+            assert len(validation._memo) <= bound
+        # What repeats (the same code in every Condition) is still there after the turnover.
+        code_key = orjson.dumps(cond["code"])
+        assert any(raw == code_key for _, raw in validation._memo.young)
+    finally:
+        validation.uninstall_memo()
+
+
+def test_large_elements_are_not_memoised(ten_resources: list[dict[str, Any]]) -> None:
+    doc = copy.deepcopy(next(r for r in ten_resources if r["resourceType"] == "DocumentReference"))
+    doc["content"][0]["attachment"]["data"] = "QUFB" * 4096  # 16 kB of base64: a one-off document
+    validation.install_memo()
+    try:
+        assert validate_resource(doc, "DocumentReference") == []
+        assert all(len(raw) <= validation.MEMO_MAX_ELEMENT_BYTES for _, raw in [*validation._memo.young,
+                                                                                *validation._memo.old])
+    finally:
+        validation.uninstall_memo()
