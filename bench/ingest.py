@@ -21,6 +21,15 @@ Both run after ``--warmup`` unmeasured copies. Printed last: the CPU time each
 component of the platform spent per resource stored (from /proc), which says
 where the end-to-end rate is lost.
 
+``--population COPIES`` loads a Synthea-sized population instead (bench/population.py:
+the shipped fixtures with the 11 derived types, 24 types, 18,644 resources a
+copy under fresh ids; 22 copies are 410,168 resources) as a hospital would with
+``healthgov ingest``: one NDJSON file per type, sent in requests of at most
+``--chunk`` lines and 32 MiB by ``--clients`` concurrent clients. It prints the
+throughput (acknowledged and stored), every type's accepted and rejected counts,
+rejections grouped by reason, and the peak resident memory of every process of
+the platform (each validation worker on its own) over the whole load.
+
 ``--consumer postgresql|sqlite`` measures instead the records consumer alone, in
 this process, without the platform (PostgreSQL only needs HEALTHGOV_DATABASE_URL):
 the messages ingest would send for ``--copies`` sets are sealed first, then
@@ -57,6 +66,8 @@ from services.ingest.prepare import Context, prepare_lines
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu import ComponentClock
+from population import population
+from rss import RssPeaks
 
 TEN = REPO_ROOT / "deploy" / "demo" / "fixtures" / "synthea-10-patients"
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -271,6 +282,53 @@ def consumer_cpu(copies: int, chunk: int, store: str) -> dict[str, float]:
     return {"resources": n, "consumer_us": 1e6 * used / n, "postgres_us": 1e6 * pg / n}
 
 
+def population_load(p: Platform, copies: int, chunk: int, clients: int) -> None:
+    """A population through the ingest API as ``healthgov ingest`` sends it; throughput, rejections, peak RSS."""
+    from services.cli.ingest import Sender, Tally, ndjson_requests
+
+    by_type = population(copies)
+    n = sum(len(v) for v in by_type.values())
+    size = sum(len(ln) + 1 for v in by_type.values() for ln in v)
+    print(f"population: {n} resources of {len(by_type)} types ({size / 1e6:.0f} MB NDJSON), {copies} copies of "
+          f"{n // copies} under fresh ids; largest resource {max(len(ln) for v in by_type.values() for ln in v)} B")
+    requests = [r for rtype, lines in sorted(by_type.items())
+                for r in ndjson_requests(f"{rtype}.ndjson", b"\n".join(lines), max_lines=chunk)]
+    del by_type
+    tallies = [Tally() for _ in range(clients)]
+    base = p.stored()
+    with RssPeaks(p.s) as rss:
+        started = time.perf_counter()
+
+        def client(k: int) -> None:
+            with httpx.Client(base_url=p.s.ingest_url, timeout=600) as http:
+                sender = Sender(http, p.token, False, tallies[k], 0, None)
+                for req in requests[k::clients]:
+                    sender.send(req)
+
+        with ThreadPoolExecutor(clients) as ex:
+            list(ex.map(client, range(clients)))
+        acked = time.perf_counter() - started
+        tally = Tally()
+        for t in tallies:
+            for name in ("sent", "accepted", "rejected", "reasons"):
+                getattr(tally, name).update(getattr(t, name))
+            for reason, example in t.examples.items():
+                tally.examples.setdefault(reason, example)
+        accepted = sum(tally.accepted.values())
+        while p.stored() < base + accepted:
+            if time.perf_counter() - started > 3600:
+                raise SystemExit(f"records stored {p.stored() - base} of {accepted}")
+            time.sleep(0.2)
+        stored = time.perf_counter() - started
+    print("\n".join(tally.lines()))
+    print(f"accepted {accepted} of {n}, rejected {tally.total_rejected}")
+    print(f"throughput: {accepted / acked:.0f} resources/s acknowledged ({acked:.0f} s), "
+          f"{accepted / stored:.0f} resources/s stored by records ({stored:.0f} s)")
+    print("peak RSS per process (MB):")
+    for name, mb in sorted(rss.peaks.items()):
+        print(f"  {name:34} {mb:7.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=2, help="copies of the 10-patient set (fresh ids each)")
@@ -284,7 +342,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1,
                     help="copies sent first, unmeasured: a freshly started broker spends its first minutes "
                          "compiling (JIT), which a long-running platform has behind it")
+    ap.add_argument("--population", type=int, default=None, metavar="COPIES",
+                    help="load a Synthea-sized population of COPIES x 18,644 resources (24 types) and report "
+                         "throughput, rejections by reason and peak RSS per process (22 copies: 410,168)")
     args = ap.parse_args()
+    if args.population:
+        population_load(Platform(), args.population, args.chunk, args.clients)
+        return
     if args.consumer:
         r = consumer_cpu(args.copies, args.chunk, args.consumer)
         print(f"records consumer on {args.consumer}: {r['resources']:.0f} resources stored, CPU us per resource: "
