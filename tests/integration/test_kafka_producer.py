@@ -18,7 +18,7 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from services.adapters.config import PlatformSettings
-from services.adapters.kafka import BrokerUnavailable, Message, Producer, ensure_topics
+from services.adapters.kafka import BrokerUnavailable, Message, MessageTooLarge, Producer, ensure_topics
 from services.contracts.topics import Topic
 
 
@@ -138,7 +138,8 @@ def test_a_message_the_broker_refuses_half_way_aborts_the_others(settings: Platf
     finally:
         admin.close()
     producer = Producer(settings.kafka_bootstrap, "test-producer-refused")
-    with pytest.raises(BrokerUnavailable):
+    # Refused for its size: permanent (MessageTooLarge, answered 413), not an outage to retry (503).
+    with pytest.raises(MessageTooLarge):
         producer.send_all([Message(topic, b"small-1"), Message(topic, b"x" * 5000), Message(topic, b"small-2")])
     producer.send_all([Message(topic, b"ok-1"), Message(topic, b"ok-2")])
     producer.close()
