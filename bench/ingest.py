@@ -286,6 +286,7 @@ def population_load(p: Platform, copies: int, chunk: int, clients: int) -> None:
     """A population through the ingest API as ``healthgov ingest`` sends it; throughput, rejections, peak RSS."""
     from services.cli.ingest import Sender, Tally, ndjson_requests
 
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     by_type = population(copies)
     n = sum(len(v) for v in by_type.values())
     size = sum(len(ln) + 1 for v in by_type.values() for ln in v)
@@ -324,6 +325,7 @@ def population_load(p: Platform, copies: int, chunk: int, clients: int) -> None:
     print(f"accepted {accepted} of {n}, rejected {tally.total_rejected}")
     print(f"throughput: {accepted / acked:.0f} resources/s acknowledged ({acked:.0f} s), "
           f"{accepted / stored:.0f} resources/s stored by records ({stored:.0f} s)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print("peak RSS per process (MB):")
     for name, mb in sorted(rss.peaks.items()):
         print(f"  {name:34} {mb:7.0f}")

@@ -152,7 +152,7 @@ class Producer:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 0,  # a read waits for its one event: never hold it back for company
-            # A request carries at most one record larger than batch.size: the largest any topic accepts.
+            # The largest record any topic accepts, plus the request's own framing (librdkafka refuses larger).
             "message.max.bytes": LARGEST_MESSAGE_BYTES + MiB,
             "message.timeout.ms": DELIVERY_TIMEOUT_MS,
             "request.timeout.ms": 5000,
