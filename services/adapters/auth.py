@@ -26,16 +26,52 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from services.contracts import errors
+
 MAX_LIFETIME_S = 300
 LEEWAY_S = 5
 
 
-class AuthError(Exception):
-    """The caller is not authenticated; ``status`` is 401 or 403."""
+class AuthError(errors.Unauthenticated):
+    """The caller is not authenticated (401), or is but may not call at all (403: suspended, wrong claim)."""
 
     def __init__(self, message: str, status: int = 401) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
+        if status != 401:
+            self.code = "forbidden"
+            self.headers.pop("WWW-Authenticate", None)
+
+
+def _jwt_problem(exc: jwt.PyJWTError) -> str:
+    """Our own words for what is wrong with a token (the library's text is not part of our answers)."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"token lacks the {exc.claim!r} claim"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "token signature does not verify"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "token is not valid yet"
+    if isinstance(exc, jwt.InvalidIssuedAtError):
+        return "token is issued in the future"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "token algorithm must be EdDSA"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "token issuer does not match"
+    return "invalid token"
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> int:
+    """An RFC 7519 NumericDate as an integer; anything else (a string, a bool, a float) is refused."""
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AuthError(f"token claim {name!r} must be an integer NumericDate")
+    return value
+
+
+def _optional_str(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is not None and not isinstance(value, str):
+        raise AuthError(f"token claim {name!r} must be a string")
+    return value
 
 
 @dataclass(frozen=True)
@@ -151,8 +187,10 @@ class Authenticator:
     def verify(self, token: str) -> Caller:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"malformed token: {exc}") from exc
+        except (jwt.PyJWTError, RecursionError) as exc:  # RecursionError: a deeply nested JSON payload
+            raise AuthError("malformed token") from exc
+        if not isinstance(unverified, dict):
+            raise AuthError("malformed token")
         iss = unverified.get("iss")
         key = self.keys.get(iss) if isinstance(iss, str) else None
         org = self.registry.get("orgs", {}).get(iss) if isinstance(iss, str) else None
@@ -173,15 +211,18 @@ class Authenticator:
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("token expired") from exc
         except jwt.PyJWTError as exc:
-            raise AuthError(f"invalid token: {exc}") from exc
-        if claims["exp"] - claims["iat"] > MAX_LIFETIME_S:
+            raise AuthError(_jwt_problem(exc)) from exc
+        exp, iat = _numeric_date(claims, "exp"), _numeric_date(claims, "iat")
+        for name in ("sub", "jti", "role", "patient", "purpose"):
+            _optional_str(claims, name)
+        if exp - iat > MAX_LIFETIME_S:
             raise AuthError(f"token lifetime exceeds {MAX_LIFETIME_S} seconds")
         if org.get("suspended", False):
             raise AuthError("organisation is suspended", status=403)
         patient = claims.get("patient")
         if patient is not None and iss != self.portal_org:
             raise AuthError("only the portal may assert a patient claim", status=403)
-        if not self.replays.check_and_add(iss, str(claims["jti"]), float(claims["exp"])):
+        if not self.replays.check_and_add(iss, str(claims["jti"]), float(exp)):
             raise AuthError("token replayed (jti already used)")
         return Caller(
             id=str(claims["sub"]),

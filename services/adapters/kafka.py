@@ -35,6 +35,7 @@ from kafka import KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError
 
+from services.contracts import errors
 from services.contracts.topics import ALL_TOPICS, LARGEST_MESSAGE_BYTES, MiB, Topic
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,22 @@ RECORD_FRAMING_BYTES = 64 * 1024
 _LIMITS = {t.name: t.max_message_bytes for t in ALL_TOPICS}
 
 
-class BrokerUnavailable(Exception):
-    """Kafka did not acknowledge in time; nothing may be reported as durable."""
+class BrokerUnavailable(errors.Unavailable):
+    """Kafka did not acknowledge in time; nothing may be reported as durable.
+
+    The caller is told only that the broker is unavailable (503, Retry-After);
+    ``str()`` keeps the driver's detail for the service's log.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("event broker unavailable, try again shortly")
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
-class MessageTooLarge(Exception):
+class MessageTooLarge(errors.TooLarge):
     """A message larger than its topic accepts: permanent, retrying cannot help (never a 503).
 
     Raised before anything is sent when the size is known to exceed the

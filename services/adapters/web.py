@@ -1,26 +1,47 @@
-"""What every HTTP service shares: caller authentication and error mapping.
+"""What every HTTP service shares: caller authentication, one error handler, security headers.
 
-Routes take a ``CallerDep`` and never see a token; domain errors become the
-status codes callers expect (401/403 for auth, 503 with Retry-After when the
-broker cannot acknowledge or the database cannot be reached).
+Routes take a ``CallerDep`` and never see a token. Every error a caller can
+get is a ``HealthgovError`` (``services/contracts/errors.py``), mapped here and
+only here: FHIR services answer an OperationOutcome, the others a small JSON
+object, both with a message written for the caller and never the text of an
+exception from inside (a driver's or validator's message can quote data).
+FastAPI's own answers (unknown path 404, 405, bad parameters) go through the
+same mapping; anything unexpected is logged with its traceback and answered
+with a generic 500 that says nothing about its cause.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.adapters.auth import Authenticator, AuthError, Caller, bearer, load_registry
+from services.adapters.auth import Authenticator, Caller, bearer, load_registry
 from services.adapters.config import PlatformSettings
-from services.adapters.kafka import BrokerUnavailable
 from services.adapters.keys import PlatformKeys
+from services.contracts import errors
 
 log = logging.getLogger(__name__)
-RETRY_AFTER_S = "5"
+FHIR_JSON = "application/fhir+json"
+MAX_INT64 = 2**63 - 1  # the widest integer PostgreSQL stores: larger ones are refused at the door
+
+# Counts and positions that reach the database: non-negative and within BIGINT.
+Int64Query = Annotated[int, Query(ge=0, le=MAX_INT64)]
+OptionalInt64Query = Annotated[int | None, Query(ge=0, le=MAX_INT64)]
+
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+)
 
 
 def build_authenticator(settings: PlatformSettings, audience: str) -> Authenticator:
@@ -39,29 +60,98 @@ async def current_caller(request: Request, authorization: Annotated[str | None, 
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
+class SecurityHeaders:
+    """Adds the headers every healthgov answer carries, unless a route set its own (pure ASGI: no copy)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers.extend((k, v) for k, v in SECURITY_HEADERS if k not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_security_headers(app: FastAPI) -> None:
+    app.add_middleware(SecurityHeaders)
+
+
+def _http_error(exc: StarletteHTTPException) -> errors.HealthgovError:
+    """FastAPI/Starlette's own refusals as members of the family (their detail is our own wording)."""
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        return errors.NotFound("no such endpoint" if detail in (None, "Not Found") else detail, headers=headers)
+    if exc.status_code == 405:
+        return errors.MethodNotAllowed("method not allowed on this endpoint", headers=headers)
+    if exc.status_code >= 500:
+        return errors.HealthgovError(status=exc.status_code)
+    return errors.HealthgovError(detail, headers=headers, status=exc.status_code)
+
+
+def _parameter_error(exc: RequestValidationError) -> errors.Invalid:
+    """Bad path, query or header parameters: where and what rule, never the value sent."""
+    issues = []
+    for err in exc.errors()[:20]:
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        issues.append({"severity": "error", "code": "invalid", "diagnostics": f"{where}: {err.get('msg', 'invalid')}",
+                       "expression": [where]})
+    return errors.Invalid("invalid request parameters", issues=issues)
+
+
+def error_body(exc: errors.HealthgovError, fhir: bool) -> dict[str, Any]:
+    if fhir:
+        return errors.operation_outcome(exc.fhir_issues())
+    body: dict[str, Any] = {"error": exc.code, "detail": exc.message}
+    if exc.reasons:
+        body["reasons"] = exc.reasons
+    return body
+
+
 def install_error_handlers(app: FastAPI, fhir: bool = True) -> None:
-    """Map auth, broker and database failures; FHIR services answer with OperationOutcome."""
+    """The one mapping of errors to answers for this service; also adds the security headers."""
+    media_type = FHIR_JSON if fhir else "application/json"
 
-    def outcome(code: str, text: str) -> dict[str, object]:
-        if not fhir:
-            return {"error": code, "detail": text}
-        return {"resourceType": "OperationOutcome",
-                "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
+    def answer(exc: errors.HealthgovError) -> JSONResponse:
+        return JSONResponse(error_body(exc, fhir), status_code=exc.status, media_type=media_type,
+                            headers=exc.headers or None)
 
-    @app.exception_handler(AuthError)
-    async def _auth(_request: Request, exc: AuthError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-        code = "login" if exc.status == 401 else "forbidden"
-        return JSONResponse(outcome(code, str(exc)), status_code=exc.status, headers=headers)
+    @app.exception_handler(errors.HealthgovError)
+    async def _domain(_request: Request, exc: errors.HealthgovError) -> JSONResponse:
+        if exc.status >= 500:  # a dependency is down: operators need the inside detail, callers do not
+            log.warning("%s: %s", type(exc).__name__, exc)
+        return answer(exc)
 
-    @app.exception_handler(BrokerUnavailable)
-    async def _broker(_request: Request, exc: BrokerUnavailable) -> JSONResponse:
-        return JSONResponse(outcome("transient", f"event broker unavailable: {exc}"),
-                            status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return answer(_http_error(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return answer(_parameter_error(exc))
 
     @app.exception_handler(OperationalError)
     async def _database(_request: Request, exc: OperationalError) -> JSONResponse:
         # The driver's message can quote the statement's parameters: it goes to no one.
         log.warning("database unavailable: %s", type(exc.orig or exc).__name__)
-        return JSONResponse(outcome("transient", "database unavailable, try again shortly"),
-                            status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+        return answer(errors.Unavailable("database unavailable, try again shortly"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug: the traceback goes to the log, the caller learns only that it was ours.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        resp = answer(errors.HealthgovError("internal error; the platform's operators can see what happened"))
+        resp.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS})
+        return resp
+
+    install_security_headers(app)

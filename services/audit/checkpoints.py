@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from services.audit.log import MerkleLog
 from services.audit.signing import LogSigner
 from services.audit.store import Checkpoint, Cosignature
+from services.contracts import errors
 from services.tlog import merkle, note
 from services.tlog.compact import CompactRange
 
@@ -34,12 +35,26 @@ CHECKPOINT = Checkpoint.__table__  # type: ignore[attr-defined]
 COSIGNATURE = Cosignature.__table__  # type: ignore[attr-defined]
 
 
-class InconsistentLog(Exception):
-    """The stored tree does not extend the last signed checkpoint: refuse to sign."""
+class InconsistentLog(errors.HealthgovError):
+    """The stored tree does not extend the last signed checkpoint: refuse to sign.
+
+    A 500 (the server's own state is wrong, not the request); ``str()`` keeps
+    the detail for the operators' log, the caller gets a fixed sentence.
+    """
+
+    code = "inconsistent_log"
+    default_message = "the stored log does not extend its last signed checkpoint; nothing was signed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__()
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
-class CosignatureRejected(ValueError):
-    """A submitted cosignature is not one the log can publish."""
+class CosignatureRejected(errors.Invalid):
+    """A submitted cosignature is not one the log can publish (400)."""
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ from sqlalchemy import Row, func, or_, select
 from sqlalchemy.engine import Engine
 
 from services.audit.store import Entry
+from services.contracts import errors
 
 ENTRY = Entry.__table__  # type: ignore[attr-defined]
 MAX_PAGE = 1000
 
 
-class BadQuery(ValueError):
+class BadQuery(errors.Invalid):
     """A filter value that cannot be understood (answered with 400)."""
 
 

@@ -21,23 +21,25 @@ from services.audit.checkpoints import Checkpointer, CheckpointStore
 from services.audit.config import AuditSettings
 from services.audit.log import MerkleLog
 from services.audit.signing import LogSigner
+from services.contracts import errors
 from services.contracts.events import rfc3339, utcnow
 from services.contracts.policy import Decision, PolicyInput, PolicyResource, Subject
 from services.tlog import note, receipt
 
 
-class Forbidden(Exception):
+class Forbidden(errors.Forbidden):
+    """OPA refused this read of the trail; ``reasons`` say why."""
+
     def __init__(self, reasons: list[str]) -> None:
-        super().__init__(", ".join(reasons))
-        self.reasons = reasons
+        super().__init__("audit trail read denied: " + ", ".join(reasons), reasons=reasons)
 
 
-class NotFound(Exception):
+class NotFound(errors.NotFound):
     pass
 
 
-class NotYetCheckpointed(Exception):
-    """The event is logged but no signed checkpoint covers it yet."""
+class NotYetCheckpointed(errors.Conflict):
+    """The event is logged but no signed checkpoint covers it yet (409: retry shortly)."""
 
 
 def open_store(settings: AuditSettings, keys: PlatformKeys) -> Engine:

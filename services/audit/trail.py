@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from services.adapters.web import CallerDep
+from services.adapters.web import CallerDep, Int64Query, OptionalInt64Query
 from services.audit import export, query
-from services.audit.service import AuditService, Forbidden, NotFound, NotYetCheckpointed
+from services.audit.service import AuditService
+from services.contracts import errors
 from services.tlog import wire
 
 router = APIRouter()
@@ -27,10 +28,6 @@ def _service(request: Request) -> AuditService:
 
 
 ServiceDep = Annotated[AuditService, Depends(_service)]
-
-
-def _forbidden(exc: Forbidden) -> HTTPException:
-    return HTTPException(403, detail={"reasons": exc.reasons})
 
 
 def event_filter(
@@ -48,14 +45,11 @@ def event_filter(
 ) -> query.EventFilter:
     """The query's filters, with a patient's FHIR id turned into the pseudonym events carry."""
     if patient is not None and pseudonym is not None and svc.pseudonym(patient) != pseudonym:
-        raise HTTPException(400, "patient and pseudonym name different patients")
-    try:
-        return query.EventFilter(
-            patient=svc.pseudonym(patient) if patient is not None else pseudonym, accessor=accessor,
-            accessor_org=accessor_org, org_type=org_type, purpose=purpose, kind=kind, outcome=outcome,
-            since=query.norm_time(since) if since else None, until=query.norm_time(until) if until else None)
-    except query.BadQuery as exc:
-        raise HTTPException(400, str(exc)) from exc
+        raise errors.Invalid("patient and pseudonym name different patients")
+    return query.EventFilter(
+        patient=svc.pseudonym(patient) if patient is not None else pseudonym, accessor=accessor,
+        accessor_org=accessor_org, org_type=org_type, purpose=purpose, kind=kind, outcome=outcome,
+        since=query.norm_time(since) if since else None, until=query.norm_time(until) if until else None)
 
 
 FilterDep = Annotated[query.EventFilter, Depends(event_filter)]
@@ -63,14 +57,11 @@ FilterDep = Annotated[query.EventFilter, Depends(event_filter)]
 
 @router.get("/events", response_model=None)
 def events(request: Request, caller: CallerDep, svc: ServiceDep, flt: FilterDep,
-           cursor: Annotated[int, Query(ge=0)] = 0,
+           cursor: Int64Query = 0,
            limit: Annotated[int, Query(ge=1, le=query.MAX_PAGE)] = 100,
            format: Literal["json", "csv", "fhir"] = "json") -> Response | dict[str, Any]:
     """Events in log order, filtered; ``next_cursor`` continues the query. JSON, CSV or FHIR."""
-    try:
-        page = svc.events(caller, flt, cursor, limit)
-    except Forbidden as exc:
-        raise _forbidden(exc) from exc
+    page = svc.events(caller, flt, cursor, limit)
     next_url = str(request.url.include_query_params(cursor=page.next_cursor)) if page.next_cursor else None
     headers = {"X-Next-Cursor": str(page.next_cursor)} if page.next_cursor is not None else {}
     if format == "csv":
@@ -86,10 +77,7 @@ def events(request: Request, caller: CallerDep, svc: ServiceDep, flt: FilterDep,
 @router.get("/stats")
 def stats(caller: CallerDep, svc: ServiceDep, flt: FilterDep) -> dict[str, Any]:
     """Counts for dashboards (who may see them: as for ``/events``)."""
-    try:
-        out = svc.stats(caller, flt)
-    except Forbidden as exc:
-        raise _forbidden(exc) from exc
+    out = svc.stats(caller, flt)
     latest = svc.checkpoints.latest()
     witnessed = svc.checkpoints.latest(witnessed=True)
     out["log"] = {"size": svc.log.size(), "checkpoint": latest.size if latest else None,
@@ -100,34 +88,23 @@ def stats(caller: CallerDep, svc: ServiceDep, flt: FilterDep) -> dict[str, Any]:
 @router.get("/receipts/{event_id}")
 def receipt(event_id: str, caller: CallerDep, svc: ServiceDep) -> dict[str, Any]:
     """One JSON receipt that proves, offline, this event is in the log (see ``receipt.py``)."""
-    try:
-        return svc.receipt(caller, event_id)
-    except Forbidden as exc:
-        raise _forbidden(exc) from exc
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except NotYetCheckpointed as exc:
-        raise HTTPException(409, str(exc)) from exc
+    return svc.receipt(caller, event_id)
 
 
 def _entries_range(svc: AuditService, caller: Any, start: int, end: int | None) -> int:
-    try:
-        svc.entries_allowed(caller)
-    except Forbidden as exc:
-        raise _forbidden(exc) from exc
+    svc.entries_allowed(caller)
     size = svc.log.size()
     end = size if end is None else min(end, size)
     if start > end:
-        raise HTTPException(400, "need start <= end")
+        raise errors.Invalid("need start <= end")
     return end
 
 
 @router.get("/entries")
-def entries(caller: CallerDep, svc: ServiceDep, start: Annotated[int, Query(ge=0)],
-            end: Annotated[int, Query(gt=0)]) -> Response:
+def entries(caller: CallerDep, svc: ServiceDep, start: Int64Query, end: Int64Query) -> Response:
     """Raw log entries ``[start, end)`` as JSON (base64), at most 10,000 per request."""
     if end - start > MAX_JSON_ENTRIES:
-        raise HTTPException(400, f"at most {MAX_JSON_ENTRIES} entries per request; /entries/raw streams")
+        raise errors.Invalid(f"at most {MAX_JSON_ENTRIES} entries per request; /entries/raw streams")
     end = _entries_range(svc, caller, start, end)
     rows = svc.log.iter_bodies(start, end)
     body = b"[" + b",".join(b'{"index":%d,"entry":"%s"}' % (i, base64.b64encode(e)) for i, e in rows) + b"]"
@@ -135,8 +112,8 @@ def entries(caller: CallerDep, svc: ServiceDep, start: Annotated[int, Query(ge=0
 
 
 @router.get("/entries/raw")
-def entries_raw(caller: CallerDep, svc: ServiceDep, start: Annotated[int, Query(ge=0)] = 0,
-                end: Annotated[int | None, Query(ge=0)] = None) -> StreamingResponse:
+def entries_raw(caller: CallerDep, svc: ServiceDep, start: Int64Query = 0,
+                end: OptionalInt64Query = None) -> StreamingResponse:
     """Every entry of ``[start, end)`` (default: the whole log) in one binary stream (``wire.py``)."""
     end = _entries_range(svc, caller, start, end)
     return StreamingResponse(wire.encode_entries(svc.log.iter_bodies(start, end)), media_type=wire.MEDIA_TYPE,

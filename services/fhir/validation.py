@@ -16,6 +16,9 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from services.contracts import errors
+from services.contracts.ids import RULE, is_fhir_id
+
 MAX_ISSUES_PER_RESOURCE = 20
 
 
@@ -40,13 +43,15 @@ class Issue:
         return (self.diagnostics, self.expression, self.code, self.severity)
 
 
-class InvalidSubmission(Exception):
+class InvalidSubmission(errors.Invalid):
     """The submission is rejected as a whole; ``issues`` say what and where."""
 
     def __init__(self, issues: list[Issue], status: int = 400) -> None:
-        super().__init__("; ".join(i.diagnostics for i in issues[:3]))
+        super().__init__("; ".join(i.diagnostics for i in issues[:3]), status=status)
         self.issues = issues
-        self.status = status
+
+    def fhir_issues(self) -> list[dict[str, Any]]:
+        return [i.to_fhir() for i in self.issues]
 
 
 def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
@@ -67,6 +72,8 @@ def validate_resource(doc: Any, where: str) -> list[Issue]:
     rtype = doc.get("resourceType")
     if not isinstance(rtype, str):
         return [Issue(f"{where}: resourceType is missing", f"{where}.resourceType", "required")]
+    if "id" in doc and not is_fhir_id(doc["id"]):
+        return [Issue(f"{where}.id: {RULE}", f"{where}.id", "value")]
     try:
         model = get_fhir_model_class(rtype)
     except (KeyError, ValueError):  # fhir.resources raises ValueError for an unknown type
@@ -82,6 +89,8 @@ def validate_resource(doc: Any, where: str) -> list[Issue]:
         return [Issue(f"{where}: a contained or nested resource has an unknown resourceType", where, "not-supported")]
     except (ValueError, TypeError) as exc:  # a validator that raised outside pydantic's wrapping
         return [Issue(f"{where}: {type(exc).__name__}", where)]
+    except RecursionError:  # no FHIR resource nests hundreds of levels deep; answer, do not crash
+        return [Issue(f"{where}: elements are nested too deeply", where, "too-costly")]
     return []
 
 

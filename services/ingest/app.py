@@ -28,21 +28,27 @@ from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
 from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
+from services.contracts import errors
+from services.contracts.ids import RULE, is_fhir_id
 from services.fhir import validation as fhir
 from services.ingest import bundle as bundles
 from services.ingest.body import read_body, split_lines
 from services.ingest.config import IngestSettings
 from services.ingest.hl7_route import hl7_handler, install_hl7
-from services.ingest.idempotency import Idempotency, InFlight, KeyReused
+from services.ingest.idempotency import Idempotency
 from services.ingest.jobs import JobRunner
 from services.ingest.mllp import MllpServer, tls_context
 from services.ingest.prepare import Context
-from services.ingest.ratelimit import RateLimited, RateLimiter
-from services.ingest.service import Forbidden, Ingestor, body_digest
+from services.ingest.ratelimit import RateLimiter
+from services.ingest.service import Ingestor, body_digest
 from services.ingest.store import make_engine
 from services.ingest.validation import Pool
 
 FHIR_JSON = "application/fhir+json"
+# What each route reads; a request that declares another Content-Type is answered 415 (one that
+# declares none is read as the route's own type, as the platform's own tools and tests send).
+JSON_TYPES = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
+NDJSON_TYPES = frozenset({"application/fhir+ndjson", "application/ndjson", "application/x-ndjson"})
 
 
 class BulkJSONResponse(JSONResponse):
@@ -56,8 +62,14 @@ class BulkJSONResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-def _outcome(status: int, issues: list[fhir.Issue], headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(fhir.operation_outcome(issues), status_code=status, media_type=FHIR_JSON, headers=headers)
+def require_media_type(request: Request, accepted: frozenset[str]) -> None:
+    """415 for a declared Content-Type this route does not read (parameters such as charset aside)."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media not in accepted:
+        raise errors.UnsupportedMediaType(f"Content-Type must be one of: {', '.join(sorted(accepted))}")
 
 
 def _receipt_headers(receipt: Any) -> dict[str, str]:
@@ -108,28 +120,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.state.ingestor, app.state.runner, app.state.engine = ingestor, runner, engine
     install_error_handlers(app)
 
-    @app.exception_handler(fhir.InvalidSubmission)
-    async def _invalid(_r: Request, exc: fhir.InvalidSubmission) -> JSONResponse:
-        return _outcome(exc.status, exc.issues)
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(_r: Request, exc: Forbidden) -> JSONResponse:
-        return _outcome(403, [fhir.Issue("write denied: " + ", ".join(exc.reasons), code="forbidden")])
-
-    @app.exception_handler(RateLimited)
-    async def _limited(_r: Request, exc: RateLimited) -> JSONResponse:
-        return _outcome(429, [fhir.Issue(str(exc), code="throttled")], {"Retry-After": str(exc.retry_after)})
-
-    @app.exception_handler(KeyReused)
-    async def _reused(_r: Request, exc: KeyReused) -> JSONResponse:
-        return _outcome(422, [fhir.Issue(str(exc), "Idempotency-Key", "duplicate")])
-
-    @app.exception_handler(InFlight)
-    async def _inflight(_r: Request, exc: InFlight) -> JSONResponse:
-        return _outcome(409, [fhir.Issue(str(exc), "Idempotency-Key", "conflict")], {"Retry-After": "1"})
-
-    async def body_of(request: Request, caller: Any) -> bytes:
+    async def body_of(request: Request, caller: Any, accepted: frozenset[str] | None = None) -> bytes:
+        """The body of a caller that may write: throttled, authorised and typed before a byte is read."""
         limiter.take(caller.org)
+        if accepted is not None:
+            require_media_type(request, accepted)
+        await run_in_threadpool(ingestor.authorise, caller)
         return await read_body(request, settings.max_body_bytes)
 
     @app.get("/healthz")
@@ -139,7 +135,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     @app.post("/fhir")
     async def post_bundle(request: Request, caller: CallerDep,
                           idempotency_key: str | None = Header(default=None)) -> JSONResponse:
-        body = await body_of(request, caller)
+        body = await body_of(request, caller, JSON_TYPES)
         parsed = bundles.read_entries(fhir.parse_json(body), settings.max_bundle_entries)
         await run_in_threadpool(ingestor.check_bundle, parsed, caller.org)
         receipt = await run_in_threadpool(ingestor.submit_bundle, caller, parsed, body_digest(body),
@@ -150,11 +146,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     @app.post("/fhir/$import")
     async def post_ndjson(request: Request, caller: CallerDep, prefer: str | None = Header(default=None),
                           idempotency_key: str | None = Header(default=None)) -> Response:
-        body = await body_of(request, caller)
+        body = await body_of(request, caller, NDJSON_TYPES)
         lines = split_lines(body, settings.max_ndjson_lines)
         digest = body_digest(body)
         if prefer and "respond-async" in prefer.lower():
-            await run_in_threadpool(ingestor.authorise, caller)
             job = await run_in_threadpool(runner.create, caller, lines, digest)
             url = f"{str(request.base_url).rstrip('/')}/jobs/{job.id}"
             return JSONResponse({"id": job.id, "status": job.state, "lines": job.lines}, status_code=202,
@@ -170,14 +165,16 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def job_status(job_id: str, caller: CallerDep) -> JSONResponse:
         status = await run_in_threadpool(runner.status, caller.org, job_id)
         if status is None:
-            return _outcome(404, [fhir.Issue("no such import job", code="not-found")])
+            raise errors.NotFound("no such import job")
         running = status["status"] in ("accepted", "running")
         return JSONResponse(status, status_code=202 if running else 200,
                             headers={"X-Progress": f"{status['progress']}%"} if running else None)
 
     async def one_resource(request: Request, caller: Any, rtype: str, rid: str | None,
                            key: str | None) -> JSONResponse:
-        body = await body_of(request, caller)
+        if rid is not None and not is_fhir_id(rid):
+            raise fhir.InvalidSubmission([fhir.Issue(f"{rtype}.id: {RULE}", f"{rtype}.id", "value")])
+        body = await body_of(request, caller, JSON_TYPES)
         doc = fhir.parse_json(body)
         if isinstance(doc, dict) and doc.get("resourceType") not in (None, rtype):
             raise fhir.InvalidSubmission([fhir.Issue("resourceType does not match the URL type", "resourceType")])

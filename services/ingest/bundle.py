@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.contracts.ids import RULE, is_fhir_id
 from services.fhir.validation import InvalidSubmission, Issue, validate_resource
 from services.ingest import references
 
@@ -128,6 +129,8 @@ def resolve(bundle: ParsedBundle, hospital: str) -> None:
         if not e.resource.get("id") and e.full_url and e.full_url.startswith("urn:uuid:"):
             e.resource["id"] = e.full_url[len("urn:uuid:"):]
         ensure_id(e.resource, hospital)
+        if not e.issues and not is_fhir_id(e.resource["id"]):  # e.g. a long urn:uuid fullUrl became the id
+            e.issues.append(Issue(f"{e.where}.resource.id: {RULE}", f"{e.where}.resource.id", "value"))
         if e.full_url:
             full_urls[e.full_url] = e.location
     if bundle.kind == "batch":

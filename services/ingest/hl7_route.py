@@ -20,14 +20,15 @@ from starlette.concurrency import run_in_threadpool
 from services.adapters.auth import Caller
 from services.adapters.kafka import BrokerUnavailable
 from services.adapters.web import CallerDep
+from services.contracts import errors
 from services.fhir.validation import InvalidSubmission
 from services.ingest import bundle as bundles
 from services.ingest import hl7v2
 from services.ingest.config import IngestSettings
-from services.ingest.ratelimit import RateLimited
 from services.ingest.service import Forbidden, Ingestor, body_digest
 
 HL7_MEDIA = "x-application/hl7-v2+er7"
+HL7_TYPES = frozenset({HL7_MEDIA, "application/hl7-v2", "application/hl7-v2+er7", "text/plain"})
 
 
 def _control_id(text: str) -> str:
@@ -54,6 +55,7 @@ def hl7_handler(ingestor: Ingestor, settings: IngestSettings
         text = raw.decode("utf-8", errors="replace")
         mapped: hl7v2.Mapped | None = None
         try:
+            await run_in_threadpool(ingestor.authorise, caller)  # before any mapping or validation work
             mapped = hl7v2.to_fhir(text, caller.org, settings.hl7_default_tz)
             entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r,
                         "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
@@ -83,16 +85,15 @@ def hl7_handler(ingestor: Ingestor, settings: IngestSettings
 
 
 def install_hl7(app: FastAPI, ingestor: Ingestor, settings: IngestSettings,
-                body_of: Callable[[Request, Any], Awaitable[bytes]]) -> None:
+                body_of: Callable[[Request, Any, frozenset[str]], Awaitable[bytes]]) -> None:
     handle = hl7_handler(ingestor, settings)
 
     @app.post("/hl7v2")
     async def post_hl7v2(request: Request, caller: CallerDep) -> Response:
         try:
-            raw = await body_of(request, caller)
-        except RateLimited as exc:
-            ack = hl7v2.ack(code="AR", control_id="", text=str(exc))
-            return Response(ack, status_code=429, media_type=HL7_MEDIA,
-                            headers={"Retry-After": str(exc.retry_after)})
+            raw = await body_of(request, caller, HL7_TYPES)
+        except errors.HealthgovError as exc:  # refused before the message was read: still an ACK
+            ack = hl7v2.ack(code="AR", control_id="", text=exc.message)
+            return Response(ack, status_code=exc.status, media_type=HL7_MEDIA, headers=exc.headers)
         status, ack, headers = await handle(caller, raw)
         return Response(ack, status_code=status, media_type=HL7_MEDIA, headers=headers)

@@ -22,15 +22,25 @@ from sqlalchemy.exc import IntegrityError
 
 from services.adapters import crypto
 from services.adapters.sql import UnitOfWork
+from services.contracts import errors
 from services.ingest.store import IdempotencyKey, now
 
 
-class KeyReused(Exception):
+class KeyReused(errors.Unprocessable):
     """The key was used before for a different request body (422)."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, issues=[{"severity": "error", "code": "duplicate", "diagnostics": message,
+                                           "expression": ["Idempotency-Key"]}])
 
-class InFlight(Exception):
+
+class InFlight(errors.Conflict):
     """The same submission is being processed right now (409, retry shortly)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"},
+                         issues=[{"severity": "error", "code": "conflict", "diagnostics": message,
+                                  "expression": ["Idempotency-Key"]}])
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 
+from services.contracts import errors
 
-class RateLimited(Exception):
+
+class RateLimited(errors.Throttled):
     """Too many requests from one hospital; ``retry_after`` is in whole seconds."""
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"rate limit exceeded; retry after {retry_after}s")
-        self.retry_after = retry_after
+        super().__init__(f"rate limit exceeded; retry after {retry_after}s", retry_after=retry_after)
 
 
 class RateLimiter:

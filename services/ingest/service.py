@@ -19,6 +19,7 @@ from services.adapters import crypto
 from services.adapters.auth import Caller
 from services.adapters.kafka import Message, MessageTooLarge, Producer
 from services.adapters.policy import PolicyClient
+from services.contracts import errors
 from services.contracts.events import Accessor, AuditEvent, ResourceRef, rfc3339, utcnow
 from services.contracts.policy import PolicyInput, PolicyResource, Subject
 from services.contracts.topics import AUDIT_EVENTS, MAX_INGEST_MESSAGE_BYTES
@@ -51,12 +52,11 @@ def _too_large_message(exc: MessageTooLarge) -> InvalidSubmission:
     return InvalidSubmission([Issue(f"the submission cannot be stored: {exc}", "body", TOO_COSTLY)], status=413)
 
 
-class Forbidden(Exception):
+class Forbidden(errors.Forbidden):
     """OPA denied the write; ``reasons`` say why."""
 
     def __init__(self, reasons: list[str]) -> None:
-        super().__init__(", ".join(reasons))
-        self.reasons = reasons
+        super().__init__("write denied: " + ", ".join(reasons), reasons=reasons)
 
 
 @dataclass

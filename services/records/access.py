@@ -17,6 +17,7 @@ from sqlmodel import Session
 from services.adapters import crypto
 from services.adapters.auth import Caller
 from services.adapters.policy import PolicyClient
+from services.contracts import errors
 from services.contracts.envelope import DIRECTORY_KEY
 from services.contracts.events import (
     Accessor,
@@ -165,14 +166,14 @@ def audit_event(*, kind: AuditKind, caller: Caller, authority: Authority, patien
         data_digest=crypto.sha256_hex(body) if body is not None else None, details=extra)
 
 
-class Denied(Exception):
+class Denied(errors.Forbidden):
     """The policy said no (or nothing could be released); the denial is on the audit log."""
 
     def __init__(self, reasons: list[str], event_id: str) -> None:
-        super().__init__(", ".join(reasons))
-        self.reasons = reasons
+        super().__init__("access denied: " + ", ".join(reasons), reasons=reasons,
+                         headers={errors.EVENT_HEADER: event_id})
         self.event_id = event_id
 
 
-class NotFound(Exception):
+class NotFound(errors.NotFound):
     """No such resource, consent or patient identifier."""

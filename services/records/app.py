@@ -20,11 +20,11 @@ consumers in background threads.
 
 from __future__ import annotations
 
-import json
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+import orjson
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -34,33 +34,57 @@ from services.adapters.kafka import ConsumerLoop, Producer
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
-from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
+from services.adapters.web import MAX_INT64, CallerDep, build_authenticator, install_error_handlers
+from services.contracts import errors
+from services.contracts.ids import is_fhir_id
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.fhir.compartment import DIRECTORY_TYPES
 from services.records import search
-from services.records.access import Denied, NotFound
 from services.records.authority import AuthorityReader
 from services.records.config import RecordsSettings
 from services.records.consent_consumer import ConsentChangeHandler
-from services.records.consents import InvalidConsent
 from services.records.consumer import IngestHandler
 from services.records.erasure import Eraser
 from services.records.referrals import Referrals
-from services.records.registry import Conflict, ConsentRegistry
+from services.records.registry import ConsentRegistry
 from services.records.service import Reader, ReadRequest
 from services.records.store import make_engine, read_engine
-from services.records.vault import Shredded, Vault
+from services.records.vault import Vault
 
 FHIR_JSON = "application/fhir+json"
-EVENT_HEADER = "X-Healthgov-Event-Id"
+EVENT_HEADER = errors.EVENT_HEADER
 
 
-def outcome(status: int, code: str, text: str, headers: dict[str, str] | None = None,
-            issues: list[dict[str, Any]] | None = None, severity: str = "error") -> JSONResponse:
-    """A FHIR OperationOutcome response."""
+def informational(status: int, code: str, text: str, headers: dict[str, str]) -> JSONResponse:
+    """A successful answer that is only a statement: an OperationOutcome of severity information."""
     body = {"resourceType": "OperationOutcome",
-            "issue": issues or [{"severity": severity, "code": code, "diagnostics": text}]}
+            "issue": [{"severity": "information", "code": code, "diagnostics": text}]}
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def _parse_json(raw: str | bytes, what: str) -> Any:
+    """JSON the caller sent; orjson refuses nesting deeper than 1024 levels instead of exhausting the stack."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.Invalid(f"{what} is not valid JSON", code="structure") from exc
+
+
+def _json_object(raw: Any, name: str) -> dict[str, Any] | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        raw = _parse_json(raw, name)
+    if not isinstance(raw, dict):
+        raise errors.Invalid(f"{name} must be a JSON object")
+    return raw
+
+
+def _fhir_id(value: str, what: str) -> str:
+    """A path's logical id; one no resource can have is simply not found (nothing further is asked)."""
+    if not is_fhir_id(value):
+        raise errors.NotFound(f"no such {what}")
+    return value
 
 
 def create_app(settings: RecordsSettings | None = None) -> FastAPI:
@@ -98,38 +122,12 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     authority = AuthorityReader(verifier=DocumentVerifier(authenticator.registry, authenticator.keys),
                                 producer=producer, pseudonym=vault.pseudonym)
     app.state.handler = handler
-    install_error_handlers(app)
-
-    async def guarded(call: Any, *args: Any) -> Any:
-        """Run a use case off the event loop; map domain errors to FHIR answers."""
-        try:
-            return await run_in_threadpool(call, *args)
-        except Denied as exc:
-            return outcome(403, "forbidden", "access denied: " + ", ".join(exc.reasons),
-                           {EVENT_HEADER: exc.event_id})
-        except NotFound as exc:
-            return outcome(404, "not-found", str(exc))
-        except Shredded:
-            return outcome(410, "deleted", "this patient's records were erased")
-        except InvalidConsent as exc:
-            return outcome(400, "invalid", str(exc), issues=[i.to_fhir() for i in exc.issues])
-        except Conflict as exc:
-            return outcome(409, "conflict", str(exc))
+    install_error_handlers(app)  # the one mapping of every refusal (denied, not found, erased, ...)
 
     async def read(request: Request, caller: Caller, **kw: Any) -> Response:
-        out = await guarded(reader.read, caller, ReadRequest(authority=authority(request, caller), **kw))
-        if isinstance(out, Response):
-            return out
+        out = await run_in_threadpool(reader.read, caller, ReadRequest(authority=authority(request, caller), **kw))
         return Response(out.body, media_type=FHIR_JSON,
                         headers={EVENT_HEADER: out.event_id, "X-Healthgov-Withheld": str(out.withheld)})
-
-    @app.exception_handler(Denied)
-    async def _denied(_request: Request, exc: Denied) -> JSONResponse:
-        return outcome(403, "forbidden", "access denied: " + ", ".join(exc.reasons), {EVENT_HEADER: exc.event_id})
-
-    @app.exception_handler(ValueError)
-    async def _bad(_request: Request, exc: ValueError) -> JSONResponse:
-        return outcome(400, "invalid", str(exc))
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -140,55 +138,49 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
 
     @app.post("/fhir/Consent", status_code=201)
     async def create_consent(request: Request, caller: CallerDep) -> Response:
-        try:
-            doc = json.loads(await request.body())
-        except json.JSONDecodeError as exc:
-            return outcome(400, "structure", f"malformed JSON: {exc}")
-        out = await guarded(registry.create, caller, doc, authority(request, caller))
-        return out if isinstance(out, Response) else _consent_response(out, 201)
+        doc = _parse_json(await request.body(), "the body")
+        out = await run_in_threadpool(registry.create, caller, doc, authority(request, caller))
+        return _consent_response(out, 201)
 
     @app.delete("/fhir/Consent/{cid}")
     async def revoke_consent(cid: str, request: Request, caller: CallerDep) -> Response:
-        out = await guarded(registry.revoke, caller, cid, authority(request, caller))
-        return out if isinstance(out, Response) else _consent_response(out, 200)
+        out = await run_in_threadpool(registry.revoke, caller, _fhir_id(cid, "Consent"), authority(request, caller))
+        return _consent_response(out, 200)
 
     # --- the patient: everything, erasure, referral ---------------------------------
 
     @app.get("/fhir/Patient/{pid}/$everything")
     async def everything(pid: str, request: Request, caller: CallerDep) -> Response:
-        return await read(request, caller, patient_id=pid)
+        return await read(request, caller, patient_id=_fhir_id(pid, "Patient"))
 
     @app.delete("/fhir/Patient/{pid}")
     async def erase(pid: str, request: Request, caller: CallerDep) -> Response:
-        out = await guarded(eraser.erase, caller, pid, authority(request, caller))
-        if isinstance(out, Response):
-            return out
-        return outcome(200, "deleted", "the patient's data key was destroyed; their records are unreadable",
-                       {EVENT_HEADER: out}, severity="information")
+        out = await run_in_threadpool(eraser.erase, caller, _fhir_id(pid, "Patient"), authority(request, caller))
+        return informational(200, "deleted", "the patient's data key was destroyed; their records are unreadable",
+                            {EVENT_HEADER: out})
 
     @app.post("/fhir/Patient/{pid}/$refer")
     async def refer(pid: str, request: Request, caller: CallerDep) -> Response:
         hospital = _referral_target(await request.body())
-        out = await guarded(referrals.refer, caller, pid, hospital, authority(request, caller))
-        if isinstance(out, Response):
-            return out
-        created, event_id = out
-        return outcome(201 if created else 200, "informational", f"{hospital} now has a care relationship",
-                       {EVENT_HEADER: event_id}, severity="information")
+        created, event_id = await run_in_threadpool(referrals.refer, caller, _fhir_id(pid, "Patient"), hospital,
+                                                    authority(request, caller))
+        return informational(201 if created else 200, "informational", f"{hospital} now has a care relationship",
+                             {EVENT_HEADER: event_id})
 
     # --- generic FHIR reads -------------------------------------------------------------
 
     @app.get("/fhir/{rtype}/{rid}/_history")
     async def history(rtype: str, rid: str, request: Request, caller: CallerDep) -> Response:
-        return await read(request, caller, rtype=rtype, rid=rid, history=True)
+        return await read(request, caller, rtype=rtype, rid=_fhir_id(rid, rtype), history=True)
 
     @app.get("/fhir/{rtype}/{rid}/_history/{vid}")
-    async def vread(rtype: str, rid: str, vid: int, request: Request, caller: CallerDep) -> Response:
-        return await read(request, caller, rtype=rtype, rid=rid, version=vid)
+    async def vread(rtype: str, rid: str, vid: Annotated[int, Path(ge=1, le=MAX_INT64)], request: Request,
+                    caller: CallerDep) -> Response:
+        return await read(request, caller, rtype=rtype, rid=_fhir_id(rid, rtype), version=vid)
 
     @app.get("/fhir/{rtype}/{rid}")
     async def read_one(rtype: str, rid: str, request: Request, caller: CallerDep) -> Response:
-        return await read(request, caller, rtype=rtype, rid=rid)
+        return await read(request, caller, rtype=rtype, rid=_fhir_id(rid, rtype))
 
     @app.get("/fhir/{rtype}")
     async def search_type(rtype: str, request: Request, caller: CallerDep,
@@ -201,12 +193,13 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         if rtype == "Patient" and identifier:
             patient_identifier, identifier = identifier, None
         if identifier:
-            return outcome(400, "not-supported", f"{rtype}?identifier= is not supported; "
-                           "search by the patient: patient= or patient.identifier=system|value")
+            raise errors.Invalid(f"{rtype}?identifier= is not supported; search by the patient: "
+                                 "patient= or patient.identifier=system|value", code="not-supported")
         if not patient and not patient_identifier:
             if rtype in DIRECTORY_TYPES:
                 return await read(request, caller, rtype=rtype, directory=True, filters=filters)
-            return outcome(400, "required", "search needs patient= or patient.identifier= (Patient: identifier=)")
+            raise errors.Invalid("search needs patient= or patient.identifier= (Patient: identifier=)",
+                                 code="required")
         if patient and patient.startswith("Patient/"):
             patient = patient.split("/", 1)[1]
         return await read(request, caller, rtype=rtype, patient_id=patient, identifier=patient_identifier,
@@ -224,15 +217,14 @@ def _consent_response(out: Any, status: int) -> Response:
 
 def _referral_target(body: bytes) -> str:
     """The hospital from ``Parameters`` (``organization`` as valueReference/valueString/valueId)."""
-    try:
-        doc = json.loads(body or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"malformed JSON: {exc}") from exc
+    doc = _parse_json(body or b"{}", "the body")
     params = doc.get("parameter") if isinstance(doc, dict) else None
-    for p in params or []:
+    for p in params if isinstance(params, list) else []:
         if isinstance(p, dict) and p.get("name") == "organization":
-            ref = (p.get("valueReference") or {}).get("reference") or p.get("valueString") or p.get("valueId")
+            value_reference = p.get("valueReference")
+            ref = (value_reference.get("reference") if isinstance(value_reference, dict) else None) \
+                or p.get("valueString") or p.get("valueId")
             if isinstance(ref, str) and ref:
                 return ref.split("/", 1)[1] if ref.startswith("Organization/") else ref
-    raise ValueError("$refer needs a Parameters resource with parameter 'organization' "
+    raise errors.Invalid("$refer needs a Parameters resource with parameter 'organization' "
                      "(valueReference Organization/<org id>)")

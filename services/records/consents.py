@@ -25,6 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from services.contracts import errors
 from services.contracts.policy import PURPOSES
 from services.fhir.validation import Issue, validate_resource
 
@@ -40,12 +41,15 @@ STATUSES = ("draft", "proposed", "active", "rejected", "inactive", "entered-in-e
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
 
 
-class InvalidConsent(Exception):
+class InvalidConsent(errors.Invalid):
     """The Consent cannot be accepted; ``issues`` say what and where."""
 
     def __init__(self, issues: list[Issue]) -> None:
         super().__init__("; ".join(i.diagnostics for i in issues[:3]))
         self.issues = issues
+
+    def fhir_issues(self) -> list[dict[str, Any]]:
+        return [i.to_fhir() for i in self.issues]
 
 
 def _reference_id(ref: Any, rtype: str) -> str | None:

@@ -31,6 +31,7 @@ from services.adapters.auth import Caller
 from services.adapters.kafka import Message, Producer
 from services.adapters.policy import PolicyClient
 from services.adapters.sql import UnitOfWork
+from services.contracts import errors
 from services.contracts.events import ConsentChange, ResourceRef, rfc3339, utcnow
 from services.contracts.topics import AUDIT_EVENTS, CONSENT_CHANGES
 from services.records import consents
@@ -41,7 +42,7 @@ from services.records.vault import Shredded, Vault
 APPLY_POLL_S = 0.02
 
 
-class Conflict(Exception):
+class Conflict(errors.Conflict):
     """Another change to the same consent won the race; the caller may retry."""
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.contracts import errors
+
 # Which element a search parameter reads, per resource type (after the FHIR R4
 # search parameters). For ``date`` the first element present counts: a
 # Condition's onset, else the date it was recorded.
@@ -45,8 +47,24 @@ PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
 
 
-class InvalidSearch(ValueError):
+class InvalidSearch(errors.Invalid):
     """A search parameter that cannot be understood (answered with 400)."""
+
+
+_MIN = datetime.min.replace(tzinfo=UTC)
+_MAX = datetime.max.replace(tzinfo=UTC)
+
+
+def _shift(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, held at the ends of the calendar (a range may end after 9999-12-31)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return _MAX if delta > timedelta(0) else _MIN
+
+
+def _next_year(start: datetime) -> datetime:
+    return start.replace(year=start.year + 1) if start.year < _MAX.year else _MAX
 
 
 @dataclass(frozen=True)
@@ -66,23 +84,24 @@ def parse_range(value: str) -> Range:
     try:
         if month is None:
             start = datetime(int(year), 1, 1, tzinfo=UTC)
-            return Range(start, start.replace(year=start.year + 1))
+            return Range(start, _next_year(start))
         if day is None:
             start = datetime(int(year), int(month), 1, tzinfo=UTC)
             if start.month == 12:
-                return Range(start, start.replace(year=start.year + 1, month=1))
+                return Range(start, _next_year(start).replace(month=1) if start.year < _MAX.year else _MAX)
             return Range(start, start.replace(month=start.month + 1))
         if hh is None:
             start = datetime(int(year), int(month), int(day), tzinfo=UTC)
-            return Range(start, start + timedelta(days=1))
+            return Range(start, _shift(start, timedelta(days=1)))
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidSearch(f"{value!r} is not a valid date: {exc}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)  # a zone offset near the calendar's ends must not overflow later
+    except (ValueError, OverflowError) as exc:
+        raise InvalidSearch(f"{value!r} is not a valid date") from exc
     width = timedelta(seconds=1) if ss is not None and frac is None else (
         timedelta(microseconds=1) if frac is not None else timedelta(minutes=1))
-    return Range(moment, moment + width)
+    return Range(moment, _shift(moment, width))
 
 
 def _element_ranges(value: Any) -> list[Range]:
@@ -94,9 +113,9 @@ def _element_ranges(value: Any) -> list[Range]:
             return []
     if isinstance(value, dict) and ("start" in value or "end" in value):
         try:
-            start = parse_range(value["start"]).start if value.get("start") else datetime.min.replace(tzinfo=UTC)
-            end = parse_range(value["end"]).end if value.get("end") else datetime.max.replace(tzinfo=UTC)
-        except InvalidSearch:
+            start = parse_range(value["start"]).start if value.get("start") else _MIN
+            end = parse_range(value["end"]).end if value.get("end") else _MAX
+        except (InvalidSearch, TypeError):
             return []
         return [Range(start, end)]
     return []
@@ -121,7 +140,7 @@ def _matches_date(target: Range, prefix: str, param: Range) -> bool:
     if prefix == "eb":
         return target.end <= param.start
     slack = max(abs(datetime.now(UTC) - param.start) / 10, timedelta(days=1))
-    return target.start < param.end + slack and target.end > param.start - slack
+    return target.start < _shift(param.end, slack) and target.end > _shift(param.start, -slack)
 
 
 @dataclass(frozen=True)

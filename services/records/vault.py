@@ -21,13 +21,20 @@ from sqlmodel import Session, select
 
 from services.adapters import crypto
 from services.adapters.keys import KeyProvider
+from services.contracts import errors
 from services.records.store import ConsentRow, KeyRow, PatientKey, Record, RecordRow, _now
 
 log = logging.getLogger(__name__)
 
 
-class Shredded(Exception):
+class Shredded(errors.Gone):
     """The patient's data key was destroyed: their records are gone for good."""
+
+    default_message = "this patient's records were erased"
+
+    def __init__(self, patient: str | None = None) -> None:
+        super().__init__()  # the caller is told the fact, never which key
+        self.patient = patient
 
 
 @dataclass
