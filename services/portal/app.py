@@ -7,9 +7,10 @@ query the audit trail and verify the log.
 
 Patients also decide who may use their data (consents, through records'
 Consent API) and may erase their records. Every form that changes something
-is checked here first: signed-in patient, same origin, valid input, and, for a
-withdrawal, a consent id from the patient's own list; records and the policy
-then check again.
+is checked here first: signed-in patient, same origin, the form's synchroniser
+token (``csrf.py``), valid input, and, for a withdrawal, a consent id from the
+patient's own list; records and the policy then check again. Sign-in is
+throttled per account and per client address (``throttle.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from starlette.concurrency import run_in_threadpool
 
 from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
+from services.adapters.web import install_error_handlers
 from services.portal import consents, views
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
+from services.portal.csrf import FIELD, HEADER, LOGIN_COOKIE, CsrfTokens
+from services.portal.throttle import SignInThrottle
 from services.tlog.client import AuditClient
 from services.tlog.verify import verify_log
 
@@ -54,15 +58,25 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     clients = PortalClients(settings, keys)
     registry = load_registry(settings.registry_file)
     templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+    tokens = CsrfTokens(keys.portal_key())
+    throttle = SignInThrottle(account_limit=settings.signin_account_failures,
+                              account_window_s=settings.signin_account_window_s,
+                              address_limit=settings.signin_address_failures,
+                              address_window_s=settings.signin_address_window_s)
     app = FastAPI(title="healthgov portal", version="1.0")
     app.state.accounts = accounts
+    install_error_handlers(app, fhir=False)
 
     def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        ctx.setdefault("csrf_token", tokens.for_session(request.cookies.get(COOKIE)))
         resp = templates.TemplateResponse(request, name, ctx, status_code=status)
         resp.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'"
         resp.headers["X-Frame-Options"] = "DENY"
         resp.headers["Cache-Control"] = "no-store"
         return resp
+
+    def cross_site() -> Response:
+        return Response("cross-site request refused", status_code=403)
 
     def same_origin(request: Request) -> bool:
         """Reject cross-site form posts (the cookie is SameSite=Strict as well)."""
@@ -73,31 +87,61 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    async def token_ok(request: Request, expected: str) -> bool:
+        """The form's synchroniser token (or the X-CSRF-Token header) is the one this browser was given."""
+        supplied = request.headers.get(HEADER)
+        if supplied is None:
+            value = (await request.form()).get(FIELD)
+            supplied = value if isinstance(value, str) else None
+        return tokens.matches(expected, supplied)
+
+
+    def sign_in_page(request: Request, status: int = 200, headers: dict[str, str] | None = None,
+                     **ctx: Any) -> HTMLResponse:
+        """The sign-in form with its token, bound to a nonce cookie that is set here if missing."""
+        nonce = request.cookies.get(LOGIN_COOKIE) or tokens.new_nonce()
+        resp = page(request, "login.html", status=status, who=None, csrf_token=tokens.for_sign_in(nonce), **ctx)
+        if nonce != request.cookies.get(LOGIN_COOKIE):
+            resp.set_cookie(LOGIN_COOKIE, nonce, max_age=settings.session_ttl_s, httponly=True, samesite="strict",
+                            secure=not settings.dev_mode)
+        resp.headers.update(headers or {})
+        return resp
+
     @app.get("/", response_model=None)
     def index(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
         who = accounts.session(sid)
         if who is None:
-            return page(request, "login.html", who=None)
+            return sign_in_page(request)
         return RedirectResponse("/me" if who.role == "patient" else "/regulator", status_code=303)
 
     @app.post("/login", response_model=None)
     async def login(request: Request, username: Annotated[str, Form()],
                     password: Annotated[str, Form()]) -> Response:
-        if not same_origin(request):
-            return Response("cross-site request refused", status_code=403)
+        if not same_origin(request) or not await token_ok(
+                request, tokens.for_sign_in(request.cookies.get(LOGIN_COOKIE))):
+            return cross_site()
+        address = request.client.host if request.client else "unknown"
+        wait = throttle.retry_after(username, address)
+        if wait:  # refused before the password is even checked: guessing gains nothing
+            return sign_in_page(request, status=429, headers={"Retry-After": str(wait)},
+                                error=f"Too many failed sign-ins. Try again in {wait} seconds.")
         who = await run_in_threadpool(accounts.authenticate, username, password)
         if who is None:
-            return page(request, "login.html", status=401, who=None, error="Wrong username or password.")
+            throttle.failed(username, address)
+            return sign_in_page(request, status=401, error="Wrong username or password.")
+        throttle.succeeded(username)
         sid = accounts.open_session(who, settings.session_ttl_s)
         resp = RedirectResponse("/me" if who.role == "patient" else "/regulator", status_code=303)
         resp.set_cookie(COOKIE, sid, max_age=settings.session_ttl_s, httponly=True, samesite="strict",
                         secure=not settings.dev_mode)
+        resp.delete_cookie(LOGIN_COOKIE)
         return resp
 
     @app.post("/logout", response_model=None)
-    def logout(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        if not same_origin(request):
-            return Response("cross-site request refused", status_code=403)
+    async def logout(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        if not same_origin(request) or (accounts.session(sid) is not None
+                                        and not await token_ok(request, tokens.for_session(sid))):
+            return cross_site()
         accounts.close_session(sid)
         resp = RedirectResponse("/", status_code=303)
         resp.delete_cookie(COOKIE)
@@ -106,6 +150,21 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     def signed_in(sid: str | None, role: str) -> Principal | None:
         who = accounts.session(sid)
         return who if who is not None and who.role == role else None
+
+    async def poster(request: Request, sid: str | None, role: str) -> Principal | Response:
+        """Who posts a state-changing form: same origin, signed in as ``role``, with the session's token.
+
+        Without a session nothing can change, so the browser is sent to sign in; a wrong or missing
+        token on a live session is a forged request and is refused.
+        """
+        if not same_origin(request):
+            return cross_site()
+        who = signed_in(sid, role)
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        if not await token_ok(request, tokens.for_session(sid)):
+            return cross_site()
+        return who
 
     def patient_ctx(who: Principal) -> dict[str, Any]:
         """Everything the patient page shows; each part says in words when it cannot be had."""
@@ -135,9 +194,6 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         ctx = await run_in_threadpool(patient_ctx, who)
         return page(request, "patient.html", status=status, **{**ctx, **extra})
 
-    def cross_site() -> Response:
-        return Response("cross-site request refused", status_code=403)
-
     async def form_fields(request: Request) -> dict[str, list[str]]:
         """The posted form as lists of strings: validation, not FastAPI, answers a bad form (400, in words)."""
         form = await request.form()
@@ -153,11 +209,9 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
 
     @app.post("/me/consents", response_model=None)
     async def grant_consent(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        if not same_origin(request):
-            return cross_site()
-        who = signed_in(sid, "patient")
-        if who is None:
-            return RedirectResponse("/", status_code=303)
+        who = await poster(request, sid, "patient")
+        if isinstance(who, Response):
+            return who
         form = await form_fields(request)
         try:
             grant = consents.parse_grant(form, registry, datetime.now(UTC).date())
@@ -173,11 +227,9 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     @app.post("/me/consents/{consent_id}/revoke", response_model=None)
     async def revoke_consent(consent_id: str, request: Request,
                              sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        if not same_origin(request):
-            return cross_site()
-        who = signed_in(sid, "patient")
-        if who is None:
-            return RedirectResponse("/", status_code=303)
+        who = await poster(request, sid, "patient")
+        if isinstance(who, Response):
+            return who
         try:
             own = await run_in_threadpool(clients.my_consents, who)
             if consent_id not in consents.revocable_ids(consents.consent_rows(own, registry)):
@@ -198,11 +250,9 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
 
     @app.post("/me/erase", response_model=None)
     async def erase(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        if not same_origin(request):
-            return cross_site()
-        who = signed_in(sid, "patient")
-        if who is None:
-            return RedirectResponse("/", status_code=303)
+        who = await poster(request, sid, "patient")
+        if isinstance(who, Response):
+            return who
         typed = " ".join((await form_fields(request)).get("confirm", []))
         if not consents.erase_confirmed(typed):
             return page(request, "erase.html", status=400, who=who, phrase=consents.ERASE_PHRASE,
@@ -265,11 +315,14 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         return page(request, "regulator.html", **regulator_ctx(who, request))
 
     @app.post("/regulator/verify", response_model=None)
-    def regulator_verify(request: Request,
-                         sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        who = signed_in(sid, "regulator")
-        if who is None or not same_origin(request):
-            return RedirectResponse("/", status_code=303)
+    async def regulator_verify(request: Request,
+                               sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        who = await poster(request, sid, "regulator")
+        if isinstance(who, Response):
+            return who
+        return await run_in_threadpool(verify_page, request, who)
+
+    def verify_page(request: Request, who: Principal) -> Response:
         ctx = regulator_ctx(who, request)
         source = AuditClient(settings.audit_url, token=lambda: clients.token_for(who, "audit"))
         try:

@@ -9,6 +9,11 @@ class PortalSettings(PlatformSettings):
     # Regulators sign in through their own identity provider in production; in dev and
     # test the portal stands in for it with the demo regulator's key.
     regulator_org: str = "gz-nhc"
+    # Sign-in throttling: failures per account, and per client address, within a sliding window.
+    signin_account_failures: int = 5
+    signin_account_window_s: int = 15 * 60
+    signin_address_failures: int = 30
+    signin_address_window_s: int = 5 * 60
 
     @property
     def store_url(self) -> str:

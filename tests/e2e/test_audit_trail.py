@@ -177,8 +177,10 @@ def test_the_running_service_writes_as_a_role_that_cannot_rewrite(stack, setting
         engine.dispose()
 
 
-def test_the_platform_witness_cosigns_the_live_log(stack, settings) -> None:  # type: ignore[no-untyped-def]
-    httpx.post(f"{settings.audit_url}/checkpoint", timeout=30)
+def test_the_platform_witness_cosigns_the_live_log(stack, settings, token) -> None:  # type: ignore[no-untyped-def]
+    # Signing on demand is for who oversees the log (the regulator); the witness itself only reads.
+    signed = httpx.post(f"{settings.audit_url}/checkpoint", headers=_regulator(token), timeout=30)
+    assert signed.status_code == 200, signed.text
     out = subprocess.run([sys.executable, "-m", "services.cli.main", "audit", "witness", "--once",
                           "--url", settings.audit_url], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

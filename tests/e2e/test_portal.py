@@ -39,8 +39,17 @@ def browser(settings) -> httpx.Client:
     return httpx.Client(base_url=settings.portal_url, timeout=60, follow_redirects=True)
 
 
+CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
+
+
 def sign_in(client: httpx.Client, username: str, password: str = PASSWORD) -> httpx.Response:
-    return client.post("/login", data={"username": username, "password": password})
+    """Sign in as a browser does: the form (and its token) first; later posts carry the page's token."""
+    form = CSRF.search(client.get("/").text)
+    r = client.post("/login", data={"username": username, "password": password,
+                                    "csrf_token": form.group(1) if form else ""})
+    if page_token := CSRF.search(r.text):
+        client.headers["X-CSRF-Token"] = page_token.group(1)
+    return r
 
 
 def test_wrong_password_and_unknown_user_are_refused_alike(people, settings) -> None:
