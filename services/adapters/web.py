@@ -44,6 +44,11 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+def json_body(media_type: str = FHIR_JSON) -> dict[str, Any]:
+    """OpenAPI for a route that reads its JSON body itself: callers and fuzzers see that one is expected."""
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": {"type": "object"}}}}}
+
+
 def build_authenticator(settings: PlatformSettings, audience: str) -> Authenticator:
     registry = load_registry(settings.registry_file)
     keys = PlatformKeys(settings.state_dir).org_public_keys(list(registry["orgs"]))

@@ -27,7 +27,7 @@ from services.adapters.kafka import Producer
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
-from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
+from services.adapters.web import CallerDep, build_authenticator, install_error_handlers, json_body
 from services.contracts import errors
 from services.contracts.ids import RULE, is_fhir_id
 from services.fhir import validation as fhir
@@ -132,7 +132,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "validation_workers": pool.workers}
 
-    @app.post("/fhir")
+    @app.post("/fhir", openapi_extra=json_body())
     async def post_bundle(request: Request, caller: CallerDep,
                           idempotency_key: str | None = Header(default=None)) -> JSONResponse:
         body = await body_of(request, caller, JSON_TYPES)
@@ -193,12 +193,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         return JSONResponse(parsed.entries[0].resource, status_code=200 if rid else 201, media_type=FHIR_JSON,
                             headers=headers)
 
-    @app.post("/fhir/{rtype}")
+    @app.post("/fhir/{rtype}", openapi_extra=json_body())
     async def post_resource(rtype: str, request: Request, caller: CallerDep,
                             idempotency_key: str | None = Header(default=None)) -> JSONResponse:
         return await one_resource(request, caller, rtype, None, idempotency_key)
 
-    @app.put("/fhir/{rtype}/{rid}")
+    @app.put("/fhir/{rtype}/{rid}", openapi_extra=json_body())
     async def put_resource(rtype: str, rid: str, request: Request, caller: CallerDep,
                            idempotency_key: str | None = Header(default=None)) -> JSONResponse:
         return await one_resource(request, caller, rtype, rid, idempotency_key)

@@ -34,7 +34,7 @@ from services.adapters.kafka import ConsumerLoop, Producer
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
-from services.adapters.web import MAX_INT64, CallerDep, build_authenticator, install_error_handlers
+from services.adapters.web import MAX_INT64, CallerDep, build_authenticator, install_error_handlers, json_body
 from services.contracts import errors
 from services.contracts.ids import is_fhir_id
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
@@ -136,7 +136,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
 
     # --- consents -----------------------------------------------------------------
 
-    @app.post("/fhir/Consent", status_code=201)
+    @app.post("/fhir/Consent", status_code=201, openapi_extra=json_body())
     async def create_consent(request: Request, caller: CallerDep) -> Response:
         doc = _parse_json(await request.body(), "the body")
         out = await run_in_threadpool(registry.create, caller, doc, authority(request, caller))
@@ -159,7 +159,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         return informational(200, "deleted", "the patient's data key was destroyed; their records are unreadable",
                             {EVENT_HEADER: out})
 
-    @app.post("/fhir/Patient/{pid}/$refer")
+    @app.post("/fhir/Patient/{pid}/$refer", openapi_extra=json_body())
     async def refer(pid: str, request: Request, caller: CallerDep) -> Response:
         hospital = _referral_target(await request.body())
         created, event_id = await run_in_threadpool(referrals.refer, caller, _fhir_id(pid, "Patient"), hospital,
