@@ -213,7 +213,7 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise AuthError(_jwt_problem(exc)) from exc
         exp, iat = _numeric_date(claims, "exp"), _numeric_date(claims, "iat")
-        for name in ("sub", "jti", "role", "patient", "purpose"):
+        for name in ("sub", "jti", "role", "patient", "purpose", "break_glass_reason"):
             _optional_str(claims, name)
         if exp - iat > MAX_LIFETIME_S:
             raise AuthError(f"token lifetime exceeds {MAX_LIFETIME_S} seconds")
