@@ -98,5 +98,10 @@ def parse_json(body: bytes, where: str = "body") -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidSubmission([Issue(f"{where}: malformed JSON: {exc}", where, "structure")]) from exc
+        raise InvalidSubmission([Issue(f"{where}: {malformed(exc)}", where, "structure")]) from exc
+
+
+def malformed(exc: orjson.JSONDecodeError) -> str:
+    """Where the JSON breaks, in our words (the parser's own message is not part of our answers)."""
+    return f"malformed JSON at line {exc.lineno} column {exc.colno}"
 

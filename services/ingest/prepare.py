@@ -33,7 +33,7 @@ from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
 from services.contracts.events import IngestEnvelope, rfc3339, utcnow
 from services.contracts.topics import INGEST_RESOURCES, MAX_INGEST_MESSAGE_BYTES, MAX_RESOURCE_BYTES
 from services.fhir.compartment import patient_id_of
-from services.fhir.validation import Issue, validate_resource
+from services.fhir.validation import Issue, malformed, validate_resource
 from services.ingest import references
 from services.ingest.labels import LabelTable, load_table
 
@@ -214,7 +214,7 @@ def check_line(raw: bytes, n: int, hospital: str) -> tuple[dict[str, Any] | None
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        out.issues = [Issue(f"line {n}: malformed JSON: {exc}", f"line {n}", "structure").as_tuple()]
+        out.issues = [Issue(f"line {n}: {malformed(exc)}", f"line {n}", "structure").as_tuple()]
         return None, out
     rtype = doc.get("resourceType") if isinstance(doc, dict) else None
     # A line is never shorter than its compact JSON, so only long lines need measuring.

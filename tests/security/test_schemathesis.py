@@ -30,7 +30,7 @@ from schemathesis.checks import not_a_server_error
 
 from tests.conftest import TokenFactory
 
-EXAMPLES = int(os.environ.get("HEALTHGOV_FUZZ_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("HEALTHGOV_FUZZ_EXAMPLES", "40"))
 FUZZ = hypothesis_settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                            suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
 
