@@ -100,8 +100,8 @@ class DocumentVerifier:
         try:
             header = jwt.get_unverified_header(raw)
             claimed = jwt.decode(raw, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise DocumentRefused(kind, "unsigned", f"not a readable JWS ({exc})") from exc
+        except (jwt.PyJWTError, RecursionError) as exc:  # RecursionError: JSON nested deeper than the parser goes
+            raise DocumentRefused(kind, "unsigned", f"not a readable JWS ({type(exc).__name__})") from exc
         if header.get("alg") != "EdDSA" or header.get("typ") != kind.typ:
             raise DocumentRefused(kind, "malformed", f"expected an EdDSA JWS of type {kind.typ}")
         issuer = claimed.get("iss")
