@@ -113,6 +113,25 @@ def too_large(where: str, rtype: Any, size: int) -> Issue:
                  f"{MAX_RESOURCE_BYTES} bytes", where, TOO_COSTLY)
 
 
+MAX_WRITTEN_DEPTH = 255  # orjson writes JSON at most this deep; no FHIR resource comes near it
+
+
+def too_deep(where: str) -> Issue:
+    """A resource nested deeper than the platform writes JSON: refused by name, never a crash later."""
+    return Issue(f"{where}: elements are nested too deeply", where, TOO_COSTLY)
+
+
+def writable(doc: Any, raw: bytes) -> bool:
+    """Whether ``doc`` can be written back as JSON (a line with few brackets cannot be too deep)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_WRITTEN_DEPTH:
+        return True
+    try:
+        orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
 def oversize(resource: Any) -> int | None:
     """The compact JSON size of a resource above ``MAX_RESOURCE_BYTES``, else None."""
     size = len(orjson.dumps(resource))
@@ -217,6 +236,10 @@ def check_line(raw: bytes, n: int, hospital: str) -> tuple[dict[str, Any] | None
         out.issues = [Issue(f"line {n}: {malformed(exc)}", f"line {n}", "structure").as_tuple()]
         return None, out
     rtype = doc.get("resourceType") if isinstance(doc, dict) else None
+    if not writable(doc, raw):
+        out.rtype = rtype if isinstance(rtype, str) else None
+        out.issues = [too_deep(f"line {n}").as_tuple()]
+        return None, out
     # A line is never shorter than its compact JSON, so only long lines need measuring.
     if len(raw) > MAX_RESOURCE_BYTES and (size := oversize(doc)):
         out.rtype = rtype if isinstance(rtype, str) else None

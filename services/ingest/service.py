@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import uuid6
 
 from services.adapters import crypto
@@ -35,6 +36,7 @@ from services.ingest.prepare import (
     prepare_lines,
     seal_grouped,
     seal_transaction,
+    too_deep,
     too_large,
     validate_entries,
 )
@@ -126,14 +128,16 @@ class Ingestor:
         for e in bundle.entries:
             if e.resource is None:
                 continue
-            size = oversize(e.resource)
+            try:
+                size = oversize(e.resource)
+            except orjson.JSONEncodeError:  # deeper than JSON is written: it could never be stored
+                e.issues.append(too_deep(f"{e.where}.resource"))
+                continue
             if size is not None:
                 e.issues.append(too_large(f"{e.where}.resource", e.resource.get("resourceType"), size))
             else:
                 with_resource.append(e)
         if len(with_resource) >= self.pool_threshold:
-            import orjson
-
             step = max(50, len(with_resource) // (2 * max(1, self.pool.workers)))
             jobs = [([orjson.dumps(e.resource) for e in with_resource[i:i + step]],
                      [f"{e.where}.resource" for e in with_resource[i:i + step]])

@@ -109,6 +109,17 @@ def test_a_resource_nested_hundreds_of_levels_deep_is_an_entry_error(stack, sett
                                 **{"Content-Type": "application/fhir+json"}))
     issue = _outcome(r, 400)["issue"][0]
     assert issue["expression"] == ["Patient"] and issue["code"] in ("invalid", "too-costly"), issue
+    # 130 levels of extensions (260 of JSON) still validate, but cannot be written back: a per-line error.
+    depth = 130
+    extension = '{"url": "http://example.org/x", "extension": [' * depth \
+        + '{"url": "http://example.org/x", "valueString": "leaf"}' + "]}" * depth
+    lines = f'{{"resourceType": "Patient", "id": "{uuid.uuid4()}", "extension": [{extension}]}}\n'.encode() \
+        + orjson.dumps(fresh_patient(first_patient()))
+    bulk = httpx.post(f"{settings.ingest_url}/fhir/$import", content=lines, timeout=60,
+                      headers=auth(token("gy-hosp-001", "ingest", role="integration"),
+                                   **{"Content-Type": "application/fhir+ndjson"}))
+    assert bulk.status_code == 200, bulk.text
+    assert [e["response"]["status"] for e in bulk.json()["entry"]] == ["400 Bad Request", "201 Created"]
 
 
 # --- numbers and dates at the edge ----------------------------------------------------------------
