@@ -236,9 +236,12 @@ def consumer_cpu(copies: int, chunk: int, store: str) -> dict[str, float]:
     from audit_common import scratch_database
     from cpu import _postmaster, _tree_cpu_s
 
+    from services.adapters.audit_log import AuditLog
     from services.adapters.runtime import freeze_startup_heap
     from services.ingest import validation
     from services.records.consumer import IngestHandler
+    from services.records.gate import Gate
+    from services.records.notices import NoticeOutbox
     from services.records.store import make_engine
     from services.records.vault import Vault
 
@@ -265,7 +268,8 @@ def consumer_cpu(copies: int, chunk: int, store: str) -> dict[str, float]:
         engine = make_engine(url)
         handler = IngestHandler(engine=engine, vault=Vault(keys.keyring(), keys.blind_index_key(),
                                                            keys.pseudonym_key()),
-                                hpke_private=keys.records_hpke_private(), producer=NoDeadLetters())  # type: ignore[arg-type]
+                                hpke_private=keys.records_hpke_private(), producer=NoDeadLetters(),  # type: ignore[arg-type]
+                                gate=Gate(AuditLog(NoDeadLetters()), NoticeOutbox(engine)))  # type: ignore[arg-type]
         for batch in batches[:warm]:
             handler(batch)
         freeze_startup_heap()  # as the records service does once started

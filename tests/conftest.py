@@ -22,6 +22,7 @@ from services.adapters.auth import issue_token
 from services.adapters.config import REPO_ROOT, PlatformSettings
 from services.adapters.documents import ETHICS_APPROVAL, WARRANT, issue_document
 from services.adapters.keys import PlatformKeys
+from services.cli import visits
 
 FIXTURES = REPO_ROOT / "deploy" / "demo" / "fixtures"
 TEN = FIXTURES / "synthea-10-patients"
@@ -152,8 +153,12 @@ def loaded(stack, token: TokenFactory, settings: PlatformSettings,  # type: igno
                                     **{"Content-Type": "application/fhir+ndjson"}))
             assert r.status_code == 200, r.text
     acked = time.perf_counter() - started
-    expected = Counter(r["resourceType"] for r in ten_patients)
     patient_ids = [r["id"] for r in ten_patients if r["resourceType"] == "Patient"]
+    # The fixtures' encounters ended years ago: no evidence of care. Today's visits are.
+    r = visits.admit(settings.ingest_url, token("gy-hosp-001", "ingest", role="integration"), "gy-hosp-001",
+                     patient_ids)
+    assert r.status_code == 200, r.text
+    expected = Counter(r["resourceType"] for r in ten_patients) + Counter({"Encounter": len(patient_ids)})
     seen: dict[str, Counter[str]] = {}
 
     def all_stored() -> bool:

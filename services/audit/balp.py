@@ -55,6 +55,8 @@ _SHAPES: dict[str, tuple[dict[str, str], list[dict[str, str]], str]] = {
                [{"system": RESTFUL, "code": "create", "display": "create"}], "C"),
     "referral": ({"system": EVENT_TYPE, "code": "rest", "display": "Restful Operation"},
                  [{"system": RESTFUL, "code": "create", "display": "create"}], "C"),
+    "care_relationship": ({"system": EVENT_TYPE, "code": "rest", "display": "Restful Operation"},
+                          [{"system": RESTFUL, "code": "create", "display": "create"}], "C"),
 }
 
 

@@ -17,10 +17,10 @@ import typer
 from rich.console import Console
 from sqlmodel import Session, select
 
-from services.adapters.kafka import BrokerUnavailable, Message, Producer
+from services.adapters.audit_log import AuditLog
+from services.adapters.kafka import BrokerUnavailable, Producer
 from services.adapters.keys import PlatformKeys
 from services.contracts.events import Accessor, AuditEvent
-from services.contracts.topics import AUDIT_EVENTS
 from services.records.config import RecordsSettings
 from services.records.store import PatientKey, make_engine
 from services.records.vault import Rotation, Vault
@@ -51,8 +51,8 @@ def rotate(
     producer = Producer(settings.kafka_bootstrap, "healthgov-keys")
     who = operator or getpass.getuser()
     try:
-        rotation = vault.rotate(engine, lambda r: producer.send(Message(AUDIT_EVENTS.name,
-                                                                        rotation_event(r, who).canonical())))
+        log = AuditLog(producer)
+        rotation = vault.rotate(engine, lambda r: log.publish(rotation_event(r, who)))
     except BrokerUnavailable as exc:
         console.print(f"[red]the rotation could not be audited ({exc}); no KEK was retired[/red]")
         raise typer.Exit(1) from exc

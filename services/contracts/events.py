@@ -19,7 +19,8 @@ DEADLETTER_SCHEMA = "healthgov.deadletter.v1"
 CONSENT_CHANGE_SCHEMA = "healthgov.consent.change.v1"
 
 AuditKind = Literal[
-    "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral"
+    "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
+    "care_relationship",
 ]
 
 

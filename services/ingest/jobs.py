@@ -29,11 +29,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from services.adapters import crypto
+from services.adapters.audit_log import AuditLog
 from services.adapters.auth import Caller
-from services.adapters.kafka import BrokerUnavailable, Message, MessageTooLarge
+from services.adapters.kafka import BrokerUnavailable, MessageTooLarge
 from services.adapters.sql import UnitOfWork
 from services.contracts.events import Accessor
-from services.contracts.topics import AUDIT_EVENTS
 from services.ingest.prepare import chunk_ranges, prepare_lines
 from services.ingest.service import Ingestor, ingest_event
 from services.ingest.store import ImportChunk, ImportJob, now
@@ -198,7 +198,7 @@ class JobRunner:
                 caller=Accessor(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
                 submission_id=job.id, kind="ndjson-job", counts=counts, rejected=job.rejected,
                 body_digest=job.body_digest, event_id=job.event_id)
-            self.ingestor.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))
+            AuditLog(self.ingestor.producer).publish(event)
         job.state = "completed" if counts or not job.lines else "failed"
         if not counts and job.lines:
             job.last_error = "no line was accepted"

@@ -17,13 +17,14 @@ import orjson
 import uuid6
 
 from services.adapters import crypto
+from services.adapters.audit_log import audit_message
 from services.adapters.auth import Caller
 from services.adapters.kafka import Message, MessageTooLarge, Producer
 from services.adapters.policy import PolicyClient
 from services.contracts import errors
 from services.contracts.events import Accessor, AuditEvent, ResourceRef, rfc3339, utcnow
 from services.contracts.policy import PolicyInput, PolicyResource, Subject
-from services.contracts.topics import AUDIT_EVENTS, MAX_INGEST_MESSAGE_BYTES
+from services.contracts.topics import MAX_INGEST_MESSAGE_BYTES
 from services.fhir.validation import InvalidSubmission, Issue, validate_resource
 from services.ingest import bundle as bundles
 from services.ingest.idempotency import Idempotency, Replay
@@ -91,10 +92,6 @@ def ingest_event(*, caller: Caller | Accessor, submission_id: str, kind: str, co
                  "accepted": sum(counts.values()), "rejected": rejected, "counts": dict(sorted(counts.items()))},
         **extra,
     )
-
-
-def _audit_message(event: AuditEvent) -> Message:
-    return Message(AUDIT_EVENTS.name, event.canonical())
 
 
 @dataclass
@@ -181,7 +178,7 @@ class Ingestor:
             event = ingest_event(caller=caller, submission_id=sid, kind=bundle.kind, counts=counts,
                                  rejected=len(bundle.entries) - len(bundle.good), body_digest=body_digest,
                                  transport=transport)
-            self.producer.send_all([*messages, _audit_message(event)])
+            self.producer.send_all([*messages, audit_message(event)])
         except MessageTooLarge as exc:  # packing keeps within the limits; a refusal is still permanent
             if claim is not None:
                 self.idempotency.release(claim)
@@ -222,7 +219,7 @@ class Ingestor:
                 event = ingest_event(caller=caller, submission_id=sid, kind="ndjson", counts=counts,
                                      rejected=sum(1 for o in outcomes if not o.ok), body_digest=body_digest)
                 event_box.append(event)
-                yield [_audit_message(event)]
+                yield [audit_message(event)]
 
         try:
             self.producer.send_stream(batches())

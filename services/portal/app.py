@@ -41,7 +41,8 @@ from services.tlog.verify import verify_log
 COOKIE = "healthgov_session"
 ORG_TYPES = ["hospital", "public_health", "law_enforcement", "regulator", "research", "insurer",
              "commercial", "patient"]
-KINDS = ["disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral"]
+KINDS = ["disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
+         "care_relationship"]
 # What the patient page says after a change (the redirect carries only the key).
 NOTICES = {
     "granted": "Your choice is saved and in force.",

@@ -2,8 +2,9 @@
 
 The records service never decides anything itself. It gathers the facts the
 policy needs about a patient (the care relationship, the patient's consents),
-fills the input of docs/architecture.md §5, asks OPA through the policy adapter, and writes down
-what happened as an AuditEvent (docs/architecture.md §6). Rules live in ``policies/``.
+fills the input of docs/architecture.md §5 and asks OPA through the policy adapter;
+what happened is written down by the disclosure gate (``records/gate.py``) as an
+AuditEvent (docs/architecture.md §6). Rules live in ``policies/``.
 """
 
 from __future__ import annotations
@@ -14,26 +15,17 @@ from typing import Any
 
 from sqlmodel import Session
 
-from services.adapters import crypto
 from services.adapters.auth import Caller
 from services.adapters.policy import PolicyClient
 from services.contracts import errors
 from services.contracts.envelope import DIRECTORY_KEY
-from services.contracts.events import (
-    Accessor,
-    AuditDecision,
-    AuditEvent,
-    AuditKind,
-    ResourceRef,
-    rfc3339,
-    utcnow,
-)
+from services.contracts.events import rfc3339, utcnow
 from services.contracts.policy import Decision, Legal, PolicyInput, PolicyResource, Relationship, Subject
 from services.records import consents
 from services.records.store import KeyRow, latest_consents, patient_state
 from services.records.vault import Vault
 
-__all__ = ["DIRECTORY_KEY", "Asker", "Authority", "Denied", "Facts", "NotFound", "audit_event", "load_facts"]
+__all__ = ["DIRECTORY_KEY", "Asker", "Authority", "Denied", "Facts", "NotFound", "load_facts"]
 
 
 @dataclass(frozen=True)
@@ -143,27 +135,6 @@ class Asker:
         inputs = [self.input(rtype, list(labels), hospital) for rtype, labels, hospital in todo]
         answers = self.policy.decide_each(inputs[0], [i.resource for i in inputs])
         self._cache.update(zip(todo, answers, strict=True))
-
-
-def accessor(caller: Caller) -> Accessor:
-    return Accessor(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role)
-
-
-def audit_event(*, kind: AuditKind, caller: Caller, authority: Authority, patient: str | None,
-                decision: Decision | None, resources: list[ResourceRef] | None = None,
-                body: bytes | None = None, details: dict[str, Any] | None = None) -> AuditEvent:
-    """One accountable act; ``data_digest`` is the SHA-256 of exactly the bytes released."""
-    extra = dict(details or {})
-    if authority.break_glass:
-        extra["break_glass_reason"] = authority.break_glass.get("reason")
-    return AuditEvent(
-        kind=kind, accessor=accessor(caller), purpose=authority.purpose or None,
-        patient=None if patient == DIRECTORY_KEY else patient, resources=resources or [],
-        decision=None if decision is None else AuditDecision(
-            allow=decision.allow, reasons=decision.reasons,
-            obligations=decision.obligations.model_dump(), policy_version=decision.policy_version),
-        legal=authority.legal_refs(), request_id=authority.request_id,
-        data_digest=crypto.sha256_hex(body) if body is not None else None, details=extra)
 
 
 class Denied(errors.Forbidden):

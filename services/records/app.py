@@ -21,6 +21,7 @@ consumers in background threads.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -28,6 +29,7 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from services.adapters.audit_log import AuditLog
 from services.adapters.auth import Caller
 from services.adapters.documents import DocumentVerifier
 from services.adapters.kafka import ConsumerLoop, Producer
@@ -45,6 +47,8 @@ from services.records.config import RecordsSettings
 from services.records.consent_consumer import ConsentChangeHandler
 from services.records.consumer import IngestHandler
 from services.records.erasure import Eraser
+from services.records.gate import Gate
+from services.records.notices import NoticeOutbox
 from services.records.referrals import Referrals
 from services.records.registry import ConsentRegistry
 from services.records.service import Reader, ReadRequest
@@ -94,12 +98,16 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     vault = Vault(keys.keyring(), keys.blind_index_key(), keys.pseudonym_key())
     producer = Producer(settings.kafka_bootstrap, "healthgov-records")
     policy = PolicyClient(settings.opa_url)
-    reader = Reader(engine=read_engine(engine), vault=vault, policy=policy, producer=producer)
-    registry = ConsentRegistry(engine=engine, vault=vault, policy=policy, producer=producer)
-    eraser = Eraser(engine=engine, vault=vault, policy=policy, producer=producer)
-    referrals = Referrals(engine=engine, vault=vault, policy=policy, producer=producer)
+    outbox = NoticeOutbox(engine)
+    gate = Gate(AuditLog(producer), outbox)
+    reader = Reader(engine=read_engine(engine), vault=vault, policy=policy, gate=gate)
+    registry = ConsentRegistry(engine=engine, vault=vault, policy=policy, gate=gate)
+    eraser = Eraser(engine=engine, vault=vault, policy=policy, gate=gate)
+    referrals = Referrals(engine=engine, vault=vault, policy=policy, gate=gate,
+                          referral_window=timedelta(days=settings.referral_days),
+                          grant_window=timedelta(days=settings.patient_grant_days))
     handler = IngestHandler(engine=engine, vault=vault, hpke_private=keys.records_hpke_private(),
-                            producer=producer)
+                            producer=producer, gate=gate, care_window=timedelta(days=settings.care_window_days))
     consent_handler = ConsentChangeHandler(engine=engine, vault=vault, producer=producer)
     consumers = [
         ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=INGEST_RESOURCES,
@@ -147,7 +155,21 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         out = await run_in_threadpool(registry.revoke, caller, _fhir_id(cid, "Consent"), authority(request, caller))
         return _consent_response(out, 200)
 
-    # --- the patient: everything, erasure, referral ---------------------------------
+    # --- the patient: notices, everything, erasure, referral ---------------------------
+
+    @app.get("/notices")
+    async def notices(caller: CallerDep) -> Response:
+        """The signed-in patient's notices (first access by a hospital, break-glass, access by the state).
+
+        Only a patient's own token (the portal's, with a ``patient`` claim) reads them: a notice is
+        about who reached the patient's record, and says so to the patient alone.
+        """
+        if caller.org_type != "patient" or not caller.patient:
+            return outcome(403, "forbidden", "notices are read by the patient they are addressed to")
+        rows = await run_in_threadpool(outbox.visible, vault.pseudonym(caller.patient))
+        return JSONResponse({"notices": [
+            {"kind": n.kind, "org": n.org, "org_type": n.org_type, "about_org": n.about_org, "purpose": n.purpose,
+             "event_id": n.event_id, "at": n.created_at.isoformat()} for n in rows]})
 
     @app.get("/fhir/Patient/{pid}/$everything")
     async def everything(pid: str, request: Request, caller: CallerDep) -> Response:

@@ -13,7 +13,7 @@ the reason, and so does one about a patient whose data was erased.
 
 Speed: ingest sends many resources of one patient per message, so there is
 one HPKE open per message and, per batch, one query each for the patients'
-data keys, the latest versions and the care links (``= ANY(array)`` on
+data keys and the latest versions (``= ANY(array)`` on
 PostgreSQL: psycopg rewrites a query's placeholders on every execution, and
 an ``IN`` list of a thousand cost more CPU than the query), and one
 ``COPY ... (FORMAT BINARY)`` of all new versions (an ``executemany`` INSERT is
@@ -27,8 +27,9 @@ query per data key, ``IN`` lists and the multi-row INSERT).
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
@@ -43,9 +44,11 @@ from services.adapters import crypto
 from services.adapters.kafka import Message, Producer
 from services.adapters.sql import BulkInsert, UnitOfWork
 from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
-from services.contracts.events import DeadLetter, IngestEnvelope
+from services.contracts.events import Accessor, AuditEvent, DeadLetter, IngestEnvelope
 from services.contracts.topics import INGEST_DEADLETTER
-from services.records.store import CareLink, IdentifierIndex, PatientKey, Record, newest_per_key
+from services.records import care
+from services.records.gate import Gate
+from services.records.store import IdentifierIndex, PatientKey, Record, newest_per_key
 from services.records.vault import Shredded, Vault
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,6 @@ class _Lookup:
 
 _LATEST = _Lookup(Record.rid_index, Record.version, Record.content_index, key=Record.rid_index)
 _KEYS = _Lookup(PatientKey.patient, PatientKey.kek_id, PatientKey.wrapped, key=PatientKey.patient)
-_LINKS = _Lookup(CareLink.patient, CareLink.hospital, key=CareLink.patient)
 _IDENTIFIERS = _Lookup(IdentifierIndex.identifier_index, IdentifierIndex.patient, key=IdentifierIndex.identifier_index)
 
 
@@ -157,12 +159,33 @@ def _index_identifiers(s: Session, pairs: set[tuple[str, str]]) -> None:
     s.add_all(IdentifierIndex(identifier_index=idx, patient=patient) for idx, patient in sorted(pairs - known))
 
 
+_CARE_EVENTS = uuid.UUID("0b8e5c1e-3f0e-4a43-9d0c-6a1f2b7d9e51")
+
+
+def care_event(patient: str, env: IngestEnvelope) -> AuditEvent:
+    """The audit event of a hospital's first care relationship with a patient.
+
+    Its id and time come from the relationship and the envelope, so a batch
+    redelivered after a crash publishes the very same event again, which the
+    audit log keeps once.
+    """
+    return AuditEvent(
+        event_id=str(uuid.uuid5(_CARE_EVENTS, f"{patient}|{env.hospital}")), occurred_at=env.received_at,
+        kind="care_relationship", accessor=Accessor(id=env.hospital, org=env.hospital, org_type="hospital",
+                                                    role="integration"),
+        purpose="TREAT", patient=patient, request_id=env.submission_id,
+        details={"source": "encounter", "new": True, "submission": env.submission_id})
+
+
 class IngestHandler:
-    def __init__(self, *, engine: Engine, vault: Vault, hpke_private: bytes, producer: Producer) -> None:
+    def __init__(self, *, engine: Engine, vault: Vault, hpke_private: bytes, producer: Producer, gate: Gate,
+                 care_window: timedelta = timedelta(days=30)) -> None:
         self.engine = engine
         self.vault = vault
         self.hpke_private = hpke_private
         self.producer = producer
+        self.gate = gate
+        self.care_window = care_window
         self.stored = 0
 
     def open(self, key: bytes | None, value: bytes) -> tuple[IngestEnvelope, Payload]:
@@ -231,7 +254,7 @@ class IngestHandler:
                 except Shredded:
                     keys[patient] = None
             latest = _latest(s, list(dict.fromkeys(it.rid for it in items)))
-            links = {(p, h) for p, h in _LINKS.rows(s, patients)}
+            evidence: dict[tuple[str, str], tuple[datetime, IngestEnvelope]] = {}
             stamp = datetime.now(UTC)
             updated = stamp.isoformat()
             rows: list[tuple[Any, ...]] = []
@@ -255,14 +278,19 @@ class IngestHandler:
                 rows.append((it.patient, row.rtype, it.rid, version, hospital, content, it.env.submission_id,
                              row.ciphertext, stamp))
                 latest[it.rid] = (version, content)
-                if it.patient != DIRECTORY_KEY and (it.patient, hospital) not in links:
-                    s.add(CareLink(patient=it.patient, hospital=hospital))
-                    links.add((it.patient, hospital))
+                if row.rtype in care.EVIDENCE_TYPES and it.patient != DIRECTORY_KEY:
+                    until = care.evidence_until(res, stamp, self.care_window)
+                    seen = evidence.get((it.patient, hospital))
+                    if until is not None and (seen is None or until > seen[0]):
+                        evidence[(it.patient, hospital)] = (until, it.env)
                 if row.rtype == "Patient":
                     identifiers.update(self._identifiers(it.patient, res))
             _RECORDS.write(s.connection(), _RECORD_COLUMNS, rows)
             if identifiers:
                 _index_identifiers(s, identifiers)
+            for (patient, hospital), (until, env) in evidence.items():
+                if care.extend(s, patient, hospital, source="encounter", until=until):
+                    self.gate.record_event(care_event(patient, env), session=s)  # before the commit
             uow.commit()
             self.stored += len(rows)
         return erased

@@ -20,12 +20,11 @@ from sqlalchemy import delete, func
 from sqlmodel import select
 
 from services.adapters.auth import Caller
-from services.adapters.kafka import Message, Producer
 from services.adapters.policy import PolicyClient
 from services.adapters.sql import UnitOfWork
 from services.contracts.events import ResourceRef
-from services.contracts.topics import AUDIT_EVENTS
-from services.records.access import Asker, Authority, Denied, NotFound, audit_event, load_facts
+from services.records.access import Asker, Authority, NotFound, load_facts
+from services.records.gate import Gate
 from services.records.store import ConsentRow, IdentifierIndex, PatientKey, Record
 from services.records.vault import Shredded, Vault
 
@@ -35,7 +34,7 @@ class Eraser:
     engine: Any
     vault: Vault
     policy: PolicyClient
-    producer: Producer
+    gate: Gate
 
     def erase(self, caller: Caller, patient_id: str, authority: Authority) -> str:
         """Shred the patient's data key; return the erasure event's id."""
@@ -43,12 +42,7 @@ class Eraser:
         with UnitOfWork(self.engine) as uow:
             facts = load_facts(uow.session, self.vault, patient, caller.org, with_consents=False)
         asker = Asker(self.policy, self.vault, caller, "erase", authority, patient, facts)
-        decision = asker.decide("Patient", [], None)
-        if not decision.allow:
-            event = audit_event(kind="denial", caller=caller, authority=authority, patient=patient,
-                                decision=decision, details={"action": "erase"})
-            self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))
-            raise Denied(decision.reasons, event.event_id)
+        decision = self.gate.check(asker, "Patient", [], None, details={"action": "erase"})
         with UnitOfWork(self.engine) as uow:
             s = uow.session
             key = s.get(PatientKey, patient, with_for_update=True)
@@ -61,10 +55,9 @@ class Eraser:
             self.vault.shred(s, patient)
             s.exec(delete(IdentifierIndex).where(IdentifierIndex.patient == patient))  # type: ignore[call-overload]
             s.flush()
-            event = audit_event(kind="erasure", caller=caller, authority=authority, patient=patient,
-                                decision=decision, resources=[ResourceRef(type="Patient", id=patient)],
-                                details={"method": "crypto-shredding", "record_versions": int(rows),
-                                         "consent_versions": int(kept)})
-            self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))  # before the commit
+            event = self.gate.record(kind="erasure", caller=caller, authority=authority, patient=patient,
+                                     decision=decision, resources=[ResourceRef(type="Patient", id=patient)],
+                                     details={"method": "crypto-shredding", "record_versions": int(rows),
+                                              "consent_versions": int(kept)})  # before the commit
             uow.commit()
         return event.event_id

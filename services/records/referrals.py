@@ -1,28 +1,27 @@
-"""Referrals: a care relationship that is not derived from authorship.
+"""Referrals and patient grants: care relationships that do not come from an encounter.
 
-The care relationship the policy sees is a fact kept here: hospitals that
-sent records about a patient have one (the ingest consumer writes it), and so
-does a hospital the patient was referred to. Whether a referral may be made
-is OPA's decision (action ``refer``: the treating clinician or the patient, to
-a registered hospital); the AuditEvent of kind ``referral`` is published
-before the link is committed.
+A hospital in care may refer the patient to another hospital (the link lasts
+``referral_window``), and the patient may grant a hospital care of their
+record from the portal (``grant_window``). Whether either may be made is
+OPA's decision (action ``refer``: the treating clinician or the patient, to a
+registered hospital in good standing); the AuditEvent of kind ``referral``
+is published before the link is committed, and a relationship new to the
+hospital is a notice to the patient (``care.py`` for the other evidence).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlmodel import select
-
 from services.adapters.auth import Caller
-from services.adapters.kafka import Message, Producer
 from services.adapters.policy import PolicyClient
 from services.adapters.sql import UnitOfWork
-from services.contracts.events import ResourceRef
-from services.contracts.topics import AUDIT_EVENTS
-from services.records.access import Asker, Authority, Denied, audit_event, load_facts
-from services.records.store import CareLink
+from services.contracts.events import ResourceRef, rfc3339
+from services.records import care
+from services.records.access import Asker, Authority, load_facts
+from services.records.gate import Gate
 from services.records.vault import Shredded, Vault
 
 
@@ -31,7 +30,9 @@ class Referrals:
     engine: Any
     vault: Vault
     policy: PolicyClient
-    producer: Producer
+    gate: Gate
+    referral_window: timedelta = timedelta(days=90)
+    grant_window: timedelta = timedelta(days=365)
 
     def refer(self, caller: Caller, patient_id: str, hospital: str, authority: Authority) -> tuple[bool, str]:
         """Give ``hospital`` a care relationship; return (whether it is new, the event id)."""
@@ -39,25 +40,19 @@ class Referrals:
         with UnitOfWork(self.engine) as uow:
             facts = load_facts(uow.session, self.vault, patient, caller.org, with_consents=False)
             erased = facts.erased
-        decision = Asker(self.policy, self.vault, caller, "refer", authority, patient, facts).decide(
-            "Patient", [], hospital)
-        if not decision.allow:
-            event = audit_event(kind="denial", caller=caller, authority=authority, patient=patient,
-                                decision=decision, details={"action": "refer", "to": hospital})
-            self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))
-            raise Denied(decision.reasons, event.event_id)
+        asker = Asker(self.policy, self.vault, caller, "refer", authority, patient, facts)
+        decision = self.gate.check(asker, "Patient", [], hospital, details={"action": "refer", "to": hospital})
         if erased:
             raise Shredded(patient)
+        grant = caller.org_type == "patient"
+        until = datetime.now(UTC) + (self.grant_window if grant else self.referral_window)
         with UnitOfWork(self.engine) as uow:
-            s = uow.session
-            exists = s.exec(select(CareLink.pk).where(CareLink.patient == patient,
-                                                      CareLink.hospital == hospital)).first() is not None
-            if not exists:
-                s.add(CareLink(patient=patient, hospital=hospital, source="referral", referred_by=caller.org))
-                s.flush()
-            event = audit_event(kind="referral", caller=caller, authority=authority, patient=patient,
-                                decision=decision, resources=[ResourceRef(type="Patient", id=patient)],
-                                details={"to": hospital, "new": not exists})
-            self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))  # before the commit
+            new = care.extend(uow.session, patient, hospital, source="patient_grant" if grant else "referral",
+                              until=until, referred_by=None if grant else caller.org)
+            event = self.gate.record(kind="referral", caller=caller, authority=authority, patient=patient,
+                                     decision=decision, resources=[ResourceRef(type="Patient", id=patient)],
+                                     details={"to": hospital, "new": new, "until": rfc3339(until),
+                                              "source": "patient_grant" if grant else "referral"},
+                                     session=uow.session)  # before the commit
             uow.commit()
-        return not exists, event.event_id
+        return new, event.event_id

@@ -28,14 +28,15 @@ from sqlmodel import Session, select
 
 from services.adapters import crypto
 from services.adapters.auth import Caller
-from services.adapters.kafka import Message, Producer
+from services.adapters.kafka import Message
 from services.adapters.policy import PolicyClient
 from services.adapters.sql import UnitOfWork
 from services.contracts import errors
 from services.contracts.events import ConsentChange, ResourceRef, rfc3339, utcnow
-from services.contracts.topics import AUDIT_EVENTS, CONSENT_CHANGES
+from services.contracts.topics import CONSENT_CHANGES
 from services.records import consents
-from services.records.access import Asker, Authority, Denied, NotFound, accessor, audit_event, load_facts
+from services.records.access import Asker, Authority, NotFound, load_facts
+from services.records.gate import Gate, accessor, audit_event
 from services.records.store import ConsentRow, consent_versions
 from services.records.vault import Shredded, Vault
 
@@ -62,7 +63,7 @@ class ConsentRegistry:
     engine: Any
     vault: Vault
     policy: PolicyClient
-    producer: Producer
+    gate: Gate
     apply_timeout_s: float = 10.0
 
     def create(self, caller: Caller, doc: Any, authority: Authority) -> ConsentResult:
@@ -90,12 +91,7 @@ class ConsentRegistry:
                 previous = self.vault.open_consent(s, current) if current is not None else None
                 uow.commit()  # a new patient's data key must exist before the consumer needs it
         asker = Asker(self.policy, self.vault, caller, "consent_write", authority, patient, facts)
-        decision = asker.decide("Consent", [], None)
-        if not decision.allow:
-            event = audit_event(kind="denial", caller=caller, authority=authority, patient=patient,
-                                decision=decision, details={"action": "consent_write", "change": change})
-            self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))
-            raise Denied(decision.reasons, event.event_id)
+        decision = self.gate.check(asker, "Consent", [], None, details={"action": "consent_write", "change": change})
         if erased:  # said only to a caller who may change this patient's consents
             raise Shredded(patient)
         version = (current.version + 1) if current is not None else 1
@@ -111,10 +107,8 @@ class ConsentRegistry:
                             patient=patient, consent_index=consent_index, accessor=accessor(caller),
                             sealed=crypto.b64e(self.vault.seal_change(dk, patient, change_id, stored)),
                             event_id=event.event_id)
-        self.producer.send_all([
-            Message(CONSENT_CHANGES.name, msg.model_dump_json(by_alias=True).encode(), patient.encode()),
-            Message(AUDIT_EVENTS.name, event.canonical()),
-        ])
+        self.gate.record_event(event, decision, together=[
+            Message(CONSENT_CHANGES.name, msg.model_dump_json(by_alias=True).encode(), patient.encode())])
         applied = self._wait_applied(change_id, consent_index, version)
         return ConsentResult(body=body, consent_id=consent_id, version=version, event_id=event.event_id,
                              applied=applied)

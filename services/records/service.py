@@ -1,7 +1,7 @@
 """Read use cases: every read is a policy decision and an audit event.
 
 Order (docs/architecture.md §5): decide with OPA → apply the obligations → publish the
-AuditEvent with acks=all → only then release the data. If the event cannot be
+AuditEvent with acks=all through the disclosure gate → only then release the data. If the event cannot be
 published nothing is released (``BrokerUnavailable`` → 503); if OPA cannot be
 asked the answer is deny (403). Each distinct (type, labels, hospital) of the
 rows read is one decision; rows the decision refuses or whose labels it
@@ -16,12 +16,10 @@ from typing import Any
 from sqlmodel import Session, select
 
 from services.adapters.auth import Caller
-from services.adapters.kafka import Message, Producer
 from services.adapters.policy import PolicyClient
 from services.adapters.sql import UnitOfWork
-from services.contracts.events import AuditEvent, ResourceRef
+from services.contracts.events import ResourceRef
 from services.contracts.policy import Decision
-from services.contracts.topics import AUDIT_EVENTS
 from services.records import search
 from services.records.access import (
     DIRECTORY_KEY,
@@ -30,9 +28,9 @@ from services.records.access import (
     Denied,
     Facts,
     NotFound,
-    audit_event,
     load_facts,
 )
+from services.records.gate import Gate
 from services.records.render import Released, render
 from services.records.store import (
     ConsentRow,
@@ -93,7 +91,7 @@ class Reader:
     engine: Any
     vault: Vault
     policy: PolicyClient
-    producer: Producer
+    gate: Gate
 
     # --- locating rows ------------------------------------------------------------
 
@@ -229,10 +227,9 @@ class Reader:
                       pseudonym_for=lambda item: self._recipient_ids(caller, req, item))
         refs = [ResourceRef(type=i.rtype, id=i.ref_id(), version=str(i.version)) for i, _ in released]
         kind = "break_glass" if req.authority.purpose == "ETREAT" else "disclosure"
-        event = audit_event(kind=kind, caller=caller, authority=req.authority, patient=found.patient,
-                            decision=governing, resources=refs, body=body,
-                            details={"withheld": withheld} if withheld else None)
-        self.publish(event)  # log before release
+        event = self.gate.record(kind=kind, caller=caller, authority=req.authority, patient=found.patient,
+                                 decision=governing, resources=refs, body=body,
+                                 details={"withheld": withheld} if withheld else None)  # log before release
         return Disclosure(body=body, event_id=event.event_id, withheld=sum(withheld.values()))
 
     def _recipient_ids(self, caller: Caller, req: ReadRequest, item: Released) -> tuple[str | None, str]:
@@ -249,16 +246,7 @@ class Reader:
 
     def _deny(self, caller: Caller, req: ReadRequest, patient: str | None, d: Decision,
               reasons: list[str] | None = None) -> Denied:
-        decision = d if reasons is None else Decision(allow=False, reasons=reasons,
-                                                      policy_version=d.policy_version, obligations=d.obligations)
-        event = audit_event(kind="denial", caller=caller, authority=req.authority, patient=patient,
-                            decision=decision)
-        self.publish(event)
-        return Denied(decision.reasons, event.event_id)
-
-    def publish(self, event: AuditEvent) -> None:
-        """acks=all: returns only when the broker has the event (else ``BrokerUnavailable``)."""
-        self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))
+        return self.gate.refuse(caller, req.authority, patient, d, reasons=reasons)
 
 
 def req_kind(req: ReadRequest) -> str:

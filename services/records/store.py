@@ -58,10 +58,15 @@ class Record(SQLModel, table=True):
 
 
 class CareLink(SQLModel, table=True):
-    """A hospital in a care relationship with a patient.
+    """A hospital in a care relationship with a patient, until ``expires_at``.
 
-    ``source`` says why: ``authored`` (the hospital sent records about the
-    patient) or ``referral`` (``referred_by`` referred the patient to it).
+    ``source`` names the evidence the platform can account for (docs/architecture.md §5):
+    ``encounter`` (a current or recently ended Encounter or EpisodeOfCare the
+    hospital sent for the patient), ``referral`` (``referred_by``, a hospital in
+    care, referred the patient to it) or ``patient_grant`` (the patient's own
+    grant in the portal). Sending any other record grants nothing. A link
+    whose ``expires_at`` has passed (or is unset) counts for nothing; new
+    evidence extends it.
     """
 
     __tablename__ = "records_care_link"
@@ -69,9 +74,33 @@ class CareLink(SQLModel, table=True):
     pk: int | None = Field(default=None, primary_key=True)
     patient: str = Field(index=True)
     hospital: str
-    source: str = "authored"
+    source: str = "encounter"
     referred_by: str | None = None
     created_at: datetime | None = Field(default_factory=_now)
+    expires_at: datetime | None = None
+
+
+class Notice(SQLModel, table=True):
+    """A message owed to a patient: the outbox the portal reads (and e-mail or SMS delivery, later).
+
+    Written with the act it reports, from its audit event: a hospital's first
+    care relationship, break-glass, access by the state, a consent or referral
+    made on the patient's behalf. No PHI: the patient's pseudonym, who, why,
+    when, and the audit event a patient can verify. ``visible_from`` delays a
+    notice a warrant may defer (the policy's ``notify_after``).
+    """
+
+    __tablename__ = "records_notice"
+    pk: int | None = Field(default=None, primary_key=True)
+    patient: str = Field(index=True)  # pseudonym
+    kind: str  # first_access | break_glass | state_access | on_behalf
+    org: str
+    org_type: str
+    about_org: str | None = None  # the hospital a referral on the patient's behalf was made to
+    purpose: str | None = None
+    event_id: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=_now)
+    visible_from: datetime = Field(default_factory=_now)
 
 
 class IdentifierIndex(SQLModel, table=True):
@@ -103,7 +132,7 @@ class ConsentRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
 
 
-RECORDS_TABLES = (PatientKey, Record, CareLink, IdentifierIndex, ConsentRow)
+RECORDS_TABLES = (PatientKey, Record, CareLink, IdentifierIndex, ConsentRow, Notice)
 RECORDS_TABLE_NAMES = frozenset(t.__tablename__ for t in RECORDS_TABLES)
 R = TypeVar("R")
 _RID = attrgetter("rid_index")
@@ -181,7 +210,8 @@ def latest_consents(session: Session, patient: str) -> list[ConsentRow]:
     return sorted(newest.values(), key=lambda r: r.pk or 0)
 
 
-_CARE = exists().where(CareLink.patient == bindparam("patient"), CareLink.hospital == bindparam("org"))  # type: ignore[arg-type]
+_CARE = exists().where(CareLink.patient == bindparam("patient"), CareLink.hospital == bindparam("org"),  # type: ignore[arg-type]
+                       CareLink.expires_at > bindparam("now"))  # type: ignore[operator]
 _HAS_CONSENTS = exists().where(ConsentRow.patient == bindparam("patient"))  # type: ignore[arg-type]
 # Built once: a statement made per call costs more CPU in SQLAlchemy's cache-key walk than the query in PostgreSQL.
 _KEY_WITH_STATE = select(PatientKey, _CARE.label("care"), _HAS_CONSENTS.label("consents")).where(  # type: ignore[call-overload]
@@ -189,7 +219,8 @@ _KEY_WITH_STATE = select(PatientKey, _CARE.label("care"), _HAS_CONSENTS.label("c
 _STATE = select(_CARE.label("care"), _HAS_CONSENTS.label("consents"))  # type: ignore[call-overload]
 _NEWEST_WITH_STATE = (
     select(Record.__table__, PatientKey.kek_id, PatientKey.wrapped,  # type: ignore[attr-defined,call-overload]
-           exists().where(CareLink.patient == Record.patient, CareLink.hospital == bindparam("org")).label("care"),
+           exists().where(CareLink.patient == Record.patient, CareLink.hospital == bindparam("org"),
+                          CareLink.expires_at > bindparam("now")).label("care"),  # type: ignore[operator]
            exists().where(ConsentRow.patient == Record.patient).label("consents"))
     .outerjoin(PatientKey, PatientKey.patient == Record.patient)  # type: ignore[arg-type]
     .where(Record.rid_index == bindparam("rid"))
@@ -204,7 +235,7 @@ def patient_state(session: Session, patient: str, org: str) -> tuple[PatientKey 
     database time. The key row is also loaded into the session, so the vault
     finds it there.
     """
-    params = {"patient": patient, "org": org}
+    params = {"patient": patient, "org": org, "now": _now()}
     row = session.exec(_KEY_WITH_STATE, params=params).first()
     if row is not None:
         return row[0], bool(row[1]), bool(row[2])
@@ -241,7 +272,7 @@ def newest_with_state(session: Session, rid_index: str, org: str
     its patient's key row: building ORM objects from it cost as much CPU as
     the rest of the query.
     """
-    row = session.connection().execute(_NEWEST_WITH_STATE, {"rid": rid_index, "org": org}).first()
+    row = session.connection().execute(_NEWEST_WITH_STATE, {"rid": rid_index, "org": org, "now": _now()}).first()
     if row is None:
         return None
     return row, (None if row.kek_id is None else row), bool(row.care), bool(row.consents)  # type: ignore[return-value]

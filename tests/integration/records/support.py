@@ -8,8 +8,11 @@ import re
 import uuid
 from typing import Any, NamedTuple
 
+from services.adapters.audit_log import AuditLog
 from services.adapters.kafka import Producer
 from services.adapters.policy import PolicyClient
+from services.records.gate import Gate
+from services.records.notices import NoticeOutbox
 
 SNOMED = "http://snomed.info/sct"
 MRN_SYSTEM = "http://hospital.smarthealthit.org"
@@ -32,8 +35,9 @@ class Rec(NamedTuple):
 def use_case(cls: Any, engine: Any, vault: Any, settings: Any, *, kafka: str | None = None,
              opa: str | None = None) -> Any:
     """A records use case (Reader, ConsentRegistry, Eraser...) on the stack's OPA and Kafka, or dead ones."""
-    return cls(engine=engine, vault=vault, policy=PolicyClient(opa or settings.opa_url, timeout_s=1.0),
-               producer=Producer(kafka or settings.kafka_bootstrap, "healthgov-records-test"))
+    producer = Producer(kafka or settings.kafka_bootstrap, "healthgov-records-test")
+    gate = Gate(AuditLog(producer), NoticeOutbox(engine))
+    return cls(engine=engine, vault=vault, policy=PolicyClient(opa or settings.opa_url, timeout_s=1.0), gate=gate)
 
 
 def phi_needles(resources: list[dict[str, Any]], *, beside_base64: bool) -> set[bytes]:

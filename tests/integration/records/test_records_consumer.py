@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -16,12 +17,15 @@ import pytest
 from sqlmodel import Session, select
 
 from services.adapters import crypto
+from services.adapters.audit_log import AuditLog
 from services.adapters.kafka import Message
-from services.contracts.topics import INGEST_RESOURCES
+from services.contracts.topics import AUDIT_EVENTS, INGEST_DEADLETTER, INGEST_RESOURCES
 from services.ingest.labels import DEFAULT_TABLE
 from services.ingest.prepare import Context, seal, seal_grouped
 from services.records.consumer import IngestHandler
-from services.records.store import CareLink, IdentifierIndex, Record, all_versions
+from services.records.gate import Gate
+from services.records.notices import NoticeOutbox
+from services.records.store import CareLink, IdentifierIndex, Notice, Record, all_versions
 from services.records.vault import Vault
 from tests.integration.records.support import DEPRESSION, HYPERTENSION, MRN_SYSTEM, Rec, condition
 
@@ -37,8 +41,14 @@ class Recorder:
     def send_all(self, messages: list[Message]) -> None:
         self.sent.extend(messages)
 
+    def send(self, message: Message) -> None:
+        self.sent.append(message)
+
     def reasons(self) -> list[str]:
-        return [orjson.loads(m.value)["reason"] for m in self.sent]
+        return [orjson.loads(m.value)["reason"] for m in self.sent if m.topic == INGEST_DEADLETTER.name]
+
+    def audit(self) -> list[dict[str, Any]]:
+        return [orjson.loads(m.value) for m in self.sent if m.topic == AUDIT_EVENTS.name]
 
 
 def context(keys: Any) -> Context:
@@ -68,10 +78,22 @@ def newest(engine: Any, vault: Vault, rtype: str, rid: str) -> tuple[Record, dic
         return row, plain.resource, plain.labels
 
 
+def encounter(pid: str, *, end: datetime | str | None, status: str = "finished") -> dict[str, Any]:
+    """An Encounter of ``pid``; ``end=None``: under way."""
+    period: dict[str, str] = {"start": "2023-01-01T08:00:00Z"}
+    if end is not None:
+        period["end"] = end if isinstance(end, str) else end.isoformat()
+    return {"resourceType": "Encounter", "id": str(uuid.uuid4()), "status": status, "period": period,
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": f"Patient/{pid}"}}
+
+
 @pytest.fixture
 def handler(engine, vault, private_keys) -> IngestHandler:  # type: ignore[no-untyped-def]
+    recorder = Recorder()
     return IngestHandler(engine=engine, vault=vault, hpke_private=private_keys.records_hpke_private(),
-                         producer=Recorder())  # type: ignore[arg-type]
+                         producer=recorder, gate=Gate(AuditLog(recorder), NoticeOutbox(engine)),  # type: ignore[arg-type]
+                         care_window=timedelta(days=30))
 
 
 def test_new_content_is_a_new_version_and_redelivery_stores_nothing(handler, engine, vault,  # type: ignore[no-untyped-def]
@@ -113,25 +135,51 @@ def test_versions_follow_each_other_within_one_batch(handler, engine, vault, pri
     assert got == [(1, "2019-01-01"), (2, "2019-02-01"), (3, "2019-03-01")]
 
 
-def test_care_links_and_identifier_indexes_are_made_once(handler, engine, vault, private_keys) -> None:  # type: ignore[no-untyped-def]
+def test_identifier_indexes_are_made_once(handler, engine, vault, private_keys) -> None:  # type: ignore[no-untyped-def]
     pid, other = str(uuid.uuid4()), str(uuid.uuid4())
     org = {"resourceType": "Organization", "id": str(uuid.uuid4()), "name": "Clinic"}
     handler(sealed(private_keys, patient(pid, "MRN-A"), condition(pid, HYPERTENSION, "2020-01-01"), org))
     handler(sealed(private_keys, {**patient(pid, "MRN-A"), "gender": "male"}, patient(other, "MRN-B")))
-    handler(sealed(private_keys, condition(pid, HYPERTENSION, "2020-02-01"), hospital="gy-hosp-002"))
     me, them = vault.pseudonym(pid), vault.pseudonym(other)
     with Session(engine) as s:
-        links = sorted((c.patient, c.hospital, c.source) for c in s.exec(select(CareLink)).all())
         idents = sorted((i.identifier_index, i.patient) for i in s.exec(select(IdentifierIndex)).all())
         directory = s.exec(select(Record).where(Record.rtype == "Organization")).one()
-    assert links == sorted([(me, HOSPITAL, "authored"), (me, "gy-hosp-002", "authored"),
-                            (them, HOSPITAL, "authored")])
     assert idents == sorted([(vault.identifier_index(MRN_SYSTEM, "MRN-A"), me),
                              (vault.identifier_index("urn:other", "MRN-A"), me),
                              (vault.identifier_index(MRN_SYSTEM, "MRN-B"), them),
                              (vault.identifier_index("urn:other", "MRN-B"), them)])
     assert directory.patient == "directory"
     assert newest(engine, vault, "Patient", pid)[0].version == 2
+
+
+def test_a_write_grants_no_care_only_a_current_encounter_does(handler, engine, vault, private_keys) -> None:  # type: ignore[no-untyped-def]
+    """Records about a patient, or an encounter long over, give their sender nothing."""
+    pid = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    handler(sealed(private_keys, patient(pid, "MRN-C"), condition(pid, HYPERTENSION, "2020-01-01")))
+    handler(sealed(private_keys, condition(pid, DEPRESSION, "2021-01-01"), hospital="gy-hosp-002"))
+    handler(sealed(private_keys, encounter(pid, end="2023-01-01T09:00:00Z")))  # over for years
+    handler(sealed(private_keys, encounter(pid, end=None, status="cancelled"), hospital="gy-hosp-002"))
+    with Session(engine) as s:
+        assert s.exec(select(CareLink)).all() == []
+        assert s.exec(select(Notice)).all() == []
+    assert handler.producer.audit() == []  # type: ignore[attr-defined]
+    handler(sealed(private_keys, encounter(pid, end=now - timedelta(days=1))))
+    handler(sealed(private_keys, encounter(pid, end=None, status="in-progress"), hospital="gy-hosp-002"))
+    handler(sealed(private_keys, encounter(pid, end=now - timedelta(hours=2))))  # HOSPITAL again: extends
+    me = vault.pseudonym(pid)
+    with Session(engine) as s:
+        links = {c.hospital: c for c in s.exec(select(CareLink).where(CareLink.patient == me)).all()}
+        notices = sorted((n.kind, n.org) for n in s.exec(select(Notice).where(Notice.patient == me)).all())
+    assert sorted(links) == [HOSPITAL, "gy-hosp-002"]
+    assert {c.source for c in links.values()} == {"encounter"}
+    mine = links[HOSPITAL].expires_at
+    mine = mine if mine.tzinfo else mine.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    assert now + timedelta(days=29) < mine <= now + timedelta(days=30)  # the newer encounter's end + window
+    assert notices == [("first_access", HOSPITAL), ("first_access", "gy-hosp-002")]
+    events = handler.producer.audit()  # type: ignore[attr-defined]
+    assert sorted((e["kind"], e["accessor"]["org"], e["patient"]) for e in events) == [
+        ("care_relationship", HOSPITAL, me), ("care_relationship", "gy-hosp-002", me)]
 
 
 def test_unreadable_messages_are_dead_lettered_and_the_rest_stored(handler, engine, vault,  # type: ignore[no-untyped-def]

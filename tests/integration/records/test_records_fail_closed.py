@@ -7,6 +7,8 @@ mocked: an unreachable component is really unreachable.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlmodel import Session, select
 
@@ -35,7 +37,7 @@ def seeded(engine, vault) -> str:  # type: ignore[no-untyped-def]
         vault.seal_row(vault.data_key(s, patient, create=True), row,
                        {"resourceType": "Condition", "id": "c1", "subject": {"reference": f"Patient/{PID}"}}, [])
         s.add(row)
-        s.add(CareLink(patient=patient, hospital="gy-hosp-001"))
+        s.add(CareLink(patient=patient, hospital="gy-hosp-001", expires_at=datetime.now(UTC) + timedelta(days=1)))
         s.commit()
     return patient
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
 from services.adapters import crypto
+from services.adapters.audit_log import AuditLog
 from services.adapters.config import PlatformSettings
 from services.adapters.kafka import Producer
 from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
@@ -28,6 +29,8 @@ from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.records import consents
 from services.records.consent_consumer import ConsentChangeHandler
 from services.records.consumer import IngestHandler
+from services.records.gate import Gate
+from services.records.notices import NoticeOutbox
 from services.records.store import ConsentRow, IdentifierIndex, Record
 from tests.integration.records.support import Rec, permit, phi_needles
 
@@ -92,7 +95,7 @@ def test_no_plaintext_phi_in_the_database(db, engine, vault, private_keys, ten_p
                                           settings: PlatformSettings) -> None:
     producer = Producer(settings.kafka_bootstrap, "healthgov-records-test")
     handler = IngestHandler(engine=engine, vault=vault, hpke_private=private_keys.records_hpke_private(),
-                            producer=producer)
+                            producer=producer, gate=Gate(AuditLog(producer), NoticeOutbox(engine)))
     handler(ingest_messages(ten_patients, private_keys, vault))
     patient_ids = [r["id"] for r in ten_patients if r["resourceType"] == "Patient"]
     consent_handler = ConsentChangeHandler(engine=engine, vault=vault, producer=producer)

@@ -8,6 +8,8 @@ the decision's audit event before any data.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import pytest
 from sqlmodel import Session
@@ -38,7 +40,7 @@ def store(engine, vault, version: int, text: str, *, rtype: str = "Condition", r
                         "subject": {"reference": f"Patient/{PID}"}}, labels or [])
         s.add(row)
         if version == 1 and rid == "c1":
-            s.add(CareLink(patient=patient, hospital="gy-hosp-001"))
+            s.add(CareLink(patient=patient, hospital="gy-hosp-001", expires_at=datetime.now(UTC) + timedelta(days=1)))
         s.commit()
 
 
