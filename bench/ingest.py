@@ -60,6 +60,7 @@ import orjson
 from services.adapters.auth import issue_token
 from services.adapters.config import REPO_ROOT, PlatformSettings
 from services.adapters.keys import PlatformKeys
+from services.cli.ingest import patients_first
 from services.fhir.compartment import DIRECTORY_TYPES, patient_id_of
 from services.ingest.labels import DEFAULT_TABLE
 from services.ingest.prepare import Context, prepare_lines
@@ -81,7 +82,7 @@ def pct(values: list[float], p: float) -> float:
 
 def fixture_lines(copies: int) -> list[bytes]:
     """The 10-patient set ``copies`` times, each copy under fresh ids."""
-    raw = b"\n".join(ln for f in sorted(TEN.glob("*.ndjson.gz"))
+    raw = b"\n".join(ln for f in sorted(TEN.glob("*.ndjson.gz"), key=lambda f: patients_first(f.name))
                      for ln in gzip.decompress(f.read_bytes()).splitlines() if ln.strip())
     out: list[bytes] = []
     for _ in range(copies):

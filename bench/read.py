@@ -44,6 +44,9 @@ from typing import Any
 import aiohttp
 import httpx
 
+from services.cli import visits
+from services.cli.ingest import patients_first
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -120,12 +123,16 @@ def ensure_loaded(settings: PlatformSettings, keys: PlatformKeys, resources: lis
     print("loading the 10-patient set through the ingest API…", file=sys.stderr)
     private = keys.org_signer("gy-hosp-001")[0]
     with httpx.Client(base_url=settings.ingest_url, timeout=300) as c:
-        for f in sorted(FIXTURES.glob("*.ndjson.gz")):
+        for f in sorted(FIXTURES.glob("*.ndjson.gz"), key=lambda f: patients_first(f.name)):
             tok = issue_token(org="gy-hosp-001", private_key=private, subject="bench", audience="ingest",
                               role="integration")
             c.post("/fhir/$import", content=gzip.decompress(f.read_bytes()),
                    headers={"Authorization": f"Bearer {tok}", "Content-Type": "application/fhir+ndjson"}
                    ).raise_for_status()
+        tok = issue_token(org="gy-hosp-001", private_key=private, subject="bench", audience="ingest",
+                          role="integration")
+        ids = [r["id"] for r in resources if r["resourceType"] == "Patient"]
+        visits.admit(settings.ingest_url, tok, "gy-hosp-001", ids).raise_for_status()  # evidence of care today
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         tok = Tokens(keys, "gy-hosp-001", "TREAT", 1).take()

@@ -23,6 +23,7 @@ from services.adapters.config import REPO_ROOT, PlatformSettings
 from services.adapters.documents import ETHICS_APPROVAL, WARRANT, issue_document
 from services.adapters.keys import PlatformKeys
 from services.cli import visits
+from services.cli.ingest import patients_first
 
 FIXTURES = REPO_ROOT / "deploy" / "demo" / "fixtures"
 TEN = FIXTURES / "synthea-10-patients"
@@ -147,7 +148,7 @@ def loaded(stack, token: TokenFactory, settings: PlatformSettings,  # type: igno
     """The 10-patient set sent through the ingest API by gy-hosp-001 and stored by records."""
     started = time.perf_counter()
     with httpx.Client(base_url=settings.ingest_url, timeout=300) as c:
-        for f in sorted(TEN.glob("*.ndjson.gz")):
+        for f in sorted(TEN.glob("*.ndjson.gz"), key=lambda f: patients_first(f.name)):
             r = c.post("/fhir/$import", content=gzip.decompress(f.read_bytes()),
                        headers=auth(token("gy-hosp-001", "ingest", role="integration"),
                                     **{"Content-Type": "application/fhir+ndjson"}))
@@ -161,9 +162,16 @@ def loaded(stack, token: TokenFactory, settings: PlatformSettings,  # type: igno
     expected = Counter(r["resourceType"] for r in ten_patients) + Counter({"Encounter": len(patient_ids)})
     seen: dict[str, Counter[str]] = {}
 
+    def in_care() -> bool:
+        with httpx.Client(base_url=settings.records_url, timeout=60) as c:
+            return all(c.get(f"/fhir/Patient/{pid}", headers=auth(token("gy-hosp-001", purpose="TREAT"))
+                             ).status_code == 200 for pid in patient_ids)
+
     def all_stored() -> bool:
         seen["counts"] = clinician_counts(token, settings, patient_ids)
         return seen["counts"] == expected
+
+    wait_for(in_care, 180, "today's visits to give gy-hosp-001 care of its patients")
 
     wait_for(all_stored, 180, "records to store every ingested resource")
     stored = time.perf_counter() - started

@@ -96,11 +96,17 @@ class Tally:
         return out
 
 
+def patients_first(name: str) -> tuple[bool, str]:
+    """Sort key: Patient files before the rest, as a hospital registers a patient before writing about them."""
+    return (not name.startswith("Patient."), name)
+
+
 def _files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.name.endswith(SUFFIXES)))
+            found = (f for f in p.iterdir() if f.name.endswith(SUFFIXES))
+            out.extend(sorted(found, key=lambda f: patients_first(f.name)))
         else:
             out.append(p)
     return out

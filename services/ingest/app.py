@@ -33,6 +33,7 @@ from services.contracts.ids import RULE, is_fhir_id
 from services.fhir import validation as fhir
 from services.ingest import bundle as bundles
 from services.ingest.body import read_body, split_lines
+from services.ingest.claims import ClaimRegistry
 from services.ingest.config import IngestSettings
 from services.ingest.hl7_route import hl7_handler, install_hl7
 from services.ingest.idempotency import Idempotency
@@ -84,11 +85,13 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     keys = PlatformKeys(settings.state_dir)
     engine = make_engine(settings.store_url)
     ctx = Context(records_public_key=keys.records_hpke_public(), pseudonym_key=keys.pseudonym_key(),
-                  labels_file=str(settings.labels_file), message_resources=settings.message_resources)
+                  labels_file=str(settings.labels_file), message_resources=settings.message_resources,
+                  strong_systems=frozenset(settings.strong_identifier_systems))
     producer = Producer(settings.kafka_bootstrap, "healthgov-ingest")
     pool = Pool(settings.validation_workers, settings.validation_memo)
     ingestor = Ingestor(ctx=ctx, producer=producer, policy=PolicyClient(settings.opa_url), pool=pool,
                         idempotency=Idempotency(engine, keys.pseudonym_key(), stale_after_s=60),
+                        claims=ClaimRegistry(engine),
                         pool_threshold=settings.pool_threshold, chunk_lines=settings.chunk_lines)
     runner = JobRunner(engine=engine, ingestor=ingestor, spool_key=keys.ingest_spool_key(),
                        chunk_lines=settings.chunk_lines, lease_s=settings.job_lease_s,

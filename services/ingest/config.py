@@ -27,6 +27,9 @@ class IngestSettings(PlatformSettings):
     pool_threshold: int = 200  # resources in one request before the pool is used
     chunk_lines: int = 1_000  # NDJSON lines per validation chunk and per spooled job chunk
     message_resources: int = 250  # resources per sealed Kafka message (same patient)
+    # Identifier systems strong enough for a hospital to name a patient it did not register (claims.py):
+    # the resident identity card number (GB 11643) and, in the Synthea demo data, the US SSN.
+    strong_identifier_systems: tuple[str, ...] = ("urn:oid:2.16.156.10011.1.5", "http://hl7.org/fhir/sid/us-ssn")
     # Async $import jobs.
     job_lease_s: int = 60
     job_poll_s: float = 0.5

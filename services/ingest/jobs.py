@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -35,7 +35,7 @@ from services.adapters.kafka import BrokerUnavailable, MessageTooLarge
 from services.adapters.sql import UnitOfWork
 from services.contracts.events import Accessor
 from services.ingest.prepare import chunk_ranges, prepare_lines
-from services.ingest.service import Ingestor, ingest_event
+from services.ingest.service import Ingestor, ingest_event, refusal_event
 from services.ingest.store import ImportChunk, ImportJob, now
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ class JobRunner:
             seqs = list(uow.session.exec(select(ImportChunk.seq).where(ImportChunk.job_id == job.id)
                                          .where(ImportChunk.seq >= job.next_chunk)
                                          .order_by(ImportChunk.seq)).all())  # type: ignore[arg-type]
+        issued: deque[tuple[Any, ...]] = deque()  # each chunk's arguments, to prepare it again without refused lines
 
         def jobs() -> Iterator[tuple[Any, ...]]:
             for seq in seqs:
@@ -155,13 +156,20 @@ class JobRunner:
                     chunk = uow.session.get(ImportChunk, (job.id, seq))
                 if chunk is None:
                     raise RuntimeError(f"import job {job.id}: chunk {seq} is missing")
-                yield (self.ingestor.ctx, job.org, job.id, chunk.first_line,
-                       self.key.decrypt(chunk.ciphertext, _chunk_aad(job.id, seq)).split(b"\n"))
+                issued.append((self.ingestor.ctx, job.org, job.id, chunk.first_line,
+                               self.key.decrypt(chunk.ciphertext, _chunk_aad(job.id, seq)).split(b"\n")))
+                yield issued[-1]
 
+        refusals: Counter[str] = Counter()
         try:
             for seq, prepared in zip(seqs, self.ingestor.pool.map_ordered(prepare_lines, jobs()), strict=True):
+                prepared = self.ingestor.settle_chunk(caller, issued.popleft(), prepared, refusals)
                 self.ingestor.producer.send_all(prepared.messages)
                 self._progress(job, seq, prepared.outcomes)
+                if refusals:  # refused lines are reported per line and audited per chunk
+                    AuditLog(self.ingestor.producer).publish(
+                        refusal_event(caller=caller, submission_id=job.id, refusals=refusals))
+                    refusals.clear()
                 if self._stop.is_set():  # shutting down: hand the job over at once, not after the lease
                     self._pause(job, None, retry_in_s=0)
                     return

@@ -35,6 +35,7 @@ from services.contracts.topics import INGEST_RESOURCES, MAX_INGEST_MESSAGE_BYTES
 from services.fhir.compartment import patient_id_of
 from services.fhir.validation import Issue, malformed, validate_resource
 from services.ingest import references
+from services.ingest.claims import Claim, claim_of
 from services.ingest.labels import LabelTable, load_table
 
 _ID_NAMESPACE = uuid.UUID("6f0b1a52-8d0c-4c1e-9a57-3c1f0e3b9d21")
@@ -55,6 +56,7 @@ class Context:
     pseudonym_key: bytes
     labels_file: str
     message_resources: int = 250
+    strong_systems: frozenset[str] = frozenset()  # national identifier systems (claims.py)
 
     @property
     def labels(self) -> LabelTable:
@@ -95,6 +97,7 @@ class Prepared:
     messages: list[Message] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     resources: int = 0
+    claims: list[Claim] = field(default_factory=list)  # one per accepted line, settled by the parent
 
 
 def ensure_id(resource: dict[str, Any], hospital: str) -> str:
@@ -277,21 +280,42 @@ def chunk_ranges(lines: list[bytes], max_lines: int, max_bytes: int = CHUNK_BYTE
     return out
 
 
+def claims_of(ctx: Context, resources: list[tuple[int, dict[str, Any]]]) -> list[Claim]:
+    """The ownership and registration claim of each (index, resource) (see ``claims.py``)."""
+    keys: dict[str | None, str] = {}
+    out: list[Claim] = []
+    for index, res in resources:
+        pid = patient_id_of(res)
+        if pid not in keys:
+            keys[pid] = ctx.key_for(pid)
+        out.append(claim_of(res, index, key=ctx.pseudonym_key, patient_key=keys[pid], systems=ctx.strong_systems))
+    return out
+
+
 def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: int,
-                  lines: list[bytes]) -> Prepared:
-    """A chunk of NDJSON: every valid line sealed, every invalid one reported (runs in a worker)."""
+                  lines: list[bytes], refused: dict[int, tuple[str, str | None, str, str]] | None = None,
+                  ) -> Prepared:
+    """A chunk of NDJSON: every valid line sealed, every invalid one reported (runs in a worker).
+
+    ``refused``: lines the claim registry refused (line number → the issue), left out.
+    """
     prepared = Prepared()
-    accepted: list[dict[str, Any]] = []
+    accepted: list[tuple[int, dict[str, Any]]] = []
     for i, raw in enumerate(lines):
         if not raw.strip():
             continue
-        doc, outcome = check_line(raw, first_line + i, hospital)
+        n = first_line + i
+        if refused and n in refused:
+            prepared.outcomes.append(Outcome(index=n, issues=[refused[n]]))
+            continue
+        doc, outcome = check_line(raw, n, hospital)
         prepared.outcomes.append(outcome)
         if doc is not None:
-            accepted.append(doc)
+            accepted.append((n, doc))
+    prepared.claims = claims_of(ctx, accepted)
     prepared.resources = len(accepted)
     prepared.messages = seal_grouped(ctx, submission_id=f"{submission_id}.{first_line}", hospital=hospital,
-                                     resources=accepted)
+                                     resources=[doc for _, doc in accepted])
     return prepared
 
 

@@ -9,7 +9,7 @@ data, so regulators can see what each hospital sent.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,22 +17,25 @@ import orjson
 import uuid6
 
 from services.adapters import crypto
-from services.adapters.audit_log import audit_message
+from services.adapters.audit_log import AuditLog, audit_message
 from services.adapters.auth import Caller
 from services.adapters.kafka import Message, MessageTooLarge, Producer
 from services.adapters.policy import PolicyClient
 from services.contracts import errors
-from services.contracts.events import Accessor, AuditEvent, ResourceRef, rfc3339, utcnow
+from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef, rfc3339, utcnow
 from services.contracts.policy import PolicyInput, PolicyResource, Subject
 from services.contracts.topics import MAX_INGEST_MESSAGE_BYTES
 from services.fhir.validation import InvalidSubmission, Issue, validate_resource
 from services.ingest import bundle as bundles
+from services.ingest.claims import ClaimRegistry, Refusals
 from services.ingest.idempotency import Idempotency, Replay
 from services.ingest.prepare import (
     TOO_COSTLY,
     Context,
     Outcome,
+    Prepared,
     chunk_ranges,
+    claims_of,
     oversize,
     prepare_lines,
     seal_grouped,
@@ -60,6 +63,25 @@ class Forbidden(errors.Forbidden):
 
     def __init__(self, reasons: list[str]) -> None:
         super().__init__("write denied: " + ", ".join(reasons), reasons=reasons)
+
+
+class Refused(InvalidSubmission):
+    """Resources the hospital may not write (another's resource, an unregistered patient): 403, audited."""
+
+    def __init__(self, issues: list[Issue], event_id: str) -> None:
+        super().__init__(issues, status=403)
+        self.code = "forbidden"
+        self.event_id = event_id
+        self.headers[errors.EVENT_HEADER] = event_id
+
+
+def refusal_event(*, caller: Caller, submission_id: str, refusals: Mapping[str, int]) -> AuditEvent:
+    """The accountable record of writes refused by ownership or registration (no resource ids: digests only)."""
+    return AuditEvent(
+        kind="denial", accessor=Accessor(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
+        purpose="TREAT", request_id=submission_id,
+        decision=AuditDecision(allow=False, reasons=sorted(refusals)),
+        details={"action": "write", "submission": submission_id, "refused": dict(sorted(refusals.items()))})
 
 
 @dataclass
@@ -103,6 +125,7 @@ class Ingestor:
     policy: PolicyClient
     pool: Pool
     idempotency: Idempotency
+    claims: ClaimRegistry
     pool_threshold: int = 200
     chunk_lines: int = 1_000
 
@@ -156,6 +179,7 @@ class Ingestor:
                       key: str | None, transport: str = "fhir") -> Receipt:
         """Publish a checked Bundle: a transaction as one atomic message, a batch per patient."""
         self.authorise(caller)
+        self.settle_bundle(caller, bundle)
         claim = self.idempotency.begin(caller.org, key, body_digest)
         if isinstance(claim, Replay):
             return Receipt(claim.submission_id, claim.event_id, _counts(bundle), len(bundle.entries) - len(bundle.good),
@@ -191,6 +215,30 @@ class Ingestor:
             self.idempotency.done(claim, sid, event.event_id)
         return Receipt(sid, event.event_id, counts, len(bundle.entries) - len(bundle.good))
 
+    def settle_bundle(self, caller: Caller, bundle: bundles.ParsedBundle) -> None:
+        """Every entry's ownership and patient settled; any refusal refuses the Bundle (403, audited)."""
+        good = [e for e in bundle.good if e.resource is not None]
+        refused = self.claims.settle(caller.org, claims_of(self.ctx, [(e.index, e.resource) for e in good]),
+                                     all_or_nothing=True)
+        if refused:
+            where = {e.index: f"{e.where}.resource" for e in good}
+            raise self._refused(caller, str(uuid6.uuid7()), refused,
+                                [refused.issue(i, where[i]) for i in sorted(refused.reasons)])
+
+    def _refused(self, caller: Caller, submission_id: str, refused: Refusals, issues: list[Issue]) -> Refused:
+        event = refusal_event(caller=caller, submission_id=submission_id, refusals=refused.counts())
+        return Refused(issues, AuditLog(self.producer).publish(event))
+
+    def settle_chunk(self, caller: Caller, args: tuple[Any, ...], prepared: Prepared, refusals: Counter[str],
+                     ) -> Prepared:
+        """Settle a prepared NDJSON chunk's claims; refused lines are reported and the chunk sealed without them."""
+        refused = self.claims.settle(caller.org, prepared.claims)
+        if not refused:
+            return prepared
+        refusals.update(refused.counts())
+        issues = {n: refused.issue(n, f"line {n}").as_tuple() for n in refused.reasons}
+        return prepare_lines(*args, refused=issues)
+
     # --- NDJSON -------------------------------------------------------------------
 
     def chunks(self, caller: Caller, lines: list[bytes], submission_id: str, first: int = 1,
@@ -207,10 +255,14 @@ class Ingestor:
         sid = claim.submission_id if isinstance(claim, Replay) else str(uuid6.uuid7())
         outcomes: list[Outcome] = []
         event_box: list[AuditEvent] = []
+        refusals: Counter[str] = Counter()
         inline = len(lines) < self.pool_threshold
+        chunks = self.chunks(caller, lines, sid)
 
         def batches() -> Iterator[list[Message]]:
-            for prepared in self.pool.map_ordered(prepare_lines, self.chunks(caller, lines, sid), inline=inline):
+            for args, prepared in zip(chunks, self.pool.map_ordered(prepare_lines, chunks, inline=inline),
+                                      strict=True):
+                prepared = self.settle_chunk(caller, args, prepared, refusals)
                 outcomes.extend(prepared.outcomes)
                 if not replay:
                     yield prepared.messages
@@ -219,7 +271,8 @@ class Ingestor:
                 event = ingest_event(caller=caller, submission_id=sid, kind="ndjson", counts=counts,
                                      rejected=sum(1 for o in outcomes if not o.ok), body_digest=body_digest)
                 event_box.append(event)
-                yield [audit_message(event)]
+                denial = [audit_message(refusal_event(caller=caller, submission_id=sid, refusals=refusals))]
+                yield [audit_message(event), *(denial if refusals else [])]
 
         try:
             self.producer.send_stream(batches())
@@ -235,6 +288,9 @@ class Ingestor:
             if claim is not None and not replay:
                 self.idempotency.release(claim)  # type: ignore[arg-type]
             issues = [i for o in outcomes for i in o.issue_objects()]
+            if refusals:  # nothing stored, and some of it refused: the refusal is the answer, audited
+                event = refusal_event(caller=caller, submission_id=sid, refusals=dict(refusals))
+                raise Refused(issues, AuditLog(self.producer).publish(event))
             raise InvalidSubmission(issues or [Issue("no resources in the request", "body", "required")],
                                     status=_status(issues))
         if isinstance(claim, Replay):

@@ -78,12 +78,43 @@ class ImportChunk(SQLModel, table=True):
     ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
-TABLES = [IdempotencyKey.__table__, ImportJob.__table__, ImportChunk.__table__]  # type: ignore[attr-defined]
+
+
+
+
+class IngestClaim(SQLModel, table=True):
+    """A resource's author and patient: the first hospital to send ``Type/id`` owns it (keyed digests only)."""
+
+    __tablename__ = "ingest_claim"
+    rid_key: str = Field(primary_key=True)
+    hospital: str
+    patient_key: str
+    created_at: datetime = Field(default_factory=now)
+
+
+class IngestRegistration(SQLModel, table=True):
+    """A hospital that knows a patient: it sent their Patient, or matched them by a strong identifier."""
+
+    __tablename__ = "ingest_registration"
+    patient_key: str = Field(primary_key=True)
+    hospital: str = Field(primary_key=True)
+    via: str  # "patient" | "identifier"
+    created_at: datetime = Field(default_factory=now)
+
+
+class IngestIdentifier(SQLModel, table=True):
+    """A strong (national) identifier's keyed digest → the patient it was first registered for."""
+
+    __tablename__ = "ingest_identifier"
+    identifier_key: str = Field(primary_key=True)
+    patient_key: str
+
+
+TABLES = [IdempotencyKey.__table__, ImportJob.__table__, ImportChunk.__table__,  # type: ignore[attr-defined]
+          IngestClaim.__table__, IngestRegistration.__table__, IngestIdentifier.__table__]  # type: ignore[attr-defined]
 
 
 def make_engine(url: str) -> Engine:
     engine = engine_for(url)
     SQLModel.metadata.create_all(engine, tables=TABLES)
     return engine
-
-
