@@ -105,6 +105,9 @@ REASONS: dict[str, str] = {
     "no_consent": "The patient has given this recipient no consent for this purpose.",
     "consent_expired": "The patient's consent to this recipient has expired.",
     "consent_revoked": "The patient has withdrawn their consent to this recipient.",
+    "consent_awaiting_patient": ("A hospital recorded this consent for the patient; it is not in force until "
+                                 "the patient confirms it."),
+    "confirm_only_by_patient": "Only the patient confirms a consent recorded on their behalf.",
     "consent_type_not_covered": "The patient's consent does not cover this type of record.",
     "directory_not_permitted_for_org_type": "This kind of organisation may not read the directory.",
     "write_requires_hospital": "Only hospitals may write records.",

@@ -145,7 +145,7 @@ class ConsentChange(BaseModel):
     schema_: Literal["healthgov.consent.change.v1"] = Field(default=CONSENT_CHANGE_SCHEMA, alias="schema")
     change_id: str = Field(default_factory=lambda: str(uuid6.uuid7()))
     occurred_at: str = Field(default_factory=lambda: rfc3339(utcnow()))
-    change: Literal["created", "revoked"]
+    change: Literal["created", "revoked", "confirmed"]
     patient: str  # pseudonym
     consent_index: str  # blind index of the consent id
     sealed: str  # base64 of the sealed FHIR Consent, as it is after the change

@@ -150,6 +150,12 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         out = await run_in_threadpool(registry.create, caller, doc, authority(request, caller))
         return _consent_response(out, 201)
 
+    @app.post("/fhir/Consent/{cid}/$confirm")
+    async def confirm_consent(cid: str, request: Request, caller: CallerDep) -> Response:
+        """The patient confirms a permit a hospital recorded on their behalf (until then it is not in force)."""
+        out = await guarded(registry.confirm, caller, cid, authority(request, caller))
+        return out if isinstance(out, Response) else _consent_response(out, 200)
+
     @app.delete("/fhir/Consent/{cid}")
     async def revoke_consent(cid: str, request: Request, caller: CallerDep) -> Response:
         out = await run_in_threadpool(registry.revoke, caller, _fhir_id(cid, "Consent"), authority(request, caller))

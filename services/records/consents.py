@@ -37,6 +37,7 @@ CATEGORY_PATIENT_CONSENT = [{"coding": [{"system": "http://loinc.org", "code": "
 ROLE_RECIPIENT = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                               "code": "IRCP", "display": "information recipient"}]}
 INACTIVE = "inactive"
+PROPOSED = "proposed"  # recorded on the patient's behalf, awaiting their confirmation
 STATUSES = ("draft", "proposed", "active", "rejected", "inactive", "entered-in-error")  # R4 consent-state-codes
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
 
@@ -167,6 +168,21 @@ def with_identity(consent: dict[str, Any], consent_id: str, version: int, last_u
     out["id"] = consent_id
     out["meta"] = {"versionId": str(version), "lastUpdated": last_updated}
     return {"resourceType": "Consent", **{k: v for k, v in out.items() if k != "resourceType"}}
+
+
+def releases_data(consent: dict[str, Any]) -> bool:
+    """Whether the consent permits a disclosure (an opt-out only ever withholds)."""
+    return (consent.get("provision") or {}).get("type") == "permit" and consent.get("status") == "active"
+
+
+def proposed(consent: dict[str, Any]) -> dict[str, Any]:
+    """The same Consent, not in force until the patient confirms it (FHIR status ``proposed``)."""
+    return {**consent, "status": PROPOSED}
+
+
+def confirmed(consent: dict[str, Any]) -> dict[str, Any]:
+    """The same Consent, in force (FHIR status ``active``)."""
+    return {**consent, "status": "active"}
 
 
 def revoked(consent: dict[str, Any]) -> dict[str, Any]:

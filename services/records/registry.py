@@ -67,10 +67,28 @@ class ConsentRegistry:
     apply_timeout_s: float = 10.0
 
     def create(self, caller: Caller, doc: Any, authority: Authority) -> ConsentResult:
+        """Record a consent. A permit a hospital records on the patient's behalf waits for the patient.
+
+        An opt-out (``deny``) takes effect at once, whoever records it: it can
+        only protect the patient. A permit releases data to a third party, so
+        when a hospital records one it is kept as ``proposed`` (which the policy
+        treats as not in force) until the patient confirms it in the portal.
+        """
         consent = consents.parse(doc)
+        if caller.org_type != "patient" and consents.releases_data(consent):
+            consent = consents.proposed(consent)
         patient = self.vault.pseudonym(consents.patient_of(consent) or "")
         return self._change(caller, authority, patient, consents.new_id(), None, "created",
                             lambda _current: consent)
+
+    def confirm(self, caller: Caller, consent_id: str, authority: Authority) -> ConsentResult:
+        """The patient confirms a permit recorded on their behalf: it comes into force."""
+        with UnitOfWork(self.engine) as uow:
+            rows = consent_versions(uow.session, self.vault.consent_index(consent_id))
+        if not rows:
+            raise NotFound(f"Consent/{consent_id} not found")
+        return self._change(caller, authority, rows[-1].patient, consent_id, rows[-1], "confirmed",
+                            consents.confirmed)
 
     def revoke(self, caller: Caller, consent_id: str, authority: Authority) -> ConsentResult:
         with UnitOfWork(self.engine) as uow:
@@ -91,9 +109,15 @@ class ConsentRegistry:
                 previous = self.vault.open_consent(s, current) if current is not None else None
                 uow.commit()  # a new patient's data key must exist before the consumer needs it
         asker = Asker(self.policy, self.vault, caller, "consent_write", authority, patient, facts)
+        if change == "confirmed" and caller.org_type != "patient":
+            raise self.gate.refuse(caller, authority, patient, asker.decide("Consent", [], None),
+                                   reasons=["confirm_only_by_patient"],
+                                   details={"action": "consent_write", "change": change})
         decision = self.gate.check(asker, "Consent", [], None, details={"action": "consent_write", "change": change})
         if erased:  # said only to a caller who may change this patient's consents
             raise Shredded(patient)
+        if change == "confirmed" and (previous or {}).get("status") != consents.PROPOSED:
+            raise Conflict(f"this consent is {(previous or {}).get('status')}, not awaiting the patient's confirmation")
         version = (current.version + 1) if current is not None else 1
         change_id, occurred = str(uuid6.uuid7()), rfc3339(utcnow())
         consent_index = self.vault.consent_index(consent_id)

@@ -53,6 +53,10 @@ consented_labels contains label if {
 consent_problem := "consent_type_not_covered" if {
 	some c in permits_to_caller
 	permit_in_force(c)
+} else := "consent_awaiting_patient" if {
+	# recorded on the patient's behalf by a hospital: not in force until the patient confirms it
+	some c in permits_to_caller
+	object.get(c, "status", "active") == "proposed"
 } else := "consent_revoked" if {
 	some c in permits_to_caller
 	consent_withdrawn(c)

@@ -63,6 +63,13 @@ test_insurer_revoked_consent_denied if {
 	d.reasons == ["consent_revoked"]
 }
 
+test_proposed_consent_awaits_the_patient if {
+	c := object.union(permit("gz-insurer-1", "HPAYMT"), {"status": "proposed"})
+	d := decide(with_fields(insurer, {"consents": [c]}))
+	not d.allow
+	d.reasons == ["consent_awaiting_patient"]
+}
+
 test_inactive_consent_counts_as_revoked if {
 	c := object.union(permit("gz-insurer-1", "HPAYMT"), {"status": "inactive"})
 	d := decide(with_fields(insurer, {"consents": [c]}))
