@@ -33,13 +33,20 @@ LEEWAY_S = 5
 
 
 class AuthError(errors.Unauthenticated):
-    """The caller is not authenticated (401), or is but may not call at all (403: suspended, wrong claim)."""
+    """The caller is not authenticated (401), or is but may not call at all (403: suspended, wrong claim).
 
-    def __init__(self, message: str, status: int = 401) -> None:
+    ``who`` is set when the token's signature proved who is asking (a suspended
+    organisation, a patient claim from the wrong key, a replayed token): such a
+    refusal is an audit event like any other (``web.install_error_handlers``).
+    """
+
+    def __init__(self, message: str, status: int = 401, who: Caller | None = None, reason: str = "") -> None:
         super().__init__(message, status=status)
         if status != 401:
             self.code = "forbidden"
             self.headers.pop("WWW-Authenticate", None)
+        self.who = who
+        self.reason = reason
 
 
 def _jwt_problem(exc: jwt.PyJWTError) -> str:
@@ -217,13 +224,15 @@ class Authenticator:
             _optional_str(claims, name)
         if exp - iat > MAX_LIFETIME_S:
             raise AuthError(f"token lifetime exceeds {MAX_LIFETIME_S} seconds")
+        who = Caller(id=str(claims["sub"]), org=iss, org_type=str(org["type"]), role=str(claims.get("role", "")))
         if org.get("suspended", False):
-            raise AuthError("organisation is suspended", status=403)
+            raise AuthError("organisation is suspended", status=403, who=who, reason="org_suspended")
         patient = claims.get("patient")
         if patient is not None and iss != self.portal_org:
-            raise AuthError("only the portal may assert a patient claim", status=403)
+            raise AuthError("only the portal may assert a patient claim", status=403, who=who,
+                            reason="patient_claim_not_from_portal")
         if not self.replays.check_and_add(iss, str(claims["jti"]), float(exp)):
-            raise AuthError("token replayed (jti already used)")
+            raise AuthError("token replayed (jti already used)", who=who, reason="token_replayed")
         return Caller(
             id=str(claims["sub"]),
             org=iss,

@@ -19,13 +19,16 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.adapters.auth import Authenticator, Caller, bearer, load_registry
+from services.adapters.audit_log import AuditLog
+from services.adapters.auth import Authenticator, AuthError, Caller, bearer, load_registry
 from services.adapters.config import PlatformSettings
 from services.adapters.keys import PlatformKeys
 from services.contracts import errors
+from services.contracts.events import Accessor, AuditDecision, AuditEvent
 
 log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
@@ -47,6 +50,13 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 def json_body(media_type: str = FHIR_JSON) -> dict[str, Any]:
     """OpenAPI for a route that reads its JSON body itself: callers and fuzzers see that one is expected."""
     return {"requestBody": {"required": True, "content": {media_type: {"schema": {"type": "object"}}}}}
+
+
+def refusal_event(who: Caller, reason: str, path: str) -> AuditEvent:
+    """The audit event of a refusal made before any policy question (the caller's identity is proven)."""
+    return AuditEvent(kind="denial", accessor=Accessor(id=who.id, org=who.org, org_type=who.org_type, role=who.role),
+                      decision=AuditDecision(allow=False, reasons=[reason]),
+                      details={"action": "authenticate", "path": path})
 
 
 def build_authenticator(settings: PlatformSettings, audience: str) -> Authenticator:
@@ -132,9 +142,19 @@ def install_error_handlers(app: FastAPI, fhir: bool = True) -> None:
                             headers=exc.headers or None)
 
     @app.exception_handler(errors.HealthgovError)
-    async def _domain(_request: Request, exc: errors.HealthgovError) -> JSONResponse:
+    async def _domain(request: Request, exc: errors.HealthgovError) -> JSONResponse:
         if exc.status >= 500:  # a dependency is down: operators need the inside detail, callers do not
             log.warning("%s: %s", type(exc).__name__, exc)
+        audit_log: AuditLog | None = getattr(request.app.state, "audit_log", None)
+        if isinstance(exc, AuthError) and exc.who is not None and audit_log is not None:
+            # A proven identity refused before any policy question: on the record like any refusal.
+            route = request.scope.get("route")
+            event = refusal_event(exc.who, exc.reason, f"{request.method} {getattr(route, 'path', '?')}")
+            try:
+                await run_in_threadpool(audit_log.publish, event)
+            except errors.HealthgovError as down:  # the refusal stands; that it went unrecorded must not
+                return answer(down)
+            exc.headers[errors.EVENT_HEADER] = event.event_id
         return answer(exc)
 
     @app.exception_handler(StarletteHTTPException)

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from services.adapters.audit_log import AuditLog
 from services.adapters.auth import load_registry
 from services.adapters.kafka import Producer
 from services.adapters.keys import PlatformKeys
@@ -121,6 +122,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app = FastAPI(title="healthgov ingest", version="1.0", lifespan=lifespan)
     app.state.authenticator = build_authenticator(settings, "ingest")
     app.state.ingestor, app.state.runner, app.state.engine = ingestor, runner, engine
+    app.state.audit_log = AuditLog(producer)
     install_error_handlers(app)
 
     async def body_of(request: Request, caller: Any, accepted: frozenset[str] | None = None) -> bytes:

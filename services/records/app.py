@@ -130,6 +130,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     authority = AuthorityReader(verifier=DocumentVerifier(authenticator.registry, authenticator.keys),
                                 producer=producer, pseudonym=vault.pseudonym)
     app.state.handler = handler
+    app.state.audit_log = gate.log
     install_error_handlers(app)  # the one mapping of every refusal (denied, not found, erased, ...)
 
     async def read(request: Request, caller: Caller, **kw: Any) -> Response:
@@ -153,8 +154,8 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     @app.post("/fhir/Consent/{cid}/$confirm")
     async def confirm_consent(cid: str, request: Request, caller: CallerDep) -> Response:
         """The patient confirms a permit a hospital recorded on their behalf (until then it is not in force)."""
-        out = await guarded(registry.confirm, caller, cid, authority(request, caller))
-        return out if isinstance(out, Response) else _consent_response(out, 200)
+        out = await run_in_threadpool(registry.confirm, caller, _fhir_id(cid, "Consent"), authority(request, caller))
+        return _consent_response(out, 200)
 
     @app.delete("/fhir/Consent/{cid}")
     async def revoke_consent(cid: str, request: Request, caller: CallerDep) -> Response:
@@ -171,7 +172,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         about who reached the patient's record, and says so to the patient alone.
         """
         if caller.org_type != "patient" or not caller.patient:
-            return outcome(403, "forbidden", "notices are read by the patient they are addressed to")
+            raise errors.Forbidden("notices are read by the patient they are addressed to")
         rows = await run_in_threadpool(outbox.visible, vault.pseudonym(caller.patient))
         return JSONResponse({"notices": [
             {"kind": n.kind, "org": n.org, "org_type": n.org_type, "about_org": n.about_org, "purpose": n.purpose,

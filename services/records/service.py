@@ -84,6 +84,15 @@ class Located:
     patient: str | None
     items: list[Released]
     asker: Asker
+    unknown: bool = False  # the patient identifier asked for names nobody
+
+
+class UnknownPatient(NotFound):
+    """No patient has the identifier asked for; ``stand_in`` is a pseudonym that names nobody."""
+
+    def __init__(self, stand_in: str) -> None:
+        super().__init__("no patient with that identifier")
+        self.stand_in = stand_in
 
 
 @dataclass
@@ -105,7 +114,7 @@ class Reader:
             idx = self.vault.identifier_index(system, value)
             found = set(s.exec(select(IdentifierIndex.patient).where(IdentifierIndex.identifier_index == idx)).all())
             if not found:
-                raise NotFound("no patient with that identifier")
+                raise UnknownPatient(self.vault.pseudonym(f"unknown-identifier|{idx}"))
             if len(found) > 1:
                 raise NotFound("that identifier names more than one patient; add its system (system|value)")
             return found.pop()
@@ -162,16 +171,27 @@ class Reader:
             if facts.erased:
                 self._gone(caller, req, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts))
                 raise Shredded(patient)
+            unknown = bool(req.identifier) and not rows and facts.key is None
             plains = [self.vault.open_row(s, r, facts.key) for r in rows]  # the key row read with the facts
             items = [Released(rtype=p.row.rtype, version=p.row.version, hospital=p.row.hospital,
                               labels=p.labels, resource=p.resource, patient=p.row.patient) for p in plains]
             items += self._consents(s, req, patient)
         items = [i for i in items if req.filters.empty or search.matches(i.resource, req.filters)]
-        return Located(patient, items, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts))
+        return Located(patient, items, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts),
+                       unknown=unknown)
 
     def _find(self, s: Session, caller: Caller, req: ReadRequest) -> tuple[list[Record], str | None, Facts]:
-        """Every other read: the rows asked for, then their patient's state."""
-        patient = self._patient_for(s, req)
+        """Every other read: the rows asked for, then their patient's state.
+
+        An identifier that names nobody is not answered "not found" before the
+        policy is asked: a caller without rights would learn who is a patient
+        here. It is asked about a patient nobody is (``UnknownPatient``), and
+        refused exactly as it would be for a real one it has no rights to.
+        """
+        try:
+            patient = self._patient_for(s, req)
+        except UnknownPatient as nobody:
+            return [], nobody.stand_in, Facts()
         rows = self._rows(s, req, patient)
         if req.rtype == "Consent" and req.rid:
             patient = next((r.patient for r in self._consent_rows(s, req, patient)), None)
@@ -212,6 +232,8 @@ class Reader:
             probe = asker.decide(req.rtype or "Patient", [], None)
             if not probe.allow:
                 raise self._deny(caller, req, found.patient, probe)
+            if found.unknown:  # only a caller the policy would let read such a patient learns there is none
+                raise NotFound("no patient with that identifier")
             governing = probe
         elif not released:
             decisions = [asker.decide(i.rtype, i.labels, i.hospital) for i in found.items]
