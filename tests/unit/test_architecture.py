@@ -1,0 +1,39 @@
+"""The house rules that the code's shape must keep (import-linter holds the import layers).
+
+Only the audit-log adapter produces to the audit topic: every disclosure and
+refusal goes through it (records through its disclosure gate), so a new path
+cannot publish an event by hand, or forget to.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+MAY_NAME_THE_AUDIT_TOPIC = {
+    "adapters/audit_log.py",  # the one producer
+    "contracts/topics.py",  # where it is defined
+    "audit/app.py",  # the audit service consumes it
+}
+
+
+def _names_audit_topic(path: Path) -> bool:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return any((isinstance(node, ast.Name) and node.id == "AUDIT_EVENTS")
+               or (isinstance(node, ast.alias) and node.name == "AUDIT_EVENTS")
+               or (isinstance(node, ast.Constant) and node.value == "audit.events.v1")
+               for node in ast.walk(tree))
+
+
+def test_only_the_audit_log_adapter_produces_to_the_audit_topic() -> None:
+    offenders = sorted(str(p.relative_to(SERVICES)) for p in SERVICES.rglob("*.py")
+                       if str(p.relative_to(SERVICES)) not in MAY_NAME_THE_AUDIT_TOPIC and _names_audit_topic(p))
+    assert offenders == [], f"publish audit events through services/adapters/audit_log.py: {offenders}"
+
+
+def test_records_use_cases_reach_the_audit_log_only_through_the_gate() -> None:
+    direct = sorted(p.name for p in (SERVICES / "records").glob("*.py")
+                    if p.name != "gate.py" and "audit_log" in p.read_text()
+                    and p.name != "app.py")  # app.py builds the gate
+    assert direct == [], f"records modules that bypass the disclosure gate: {direct}"
