@@ -32,8 +32,10 @@ def test_only_the_audit_log_adapter_produces_to_the_audit_topic() -> None:
     assert offenders == [], f"publish audit events through services/adapters/audit_log.py: {offenders}"
 
 
-def test_records_use_cases_reach_the_audit_log_only_through_the_gate() -> None:
-    direct = sorted(p.name for p in (SERVICES / "records").glob("*.py")
-                    if p.name != "gate.py" and "audit_log" in p.read_text()
-                    and p.name != "app.py")  # app.py builds the gate
-    assert direct == [], f"records modules that bypass the disclosure gate: {direct}"
+USE_CASES = ("service.py", "registry.py", "erasure.py", "referrals.py")
+
+
+def test_records_use_cases_reach_the_broker_only_through_the_gate() -> None:
+    """Reads, consents, erasure and referrals hold a gate, never a producer of their own."""
+    direct = sorted(name for name in USE_CASES if "producer" in (SERVICES / "records" / name).read_text().lower())
+    assert direct == [], f"records use cases that bypass the disclosure gate: {direct}"
