@@ -81,6 +81,21 @@ class PortalClients:
         """Withdraw one consent; True once the withdrawal is in force."""
         return self._send(who, "DELETE", "records", f"/fhir/Consent/{quote(consent_id, safe='')}").status_code == 200
 
+    def confirm_consent(self, who: Principal, consent_id: str) -> bool:
+        """Confirm a permit a hospital recorded on the patient's behalf; True once it is in force."""
+        return self._send(who, "POST", "records",
+                          f"/fhir/Consent/{quote(consent_id, safe='')}/$confirm").status_code == 200
+
+    def my_notices(self, who: Principal) -> list[dict[str, Any]]:
+        """What the platform owes the patient: first access by a hospital, break-glass, access by the state."""
+        return list(self._get(who, "records", "/notices").json()["notices"])
+
+    def grant_care(self, who: Principal, hospital: str) -> None:
+        """The patient's own grant: ``hospital`` may treat them (a care relationship that expires)."""
+        body = {"resourceType": "Parameters",
+                "parameter": [{"name": "organization", "valueReference": {"reference": f"Organization/{hospital}"}}]}
+        self._send(who, "POST", "records", f"/fhir/Patient/{who.subject}/$refer", body=body)
+
     def erase_me(self, who: Principal) -> None:
         """Crypto-shred the signed-in patient's records (records answers 410 for them afterwards)."""
         self._send(who, "DELETE", "records", f"/fhir/Patient/{who.subject}")

@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import create_engine
 from sqlmodel import Session, select
 
+from services.cli.ingest import patients_first
 from services.records.store import Record
 from services.records.vault import Vault
 from tests.conftest import DIRECTORY_TYPES, FIXTURES, auth, wait_for
@@ -48,8 +49,8 @@ def test_every_line_of_both_fixture_sets_loads_with_zero_rejections(loaded, toke
     # The 100-patient set's directory files (Organization, Location, Practitioner, PractitionerRole) are
     # checked line by line through the same pipeline in tests/unit/ingest/test_ingest_prepare.py: storing
     # them here would change the directory the other end-to-end tests count.
-    files = sorted((FIXTURES / "synthea-10-patients").glob("*.ndjson.gz")) + [
-        f for f in sorted((FIXTURES / "synthea-100-patients").glob("*.ndjson.gz"))
+    files = sorted((FIXTURES / "synthea-10-patients").glob("*.ndjson.gz"), key=lambda f: patients_first(f.name)) + [
+        f for f in sorted((FIXTURES / "synthea-100-patients").glob("*.ndjson.gz"), key=lambda f: patients_first(f.name))
         if f.name.split(".")[0] not in DIRECTORY_TYPES]
     assert len(files) == 17
     for f in files:

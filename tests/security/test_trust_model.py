@@ -37,7 +37,7 @@ def _registered(settings, token) -> tuple[dict[str, Any], dict[str, Any]]:  # ty
     for resource in (patient, visits.visit(A, patient["id"]), cond):
         r = ingest(settings, token, f"/fhir/{resource['resourceType']}", json=resource)
         assert r.status_code == 201, r.text
-    wait_readable(settings, token, "Condition", cond["id"])
+    wait_readable(settings, token, "Condition", cond["id"], purpose="TREAT")
     return patient, cond
 
 
@@ -69,7 +69,7 @@ def test_knowing_a_platform_id_attaches_nothing_and_grants_no_read(stack, settin
                headers={"Content-Type": "application/fhir+ndjson"})
     assert r.status_code == 403 and "line 1" in r.text, r.text
     # B reads nothing: no care relationship, whatever it wrote.
-    r = read(settings, token, "Condition", cond["id"], org=B)
+    r = read(settings, token, "Condition", cond["id"], org=B, purpose="TREAT")
     assert r.status_code == 403 and "no_care_relationship" in r.text, r.text
     r = httpx.get(f"{settings.records_url}/fhir/Patient/{pid}/$everything",
                   headers=auth(token(B, purpose="TREAT")), timeout=30)
@@ -90,7 +90,7 @@ def test_a_national_identifier_and_a_visit_today_put_a_second_hospital_in_care_a
                                                  "identifier": {"system": SSN, "value": _ssn(patient)}}}
     r = ingest(settings, token, "/fhir/Encounter", org=B, json=visit)
     assert r.status_code == 201, r.text
-    got = wait_readable(settings, token, "Condition", cond["id"], org=B)
+    got = wait_readable(settings, token, "Condition", cond["id"], org=B, purpose="TREAT")
     assert got["id"] == cond["id"]
     # The patient is told: a first-access notice naming B, and an audit event about them.
     pt = token("healthgov-portal", role="patient", patient=pid, purpose="PATRQT", sub="me")

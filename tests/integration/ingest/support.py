@@ -38,18 +38,26 @@ def ingest(settings: PlatformSettings, token: TokenFactory, path: str, *, org: s
 
 
 def read(settings: PlatformSettings, token: TokenFactory, rtype: str, rid: str,
-         org: str = HOSPITAL) -> httpx.Response:
+         org: str = HOSPITAL, purpose: str = "ETREAT") -> httpx.Response:
+    """Read back as a clinician of ``org``: by default under break-glass.
+
+    Sending records gives a hospital no care relationship (docs/architecture.md §5),
+    and these tests check what was stored, not who may read it: an emergency read
+    needs no care relationship, and is audited like any other. ``purpose="TREAT"``
+    reads under the care relationship, where a test is about that.
+    """
+    extra = {"break_glass_reason": "verifying what the hospital sent"} if purpose == "ETREAT" else {}
     return httpx.get(f"{settings.records_url}/fhir/{rtype}/{rid}",
-                     headers=auth(token(org, purpose="TREAT")), timeout=30)
+                     headers=auth(token(org, purpose=purpose, **extra)), timeout=30)
 
 
 def wait_readable(settings: PlatformSettings, token: TokenFactory, rtype: str, rid: str,
-                  timeout_s: float = 90, org: str = HOSPITAL) -> dict[str, Any]:
-    """The resource, once ``org`` (a hospital with a care relationship: one that sent data) can read it."""
+                  timeout_s: float = 90, org: str = HOSPITAL, purpose: str = "ETREAT") -> dict[str, Any]:
+    """The resource, once a clinician of ``org`` can read it (under break-glass: see ``read``)."""
     got: dict[str, Any] = {}
 
     def ready() -> bool:
-        r = read(settings, token, rtype, rid, org)
+        r = read(settings, token, rtype, rid, org, purpose)
         if r.status_code == 200:
             got.update(r.json())
         return r.status_code == 200
