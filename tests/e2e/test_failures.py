@@ -12,6 +12,7 @@ from collections import Counter
 
 import httpx
 
+from services.cli import visits
 from tests.conftest import auth, clinician_counts, first_patient, wait_for
 
 
@@ -68,10 +69,12 @@ def test_restart_loses_nothing_that_was_acknowledged(loaded, stack, token, setti
         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
                                        "code": "active"}]},
     }
+    visit = visits.visit("gy-hosp-001", pid)
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": f"urn:uuid:{pid}", "resource": patient,
          "request": {"method": "PUT", "url": f"Patient/{pid}"}},
         {"resource": condition, "request": {"method": "PUT", "url": f"Condition/{condition['id']}"}},
+        {"resource": visit, "request": {"method": "PUT", "url": f"Encounter/{visit['id']}"}},  # care, today
     ]}
     r = httpx.post(f"{settings.ingest_url}/fhir", json=bundle, timeout=60,
                    headers=auth(token("gy-hosp-001", "ingest", role="integration")))

@@ -160,8 +160,24 @@ def bearer(tok: str, **headers: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}", **headers}
 
 
+def grant_care(settings: Any, token: Any, pid: str, org: str = "gy-hosp-001") -> None:
+    """The patient, in the portal, lets ``org`` treat them: a care relationship of the patient's own making."""
+    import httpx
+
+    body = {"resourceType": "Parameters",
+            "parameter": [{"name": "organization", "valueReference": {"reference": f"Organization/{org}"}}]}
+    r = httpx.post(f"{settings.records_url}/fhir/Patient/{pid}/$refer", json=body, timeout=30,
+                   headers=bearer(token("healthgov-portal", role="patient", patient=pid, purpose="PATRQT")))
+    assert r.status_code in (200, 201), r.text
+
+
 def ingest(settings: Any, token: Any, *resources: dict[str, Any], org: str = "gy-hosp-001") -> None:
-    """Send resources as one transaction through the ingest API and wait until records has them."""
+    """Send resources as one transaction through the ingest API and wait until records has them.
+
+    Sending records gives ``org`` no care relationship (docs/architecture.md §5): each
+    Patient sent here also grants ``org`` care from the portal, so that its clinicians
+    can read what it sent, as the tests using this helper expect.
+    """
     import httpx
 
     from tests.conftest import wait_for
@@ -169,6 +185,9 @@ def ingest(settings: Any, token: Any, *resources: dict[str, Any], org: str = "gy
     r = httpx.post(f"{settings.ingest_url}/fhir", json=transaction(*resources), timeout=60,
                    headers=bearer(token(org, "ingest", role="integration")))
     assert r.status_code == 200, r.text
+    for res in resources:
+        if res["resourceType"] == "Patient":
+            grant_care(settings, token, res["id"], org)
 
     def stored() -> bool:
         last = resources[-1]
