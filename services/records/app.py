@@ -128,7 +128,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     app = FastAPI(title="healthgov records", version="1.0", lifespan=lifespan)
     app.state.authenticator = authenticator = build_authenticator(settings, "records")
     authority = AuthorityReader(verifier=DocumentVerifier(authenticator.registry, authenticator.keys),
-                                producer=producer, pseudonym=vault.pseudonym)
+                                gate=gate, pseudonym=vault.pseudonym)
     app.state.handler = handler
     app.state.audit_log = gate.log
     install_error_handlers(app)  # the one mapping of every refusal (denied, not found, erased, ...)

@@ -26,10 +26,9 @@ from fastapi import Request
 
 from services.adapters.auth import Caller, PurposeRefused, purpose_of_use, signed_purpose
 from services.adapters.documents import ETHICS_APPROVAL, WARRANT, DocumentKind, DocumentRefused, DocumentVerifier
-from services.adapters.kafka import Message, Producer
 from services.contracts.policy import PURPOSES, Decision, Legal
-from services.contracts.topics import AUDIT_EVENTS
-from services.records.access import Authority, Denied, audit_event
+from services.records.access import Authority, Denied
+from services.records.gate import Gate
 
 __all__ = ["AuthorityReader"]
 
@@ -39,7 +38,7 @@ class AuthorityReader:
     """Reads a request's authority; refuses, audited, what its signatures do not back."""
 
     verifier: DocumentVerifier
-    producer: Producer
+    gate: Gate
     pseudonym: Callable[[str], str]  # a patient's record id → the pseudonym the audit log names them by
 
     def __call__(self, request: Request, caller: Caller) -> Authority:
@@ -70,13 +69,9 @@ class AuthorityReader:
     def _refuse(self, request: Request, caller: Caller, authority: Authority, reason: str,
                 details: dict[str, Any]) -> Denied:
         """Publish the denial (log before answering) and return the exception that answers 403."""
-        decision = Decision(allow=False, reasons=[reason])
         route = request.scope.get("route")  # the route's template: the path itself may hold a patient's id
-        event = audit_event(kind="denial", caller=caller, authority=authority, patient=self._patient(request),
-                            decision=decision, details={"route": f"{request.method} {getattr(route, 'path', '?')}",
-                                                        **details})
-        self.producer.send(Message(AUDIT_EVENTS.name, event.canonical()))
-        return Denied(decision.reasons, event.event_id)
+        return self.gate.refuse(caller, authority, self._patient(request), Decision(allow=False, reasons=[reason]),
+                                details={"route": f"{request.method} {getattr(route, 'path', '?')}", **details})
 
     def _patient(self, request: Request) -> str | None:
         """The patient the request names outright (path or ``patient=``), so they can see the attempt."""
