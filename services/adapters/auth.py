@@ -27,6 +27,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from services.contracts import errors
+from services.contracts.events import Accessor
+from services.contracts.policy import Subject
 
 MAX_LIFETIME_S = 300
 LEEWAY_S = 5
@@ -93,6 +95,14 @@ class Caller:
     purpose: str | None = None
     jti: str = ""
     claims: dict[str, Any] | None = None
+
+    def accessor(self) -> Accessor:
+        """Who asked, as every audit event names them: the one mapping from a caller to the log."""
+        return Accessor(id=self.id, org=self.org, org_type=self.org_type, role=self.role)
+
+    def subject(self, patient: str | None = None) -> Subject:
+        """Who asks, as the policy sees them (``patient``: the caller's own pseudonym, for a patient)."""
+        return Subject(id=self.id, org=self.org, org_type=self.org_type, role=self.role, patient=patient)
 
 
 BREAK_GLASS = "ETREAT"

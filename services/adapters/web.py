@@ -28,7 +28,7 @@ from services.adapters.auth import Authenticator, AuthError, Caller, bearer, loa
 from services.adapters.config import PlatformSettings
 from services.adapters.keys import PlatformKeys
 from services.contracts import errors
-from services.contracts.events import Accessor, AuditDecision, AuditEvent
+from services.contracts.events import AuditDecision, AuditEvent
 
 log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
@@ -54,7 +54,7 @@ def json_body(media_type: str = FHIR_JSON) -> dict[str, Any]:
 
 def refusal_event(who: Caller, reason: str, path: str) -> AuditEvent:
     """The audit event of a refusal made before any policy question (the caller's identity is proven)."""
-    return AuditEvent(kind="denial", accessor=Accessor(id=who.id, org=who.org, org_type=who.org_type, role=who.role),
+    return AuditEvent(kind="denial", accessor=who.accessor(),
                       decision=AuditDecision(allow=False, reasons=[reason]),
                       details={"action": "authenticate", "path": path})
 

@@ -23,7 +23,7 @@ from services.audit.log import MerkleLog
 from services.audit.signing import LogSigner
 from services.contracts import errors
 from services.contracts.events import rfc3339, utcnow
-from services.contracts.policy import Decision, PolicyInput, PolicyResource, Subject
+from services.contracts.policy import Decision, PolicyInput, PolicyResource
 from services.tlog import note, receipt
 
 
@@ -98,7 +98,7 @@ class AuditService:
         me = self.pseudonym(caller.patient) if caller.patient else None
         purpose = purpose_of_use(caller, default="PATRQT" if caller.org_type == "patient" else "HCOMPL")
         decision = self.policy.decide(PolicyInput(
-            subject=Subject(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role, patient=me),
+            subject=caller.subject(me),
             action="audit_read", purpose=purpose,
             resource=PolicyResource(patient=patient, type="AuditEvent"), now=rfc3339(utcnow())))
         if not decision.allow:

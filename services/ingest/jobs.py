@@ -33,7 +33,6 @@ from services.adapters.audit_log import AuditLog
 from services.adapters.auth import Caller
 from services.adapters.kafka import BrokerUnavailable, MessageTooLarge
 from services.adapters.sql import UnitOfWork
-from services.contracts.events import Accessor
 from services.ingest.prepare import chunk_ranges, prepare_lines
 from services.ingest.service import Ingestor, ingest_event, refusal_event
 from services.ingest.store import ImportChunk, ImportJob, now
@@ -203,7 +202,7 @@ class JobRunner:
         counts = orjson.loads(job.counts)
         if counts:
             event = ingest_event(
-                caller=Accessor(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
+                caller=caller.accessor(),
                 submission_id=job.id, kind="ndjson-job", counts=counts, rejected=job.rejected,
                 body_digest=job.body_digest, event_id=job.event_id)
             AuditLog(self.ingestor.producer).publish(event)

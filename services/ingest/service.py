@@ -23,7 +23,7 @@ from services.adapters.kafka import Message, MessageTooLarge, Producer
 from services.adapters.policy import PolicyClient
 from services.contracts import errors
 from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef, rfc3339, utcnow
-from services.contracts.policy import PolicyInput, PolicyResource, Subject
+from services.contracts.policy import PolicyInput, PolicyResource
 from services.contracts.topics import MAX_INGEST_MESSAGE_BYTES
 from services.fhir.validation import InvalidSubmission, Issue, validate_resource
 from services.ingest import bundle as bundles
@@ -78,7 +78,7 @@ class Refused(InvalidSubmission):
 def refusal_event(*, caller: Caller, submission_id: str, refusals: Mapping[str, int]) -> AuditEvent:
     """The accountable record of writes refused by ownership or registration (no resource ids: digests only)."""
     return AuditEvent(
-        kind="denial", accessor=Accessor(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
+        kind="denial", accessor=caller.accessor(),
         purpose="TREAT", request_id=submission_id,
         decision=AuditDecision(allow=False, reasons=sorted(refusals)),
         details={"action": "write", "submission": submission_id, "refused": dict(sorted(refusals.items()))})
@@ -103,8 +103,7 @@ def ingest_event(*, caller: Caller | Accessor, submission_id: str, kind: str, co
                  rejected: int, body_digest: str, event_id: str | None = None,
                  transport: str = "fhir") -> AuditEvent:
     """The accountable record of one accepted submission (docs/architecture.md §6)."""
-    accessor = caller if isinstance(caller, Accessor) else Accessor(
-        id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role)
+    accessor = caller if isinstance(caller, Accessor) else caller.accessor()
     extra = {"event_id": event_id} if event_id else {}
     return AuditEvent(
         kind="ingest", accessor=accessor, purpose="TREAT",
@@ -132,7 +131,7 @@ class Ingestor:
     def authorise(self, caller: Caller) -> None:
         """OPA decides whether this caller may write (only hospitals may, docs/architecture.md §5)."""
         decision = self.policy.decide(PolicyInput(
-            subject=Subject(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role),
+            subject=caller.subject(),
             action="write", purpose="TREAT",
             resource=PolicyResource(patient=None, type="Bundle", hospital=caller.org),
             now=rfc3339(utcnow()),

@@ -92,8 +92,7 @@ class Asker:
 
     def subject(self) -> Subject:
         c = self.caller
-        return Subject(id=c.id, org=c.org, org_type=c.org_type, role=c.role,
-                       patient=self.vault.pseudonym(c.patient) if c.patient else None)
+        return c.subject(self.vault.pseudonym(c.patient) if c.patient else None)
 
     def input(self, rtype: str, labels: list[str], hospital: str | None) -> PolicyInput:
         patient = None if self.patient == DIRECTORY_KEY else self.patient

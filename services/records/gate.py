@@ -29,7 +29,7 @@ from services.adapters import crypto
 from services.adapters.audit_log import AuditLog
 from services.adapters.auth import Caller
 from services.adapters.kafka import Message
-from services.contracts.events import Accessor, AuditDecision, AuditEvent, AuditKind, ResourceRef
+from services.contracts.events import AuditDecision, AuditEvent, AuditKind, ResourceRef
 from services.contracts.policy import Decision
 from services.records.access import DIRECTORY_KEY, Asker, Authority, Denied
 from services.records.notices import notice_for
@@ -42,10 +42,6 @@ class Outbox(Protocol):
     def add(self, notices: list[Notice], session: Session | None = None) -> None: ...
 
 
-def accessor(caller: Caller) -> Accessor:
-    return Accessor(id=caller.id, org=caller.org, org_type=caller.org_type, role=caller.role)
-
-
 def audit_event(*, kind: AuditKind, caller: Caller, authority: Authority, patient: str | None,
                 decision: Decision | None, resources: list[ResourceRef] | None = None,
                 body: bytes | None = None, details: dict[str, Any] | None = None) -> AuditEvent:
@@ -54,7 +50,7 @@ def audit_event(*, kind: AuditKind, caller: Caller, authority: Authority, patien
     if authority.break_glass:
         extra["break_glass_reason"] = authority.break_glass.get("reason")
     return AuditEvent(
-        kind=kind, accessor=accessor(caller), purpose=authority.purpose or None,
+        kind=kind, accessor=caller.accessor(), purpose=authority.purpose or None,
         patient=None if patient == DIRECTORY_KEY else patient, resources=resources or [],
         decision=None if decision is None else AuditDecision(
             allow=decision.allow, reasons=decision.reasons,

@@ -36,7 +36,7 @@ from services.contracts.events import ConsentChange, ResourceRef, rfc3339, utcno
 from services.contracts.topics import CONSENT_CHANGES
 from services.records import consents
 from services.records.access import Asker, Authority, NotFound, load_facts
-from services.records.gate import Gate, accessor, audit_event
+from services.records.gate import Gate, audit_event
 from services.records.store import ConsentRow, consent_versions
 from services.records.vault import Shredded, Vault
 
@@ -128,7 +128,7 @@ class ConsentRegistry:
                             resources=[ResourceRef(type="Consent", id=consent_id, version=str(version))],
                             details={"change": change, "change_id": change_id, **consents.summary(stored)})
         msg = ConsentChange(change_id=change_id, occurred_at=occurred, change=change,  # type: ignore[arg-type]
-                            patient=patient, consent_index=consent_index, accessor=accessor(caller),
+                            patient=patient, consent_index=consent_index, accessor=caller.accessor(),
                             sealed=crypto.b64e(self.vault.seal_change(dk, patient, change_id, stored)),
                             event_id=event.event_id)
         self.gate.record_event(event, decision, together=[
