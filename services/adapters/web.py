@@ -52,11 +52,15 @@ def json_body(media_type: str = FHIR_JSON) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {media_type: {"schema": {"type": "object"}}}}}
 
 
-def refusal_event(who: Caller, reason: str, path: str) -> AuditEvent:
-    """The audit event of a refusal made before any policy question (the caller's identity is proven)."""
+def refusal_event(who: Caller, reason: str, route: str) -> AuditEvent:
+    """The audit event of a refusal made before any policy question (the caller's identity is proven).
+
+    ``route`` is the route's template (``GET /fhir/Patient/{pid}``), never the path itself: a path
+    can hold a patient's record id, and the log holds no PHI.
+    """
     return AuditEvent(kind="denial", accessor=who.accessor(),
                       decision=AuditDecision(allow=False, reasons=[reason]),
-                      details={"action": "authenticate", "path": path})
+                      details={"action": "authenticate", "route": route})
 
 
 def build_authenticator(settings: PlatformSettings, audience: str) -> Authenticator:

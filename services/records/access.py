@@ -49,6 +49,7 @@ class Facts:
     care: bool = False
     consents: list[dict[str, Any]] = field(default_factory=list)
     key: KeyRow | None = None  # the patient's key row: decrypting their rows needs no second look-up
+    unknown: str | None = None  # the identifier asked for names nobody (or several): why, for a 404
 
     @property
     def erased(self) -> bool:

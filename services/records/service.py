@@ -84,15 +84,16 @@ class Located:
     patient: str | None
     items: list[Released]
     asker: Asker
-    unknown: bool = False  # the patient identifier asked for names nobody
+    unknown: str | None = None  # why the patient identifier asked for names no one patient
 
 
 class UnknownPatient(NotFound):
-    """No patient has the identifier asked for; ``stand_in`` is a pseudonym that names nobody."""
+    """The identifier asked for names nobody, or several; ``stand_in`` is a pseudonym that names nobody."""
 
-    def __init__(self, stand_in: str) -> None:
-        super().__init__("no patient with that identifier")
+    def __init__(self, stand_in: str, why: str) -> None:
+        super().__init__(why)
         self.stand_in = stand_in
+        self.why = why
 
 
 @dataclass
@@ -113,10 +114,10 @@ class Reader:
             system, _, value = req.identifier.rpartition("|")
             idx = self.vault.identifier_index(system, value)
             found = set(s.exec(select(IdentifierIndex.patient).where(IdentifierIndex.identifier_index == idx)).all())
-            if not found:
-                raise UnknownPatient(self.vault.pseudonym(f"unknown-identifier|{idx}"))
-            if len(found) > 1:
-                raise NotFound("that identifier names more than one patient; add its system (system|value)")
+            if len(found) != 1:
+                raise UnknownPatient(self.vault.pseudonym(f"unknown-identifier|{idx}"),
+                                     "that identifier names more than one patient; add its system (system|value)"
+                                     if found else "no patient with that identifier")
             return found.pop()
         return None
 
@@ -171,14 +172,13 @@ class Reader:
             if facts.erased:
                 self._gone(caller, req, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts))
                 raise Shredded(patient)
-            unknown = bool(req.identifier) and not rows and facts.key is None
             plains = [self.vault.open_row(s, r, facts.key) for r in rows]  # the key row read with the facts
             items = [Released(rtype=p.row.rtype, version=p.row.version, hospital=p.row.hospital,
                               labels=p.labels, resource=p.resource, patient=p.row.patient) for p in plains]
             items += self._consents(s, req, patient)
         items = [i for i in items if req.filters.empty or search.matches(i.resource, req.filters)]
         return Located(patient, items, Asker(self.policy, self.vault, caller, "read", req.authority, patient, facts),
-                       unknown=unknown)
+                       unknown=facts.unknown)
 
     def _find(self, s: Session, caller: Caller, req: ReadRequest) -> tuple[list[Record], str | None, Facts]:
         """Every other read: the rows asked for, then their patient's state.
@@ -191,7 +191,7 @@ class Reader:
         try:
             patient = self._patient_for(s, req)
         except UnknownPatient as nobody:
-            return [], nobody.stand_in, Facts()
+            return [], nobody.stand_in, Facts(unknown=nobody.why)
         rows = self._rows(s, req, patient)
         if req.rtype == "Consent" and req.rid:
             patient = next((r.patient for r in self._consent_rows(s, req, patient)), None)
@@ -233,7 +233,7 @@ class Reader:
             if not probe.allow:
                 raise self._deny(caller, req, found.patient, probe)
             if found.unknown:  # only a caller the policy would let read such a patient learns there is none
-                raise NotFound("no patient with that identifier")
+                raise NotFound(found.unknown)
             governing = probe
         elif not released:
             decisions = [asker.decide(i.rtype, i.labels, i.hospital) for i in found.items]

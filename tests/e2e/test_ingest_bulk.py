@@ -113,7 +113,9 @@ def test_an_async_import_reports_progress_counts_and_per_line_errors(stack, toke
 
 
 def test_an_accepted_job_survives_an_ingest_restart(stack, token, settings) -> None:
-    body = _fresh(gzip.decompress((FIXTURES / "synthea-100-patients" / "Immunization.000.ndjson.gz").read_bytes()))
+    hundred = FIXTURES / "synthea-100-patients"  # the patients first: a hospital writes only about its own
+    body = _fresh(b"\n".join(gzip.decompress((hundred / f"{rtype}.000.ndjson.gz").read_bytes()).strip()
+                             for rtype in ("Patient", "Immunization")))
     lines = [ln for ln in body.splitlines() if ln.strip()]
     r = ingest(settings, token, "/fhir/$import", content=body, headers={**NDJSON, "Prefer": "respond-async"})
     assert r.status_code == 202, r.text

@@ -115,7 +115,9 @@ def test_the_same_bundle_twice_is_stored_once_and_answered_the_same(stack, token
     assert_one_ingest_event(events, second, body)
     assert_one_ingest_event(events, b, other)
     # Another hospital's key space is its own.
-    c = ingest(settings, token, "/fhir/Condition", json=condition(patient["id"]), org="gy-hosp-002",
+    theirs = new_patient()
+    assert ingest(settings, token, "/fhir/Patient", json=theirs, org="gy-hosp-002").status_code == 201
+    c = ingest(settings, token, "/fhir/Condition", json=condition(theirs["id"]), org="gy-hosp-002",
                headers={"Idempotency-Key": key})
     assert c.status_code == 201 and c.headers["X-Healthgov-Event-Id"] != a.headers["X-Healthgov-Event-Id"]
 

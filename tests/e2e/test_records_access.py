@@ -72,7 +72,9 @@ def test_search_by_code_date_and_identifier(mine, token, settings) -> None:  # t
     chained = get(settings, "/fhir/Condition", clinician(token),
                   **{"patient.identifier": f"{MRN_SYSTEM}|{mine['mrn']}"})
     assert chained.json()["total"] == 2
-    assert get(settings, "/fhir/Patient", clinician(token), identifier=f"{MRN_SYSTEM}|MRN-nobody").status_code == 404
+    # An identifier that names nobody is refused like a patient this clinician has no care of: no oracle.
+    nobody = get(settings, "/fhir/Patient", clinician(token), identifier=f"{MRN_SYSTEM}|MRN-nobody")
+    assert nobody.status_code == 403 and "no_care_relationship" in nobody.text
     bad = get(settings, "/fhir/Condition", clinician(token), patient=pid, date="last week")
     assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
 
@@ -194,7 +196,9 @@ def test_a_referral_gives_another_hospital_a_care_relationship(stack, token, set
     assert r.status_code == 201, r.text
     assert refer(clinician(token), "gy-hosp-002").status_code == 200  # already referred: nothing new
     event = logged_event(settings, token, r.headers["X-Healthgov-Event-Id"])
-    assert event["kind"] == "referral" and event["details"] == {"to": "gy-hosp-002", "new": True}
+    assert event["kind"] == "referral" and event["details"]["until"] > event["occurred_at"]
+    assert {k: v for k, v in event["details"].items() if k != "until"} == {
+        "to": "gy-hosp-002", "new": True, "source": "referral"}
     got = get(settings, "/fhir/Condition", clinician(token, "gy-hosp-002"), patient=pid)
     assert got.status_code == 200
     # Another hospital's sensitive records stay withheld from the receiving team.

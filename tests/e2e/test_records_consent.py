@@ -105,7 +105,12 @@ def test_a_treating_hospital_records_a_consent_for_the_patient_and_the_patient_i
         assert stranger.status_code == 403 and "no_care_relationship" in stranger.text
         r = c.post("/fhir/Consent", json=permit(pid, "gy-datamart", "HMARKT", ["Encounter"]),
                    headers=bearer(token("gy-hosp-001", purpose="TREAT")))
-        assert r.status_code == 201, r.text
+        assert r.status_code == 201 and r.json()["status"] == "proposed", r.text
+        pending = c.get(f"/fhir/Encounter?patient={pid}", headers=bearer(token("gy-datamart", role="analyst",
+                                                                                 purpose="HMARKT")))
+        assert pending.status_code == 403 and "consent_awaiting_patient" in pending.text  # until the patient says so
+        confirmed = c.post(f"/fhir/Consent/{r.json()['id']}/$confirm", headers=as_patient(token, pid))
+        assert confirmed.status_code == 200 and confirmed.json()["status"] == "active", confirmed.text
         got = c.get(f"/fhir/Encounter?patient={pid}", headers=bearer(token("gy-datamart", role="analyst",
                                                                              purpose="HMARKT")))
         assert got.status_code == 200, got.text
@@ -185,6 +190,8 @@ def test_a_treating_hospital_lists_and_revokes_a_consent_it_recorded(patient, to
         r = c.post("/fhir/Consent", json=permit(pid, "gz-insurer-1", "HPAYMT", ["Encounter"]), headers=hospital())
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
+        assert c.get(f"/fhir/Encounter?patient={pid}", headers=as_insurer(token)).status_code == 403  # proposed
+        assert c.post(f"/fhir/Consent/{cid}/$confirm", headers=as_patient(token, pid)).status_code == 200
         allowed = c.get(f"/fhir/Encounter?patient={pid}", headers=as_insurer(token))
         assert allowed.status_code == 200 and allowed.json()["total"] == 1, allowed.text
 

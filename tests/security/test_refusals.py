@@ -15,6 +15,7 @@ import httpx
 
 from tests.conftest import auth
 from tests.integration.ingest.support import audit_event
+from tests.integration.records.support import MRN_SYSTEM
 
 INSURER = "gz-insurer-1"
 
@@ -47,8 +48,8 @@ def test_a_patient_claim_signed_by_a_hospital_is_refused_on_the_record(stack, se
 
 
 def test_an_insurer_cannot_tell_a_patient_from_a_stranger(stack, settings, token, ten_patients, loaded) -> None:  # type: ignore[no-untyped-def]
-    patient = next(r for r in ten_patients if r["resourceType"] == "Patient")
-    ident = next(i for i in patient["identifier"] if i.get("value"))
+    patient = next(r for r in ten_patients if r["id"] == loaded["patient_ids"][-1])
+    ident = next(i for i in patient["identifier"] if i.get("system") == MRN_SYSTEM)
     known = f"{ident['system']}|{ident['value']}"
     stranger = f"{ident['system']}|{uuid.uuid4()}"
     answers = []

@@ -159,10 +159,9 @@ def test_a_permit_a_hospital_records_for_the_patient_waits_for_the_patient(stack
     assert r.status_code in (201, 202), r.text
     consent = r.json()
     assert consent["status"] == "proposed"
-    buyer = auth(token("gy-datamart", purpose="HMARKT", role="analyst"))
-
     def buyer_reads() -> httpx.Response:
-        return httpx.get(f"{settings.records_url}/fhir/Condition/{cond['id']}", headers=buyer, timeout=30)
+        return httpx.get(f"{settings.records_url}/fhir/Condition/{cond['id']}", timeout=30,
+                         headers=auth(token("gy-datamart", purpose="HMARKT", role="analyst")))
 
     r = buyer_reads()
     assert r.status_code == 403 and "consent_awaiting_patient" in r.text, r.text
@@ -171,10 +170,12 @@ def test_a_permit_a_hospital_records_for_the_patient_waits_for_the_patient(stack
                    headers=auth(token(A, purpose="TREAT")))
     assert r.status_code == 403 and "confirm_only_by_patient" in r.text, r.text
     assert audit_event(settings, r.headers["X-Healthgov-Event-Id"])["kind"] == "denial"
-    pt = auth(token("healthgov-portal", role="patient", patient=pid, purpose="PATRQT", sub="me"))
-    r = httpx.post(f"{settings.records_url}/fhir/Consent/{consent['id']}/$confirm", headers=pt, timeout=30)
+    def patient() -> dict[str, str]:
+        return auth(token("healthgov-portal", role="patient", patient=pid, purpose="PATRQT", sub="me"))
+
+    r = httpx.post(f"{settings.records_url}/fhir/Consent/{consent['id']}/$confirm", headers=patient(), timeout=30)
     assert r.status_code == 200 and r.json()["status"] == "active", r.text
-    r = httpx.post(f"{settings.records_url}/fhir/Consent/{consent['id']}/$confirm", headers=pt, timeout=30)
+    r = httpx.post(f"{settings.records_url}/fhir/Consent/{consent['id']}/$confirm", headers=patient(), timeout=30)
     assert r.status_code == 409, r.text  # confirmed once; nothing is pending any more
     wait_for(lambda: buyer_reads().status_code == 200, 30, "the confirmed permit to come into force")
     # An opt-out the hospital records for the patient takes effect at once.

@@ -68,13 +68,27 @@ def wait_readable(settings: PlatformSettings, token: TokenFactory, rtype: str, r
 
 def assert_never_stored(settings: PlatformSettings, token: TokenFactory, pid: str,
                         refs: list[tuple[str, str]]) -> None:
-    """Nothing of ``refs`` was stored: a later write for the same patient (same partition) is stored first."""
+    """Nothing of ``refs`` was stored: a later write for the same patient (same partition) is stored first.
+
+    The later write registers the patient afresh (a hospital writes only about patients it
+    registered), under identifiers of its own: if ``Patient/pid`` is among ``refs``, what is
+    stored must be that sentinel Patient at version 1, never anything sent before.
+    """
+    marker = {**new_patient(), "id": pid}
     sentinel = condition(pid)
-    r = ingest(settings, token, "/fhir/Condition", json=sentinel)
-    assert r.status_code == 201, r.text
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": marker, "request": {"method": "PUT", "url": f"Patient/{pid}"}},
+        {"resource": sentinel, "request": {"method": "PUT", "url": f"Condition/{sentinel['id']}"}}]}
+    r = ingest(settings, token, "/fhir", json=bundle)
+    assert r.status_code == 200, r.text
     wait_readable(settings, token, "Condition", sentinel["id"])
     for rtype, rid in refs:
-        assert read(settings, token, rtype, rid).status_code == 404, f"{rtype}/{rid} was stored"
+        got = read(settings, token, rtype, rid)
+        if (rtype, rid) == ("Patient", pid):
+            assert got.status_code == 200 and got.json()["meta"]["versionId"] == "1", got.text
+            assert got.json()["identifier"] == marker["identifier"], f"{rtype}/{rid} was stored"
+        else:
+            assert got.status_code == 404, f"{rtype}/{rid} was stored"
 
 
 def audit_event(settings: PlatformSettings, event_id: str, timeout_s: float = 60) -> dict[str, Any]:
