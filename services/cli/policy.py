@@ -64,6 +64,7 @@ REASONS: dict[str, str] = {
     "regulator_audit_trail": "A regulator reading the audit trail.",
     "patient_own_audit_events": "A patient reading who accessed their records.",
     "patient_manages_own_consents": "A patient changing their own consents.",
+    "patient_confirms_own_consent": "A patient confirming a permit a hospital recorded on their behalf.",
     "patient_erases_own_records": "A patient erasing their own records (their data key is destroyed).",
     "clinician_refers_patient": "A treating clinician referring the patient to another hospital; the patient is told.",
     "patient_refers_self": "A patient referring themselves to a hospital.",

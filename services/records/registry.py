@@ -108,12 +108,9 @@ class ConsentRegistry:
                 dk = self.vault.data_key(s, patient, create=True)
                 previous = self.vault.open_consent(s, current) if current is not None else None
                 uow.commit()  # a new patient's data key must exist before the consumer needs it
-        asker = Asker(self.policy, self.vault, caller, "consent_write", authority, patient, facts)
-        if change == "confirmed" and caller.org_type != "patient":
-            raise self.gate.refuse(caller, authority, patient, asker.decide("Consent", [], None),
-                                   reasons=["confirm_only_by_patient"],
-                                   details={"action": "consent_write", "change": change})
-        decision = self.gate.check(asker, "Consent", [], None, details={"action": "consent_write", "change": change})
+        action = "consent_confirm" if change == "confirmed" else "consent_write"
+        asker = Asker(self.policy, self.vault, caller, action, authority, patient, facts)
+        decision = self.gate.check(asker, "Consent", [], None, details={"action": action, "change": change})
         if erased:  # said only to a caller who may change this patient's consents
             raise Shredded(patient)
         if change == "confirmed" and (previous or {}).get("status") != consents.PROPOSED:

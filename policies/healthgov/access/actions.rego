@@ -134,6 +134,30 @@ deny contains "consent_write_requires_treat" if {
 	input.purpose != "TREAT"
 }
 
+# --------------------------------------------------------- consent_confirm
+# A permit a hospital recorded on the patient's behalf comes into force only
+# when the patient confirms it: that confirmation is the patient's alone.
+
+grants contains grant("patient_confirms_own_consent", plain_obligations) if {
+	input.action == "consent_confirm"
+	input.subject.org_type == "patient"
+	org_type_confirmed
+	own_records
+}
+
+deny contains "not_own_records" if {
+	input.action == "consent_confirm"
+	input.subject.org_type == "patient"
+	org_type_confirmed
+	about_a_patient
+	not own_records
+}
+
+deny contains "confirm_only_by_patient" if {
+	input.action == "consent_confirm"
+	input.subject.org_type != "patient"
+}
+
 # ------------------------------------------------------------------- erase
 # Erasure (crypto-shredding: the patient's data key is destroyed, for good) is
 # the patient's own decision, asked through the portal. Nobody else may

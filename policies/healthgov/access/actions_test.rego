@@ -124,6 +124,21 @@ test_clinician_records_consent_and_patient_is_told if {
 	d.obligations == object.union(no_obligations, {"notify_patient": true})
 }
 
+test_patient_confirms_own_consent if {
+	d := decide(with_fields(patient, {"action": "consent_confirm"}))
+	allowed_by(d, "patient_confirms_own_consent")
+}
+
+test_patient_cannot_confirm_anothers_consent if {
+	d := decide(with_fields(patient, {"action": "consent_confirm", "subject": {"patient": "p2"}}))
+	d.reasons == ["not_own_records"]
+}
+
+test_only_the_patient_confirms_a_consent if {
+	d := decide(with_fields(clinician, {"action": "consent_confirm"}))
+	d.reasons == ["confirm_only_by_patient"]
+}
+
 test_clinician_consent_write_needs_care if {
 	d := decide(with_fields(clinician, {"action": "consent_write", "relationship": {"care": false}}))
 	d.reasons == ["no_care_relationship"]
