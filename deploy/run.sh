@@ -16,7 +16,7 @@ trap 'exit 143' TERM
 "$hg" stack up
 "$hg" ingest deploy/demo/fixtures/synthea-10-patients --org gy-hosp-001
 # Synthea's encounters are years old: the demo hospital's patients visit it today, which is
-# the evidence of care its clinicians read them under (docs/architecture.md §5).
+# the evidence of care its clinicians read them under (docs/architecture.md §10).
 "$hg" dev admit deploy/demo/fixtures/synthea-10-patients --org gy-hosp-001
 echo "demo portal accounts (username, password):"
 "$hg" portal demo-accounts deploy/demo/fixtures/synthea-10-patients

@@ -1,7 +1,7 @@
 """``healthgov dev admit``: a demo hospital sees its patients today.
 
 Synthea's encounters are years old, and an old encounter is no evidence of
-care (docs/architecture.md §5). A hospital that should be able to read its
+care (docs/architecture.md §10). A hospital that should be able to read its
 demo patients' records sends what a real one would on the day the patient
 walks in: a current Encounter (an outpatient visit under way). Its id is
 derived from the hospital, the patient and the day, so admitting twice on one

@@ -1,4 +1,4 @@
-"""Care relationships from evidence the platform can account for (docs/architecture.md §5).
+"""Care relationships from evidence the platform can account for (docs/architecture.md §10).
 
 A hospital is in a care relationship with a patient only while one of these
 holds, each with an expiry:

@@ -6,7 +6,7 @@ from services.adapters.config import PlatformSettings
 class RecordsSettings(PlatformSettings):
     consumer_group: str = "healthgov-records"
     records_database_url: str | None = None
-    # How long evidence of care lasts (docs/architecture.md §5): after an Encounter or EpisodeOfCare
+    # How long evidence of care lasts (docs/architecture.md §10): after an Encounter or EpisodeOfCare
     # ends (or from when one under way was last seen), after a referral, after a patient's own grant.
     care_window_days: int = 30
     referral_days: int = 90

@@ -60,7 +60,7 @@ class Record(SQLModel, table=True):
 class CareLink(SQLModel, table=True):
     """A hospital in a care relationship with a patient, until ``expires_at``.
 
-    ``source`` names the evidence the platform can account for (docs/architecture.md §5):
+    ``source`` names the evidence the platform can account for (docs/architecture.md §10):
     ``encounter`` (a current or recently ended Encounter or EpisodeOfCare the
     hospital sent for the patient), ``referral`` (``referred_by``, a hospital in
     care, referred the patient to it) or ``patient_grant`` (the patient's own

@@ -41,7 +41,7 @@ def read(settings: PlatformSettings, token: TokenFactory, rtype: str, rid: str,
          org: str = HOSPITAL, purpose: str = "ETREAT") -> httpx.Response:
     """Read back as a clinician of ``org``: by default under break-glass.
 
-    Sending records gives a hospital no care relationship (docs/architecture.md §5),
+    Sending records gives a hospital no care relationship (docs/architecture.md §10),
     and these tests check what was stored, not who may read it: an emergency read
     needs no care relationship, and is audited like any other. ``purpose="TREAT"``
     reads under the care relationship, where a test is about that.

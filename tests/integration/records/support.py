@@ -174,7 +174,7 @@ def grant_care(settings: Any, token: Any, pid: str, org: str = "gy-hosp-001") ->
 def ingest(settings: Any, token: Any, *resources: dict[str, Any], org: str = "gy-hosp-001") -> None:
     """Send resources as one transaction through the ingest API and wait until records has them.
 
-    Sending records gives ``org`` no care relationship (docs/architecture.md §5): each
+    Sending records gives ``org`` no care relationship (docs/architecture.md §10): each
     Patient sent here also grants ``org`` care from the portal, so that its clinicians
     can read what it sent, as the tests using this helper expect.
     """
