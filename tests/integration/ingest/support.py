@@ -67,7 +67,7 @@ def wait_readable(settings: PlatformSettings, token: TokenFactory, rtype: str, r
 
 
 def assert_never_stored(settings: PlatformSettings, token: TokenFactory, pid: str,
-                        refs: list[tuple[str, str]]) -> None:
+                        refs: list[tuple[str, str]], org: str = HOSPITAL) -> None:
     """Nothing of ``refs`` was stored: a later write for the same patient (same partition) is stored first.
 
     The later write registers the patient afresh (a hospital writes only about patients it
@@ -79,11 +79,11 @@ def assert_never_stored(settings: PlatformSettings, token: TokenFactory, pid: st
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": marker, "request": {"method": "PUT", "url": f"Patient/{pid}"}},
         {"resource": sentinel, "request": {"method": "PUT", "url": f"Condition/{sentinel['id']}"}}]}
-    r = ingest(settings, token, "/fhir", json=bundle)
+    r = ingest(settings, token, "/fhir", json=bundle, org=org)
     assert r.status_code == 200, r.text
-    wait_readable(settings, token, "Condition", sentinel["id"])
+    wait_readable(settings, token, "Condition", sentinel["id"], org=org)
     for rtype, rid in refs:
-        got = read(settings, token, rtype, rid)
+        got = read(settings, token, rtype, rid, org)
         if (rtype, rid) == ("Patient", pid):
             assert got.status_code == 200 and got.json()["meta"]["versionId"] == "1", got.text
             assert got.json()["identifier"] == marker["identifier"], f"{rtype}/{rid} was stored"

@@ -123,7 +123,7 @@ def test_a_submission_that_fails_half_way_leaves_nothing_stored(stack, token, se
             _post(client, token, "/fhir/$import", body, **{"Content-Type": "application/fhir+ndjson"})
         assert len(calls) == 2
         assert_never_stored(settings, token, first["id"], [("Patient", first["id"]),
-                                                           ("Condition", first_condition["id"])])
+                                                           ("Condition", first_condition["id"])], org="gy-hosp-003")
         monkeypatch.undo()  # the hospital sends it again, and this time all of it is stored
         r = _post(client, token, "/fhir/$import", body, **{"Content-Type": "application/fhir+ndjson"})
         assert r.status_code == 200, r.text
