@@ -49,6 +49,8 @@ NOTICES = {
     "pending": "Your choice is saved; it takes effect within a few seconds.",
     "revoked": "The permission is withdrawn.",
     "revoke_pending": "The permission is withdrawn; this takes effect within a few seconds.",
+    "confirmed": "You confirmed the permission; it is in force.",
+    "care_granted": "The hospital may now treat you and read your records.",
 }
 
 
@@ -172,7 +174,8 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         ctx: dict[str, Any] = {"who": who, "summary": [], "conditions": [], "access": [], "consents": [],
                                "erased": False, "grantees": consents.third_parties(registry),
                                "purposes": consents.PURPOSES, "record_types": consents.RECORD_TYPES,
-                               "default_days": consents.DEFAULT_PERMIT_DAYS, "form": {}}
+                               "default_days": consents.DEFAULT_PERMIT_DAYS, "form": {},
+                               "hospitals": consents.hospitals(registry), "notices": []}
         try:
             ctx["summary"], ctx["conditions"] = views.record_summary(clients.my_records(who))
         except Upstream as exc:
@@ -185,6 +188,10 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                 ctx["consents"] = consents.consent_rows(clients.my_consents(who), registry)
             except Upstream as exc:
                 ctx["consents_error"] = f"Your choices cannot be shown right now ({exc.detail})."
+        try:
+            ctx["notices"] = consents.notice_rows(clients.my_notices(who), registry)
+        except Upstream as exc:
+            ctx["notices_error"] = f"Your messages cannot be shown right now ({exc.detail})."
         try:
             ctx["access"] = views.event_rows(clients.my_access(who)["events"], registry)[::-1]
         except Upstream as exc:
@@ -241,6 +248,40 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             return await patient_page(request, who, exc.status,
                                       consent_error=f"The permission could not be withdrawn: {exc.detail}.")
         return RedirectResponse(f"/me?done={'revoked' if applied else 'revoke_pending'}#consents", status_code=303)
+
+    @app.post("/me/consents/{consent_id}/confirm", response_model=None)
+    async def confirm_consent(consent_id: str, request: Request,
+                              sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """The patient confirms a permission their hospital recorded for them: only now is it in force."""
+        who = await poster(request, sid, "patient")
+        if isinstance(who, Response):
+            return who
+        try:
+            own = await run_in_threadpool(clients.my_consents, who)
+            if consent_id not in consents.confirmable_ids(consents.consent_rows(own, registry)):
+                return await patient_page(request, who, 404, consent_error=(
+                    "That permission is not one waiting for your confirmation; nothing was changed."))
+            await run_in_threadpool(clients.confirm_consent, who, consent_id)
+        except Upstream as exc:
+            return await patient_page(request, who, exc.status,
+                                      consent_error=f"The permission could not be confirmed: {exc.detail}.")
+        return RedirectResponse("/me?done=confirmed#consents", status_code=303)
+
+    @app.post("/me/care", response_model=None)
+    async def grant_care(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """The patient's own grant: a hospital may treat them (a care relationship that expires)."""
+        who = await poster(request, sid, "patient")
+        if isinstance(who, Response):
+            return who
+        hospital = " ".join((await form_fields(request)).get("hospital", [])).strip()
+        if hospital not in {h["id"] for h in consents.hospitals(registry)}:
+            return await patient_page(request, who, 400, care_error="Choose a hospital from the list.")
+        try:
+            await run_in_threadpool(clients.grant_care, who, hospital)
+        except Upstream as exc:
+            return await patient_page(request, who, exc.status,
+                                      care_error=f"The hospital could not be given access: {exc.detail}.")
+        return RedirectResponse("/me?done=care_granted#care", status_code=303)
 
     @app.get("/me/erase", response_model=None)
     def erase_form(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:

@@ -142,8 +142,9 @@ class ConsentRow:
     types: list[str]
     since: str
     until: str
-    state: str  # "active" | "expired" | "revoked" | other FHIR status, as is
+    state: str  # "active" | "expired" | "revoked" | "proposed" | other FHIR status, as is
     changeable: bool = False
+    confirmable: bool = False  # recorded by a hospital on the patient's behalf, waiting for the patient
 
 
 def consent_rows(bundle: dict[str, Any], registry: dict[str, Any], now: datetime | None = None) -> list[ConsentRow]:
@@ -169,7 +170,7 @@ def consent_rows(bundle: dict[str, Any], registry: dict[str, Any], now: datetime
             allowed=provision.get("type") == "permit",
             purposes=purposes or [OTHER_PURPOSES["*"]], types=types or ["all my records"],
             since=(c.get("dateTime") or "")[:10], until=end[:10], state=state,
-            changeable=c.get("status") == "active"))
+            changeable=c.get("status") in ("active", "proposed"), confirmable=c.get("status") == "proposed"))
     return sorted(rows, key=lambda r: r.since, reverse=True)
 
 
@@ -198,6 +199,39 @@ def _ended(end: str, now: datetime) -> bool:
     except ValueError:
         return False
     return moment <= now
+
+
+def confirmable_ids(rows: list[ConsentRow]) -> set[str]:
+    """Ids of permits a hospital recorded for the patient that wait for the patient's confirmation."""
+    return {r.id for r in rows if r.confirmable}
+
+
+def hospitals(registry: dict[str, Any]) -> list[dict[str, str]]:
+    """The hospitals a patient may let treat them (the patient's own grant of care), by name."""
+    return sorted(({"id": oid, "name": o.get("name", oid)} for oid, o in registry.get("orgs", {}).items()
+                   if o.get("type") == "hospital" and not o.get("suspended")), key=lambda o: o["name"])
+
+
+NOTICE_WORDS = {
+    "first_access": "began treating you and can now read your records",
+    "break_glass": "opened your records in an emergency (break-glass); the access is reviewed",
+    "state_access": "a public body read your records under the law",
+    "on_behalf": "acted on your behalf (a permission or a referral)",
+}
+
+
+def notice_rows(notices: list[dict[str, Any]], registry: dict[str, Any]) -> list[dict[str, str]]:
+    """The patient's notices in words: when, who, what happened, and the audit event that proves it."""
+    orgs = registry.get("orgs", {})
+    rows = []
+    for n in notices:
+        about = n.get("about_org")
+        what = NOTICE_WORDS.get(str(n.get("kind")), str(n.get("kind")))
+        if about:
+            what += f" (to {orgs.get(about, {}).get('name', about)})"
+        rows.append({"when": str(n.get("at", ""))[:16].replace("T", " "), "event_id": str(n.get("event_id", "")),
+                     "who": orgs.get(n.get("org"), {}).get("name", str(n.get("org", ""))), "what": what})
+    return rows
 
 
 def revocable_ids(rows: list[ConsentRow]) -> set[str]:

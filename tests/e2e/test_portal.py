@@ -342,3 +342,45 @@ def test_erasure_needs_the_phrase_then_records_are_gone(accounts, stack, setting
     doctor = httpx.get(f"{settings.records_url}/fhir/Condition/{p['condition']}",
                        headers=auth(token("gy-hosp-001", purpose="TREAT")), timeout=60)
     assert doctor.status_code == 410
+
+
+def test_a_patient_is_told_who_gained_access_and_confirms_what_the_hospital_recorded(  # type: ignore[no-untyped-def]
+        people, token, settings) -> None:
+    """The notices section names the hospital that began treating the patient; a permit the hospital
+    recorded for them waits, in words, until the patient confirms it in the page."""
+    pid = people["alice_id"]
+    r = httpx.post(f"{settings.records_url}/fhir/Consent", json=permit(pid, "gz-insurer-1", "HPAYMT"), timeout=30,
+                   headers=auth(token("gy-hosp-001", purpose="TREAT")))
+    assert r.status_code in (201, 202) and r.json()["status"] == "proposed", r.text
+    cid = r.json()["id"]
+    with browser(settings) as b:
+        assert sign_in(b, people["alice"]).status_code == 200
+        page = b.get("/me").text
+        notices = page[page.index('id="notices"'):page.index('id="consents"')]
+        assert "Guiyang First People" in notices and "began treating you" in notices  # today's visit
+        assert "not in force until you confirm" in page and f"/me/consents/{cid}/confirm" in page
+        forged = b.post(f"/me/consents/{cid}/confirm", data={"csrf_token": "forged"},
+                        headers={"X-CSRF-Token": "forged"})
+        assert forged.status_code == 403  # a cross-site page cannot confirm for the patient
+        done = b.post(f"/me/consents/{cid}/confirm", data={"csrf_token": b.headers["X-CSRF-Token"]})
+        assert done.status_code == 200 and "You confirmed the permission" in done.text, done.text
+    got = httpx.get(f"{settings.records_url}/fhir/Consent/{cid}", timeout=30,
+                    headers=auth(token("healthgov-portal", role="patient", patient=pid, purpose="PATRQT")))
+    assert got.json()["status"] == "active"
+
+
+def test_a_patient_lets_a_hospital_treat_them(people, token, settings) -> None:  # type: ignore[no-untyped-def]
+    pid = people["bob_id"]
+
+    def hospital_reads() -> int:
+        return httpx.get(f"{settings.records_url}/fhir/Patient/{pid}", timeout=30,
+                         headers=auth(token("gy-hosp-003", purpose="TREAT"))).status_code
+
+    assert hospital_reads() == 403
+    with browser(settings) as b:
+        assert sign_in(b, people["bob"]).status_code == 200
+        bad = b.post("/me/care", data={"hospital": "gy-police", "csrf_token": b.headers["X-CSRF-Token"]})
+        assert bad.status_code == 400 and "Choose a hospital" in bad.text
+        ok = b.post("/me/care", data={"hospital": "gy-hosp-003", "csrf_token": b.headers["X-CSRF-Token"]})
+        assert ok.status_code == 200 and "may now treat you" in ok.text, ok.text
+    assert hospital_reads() == 200
