@@ -31,7 +31,7 @@ EVIDENCE_TYPES = frozenset({"Encounter", "EpisodeOfCare"})
 NOT_EVIDENCE = frozenset({"planned", "cancelled", "entered-in-error", "waitlist", "unknown"})
 
 
-def _instant(value: Any) -> datetime | None:
+def instant(value: Any) -> datetime | None:
     """A FHIR dateTime as an aware datetime; a bare date is its first instant (UTC)."""
     if not isinstance(value, str) or not value:
         return None
@@ -52,10 +52,10 @@ def evidence_until(resource: dict[str, Any], now: datetime, window: timedelta) -
     if resource.get("resourceType") not in EVIDENCE_TYPES or resource.get("status") in NOT_EVIDENCE:
         return None
     period = resource.get("period") if isinstance(resource.get("period"), dict) else {}
-    start = _instant(period.get("start"))
+    start = instant(period.get("start"))
     if start is not None and start > now + timedelta(minutes=5):
         return None
-    end = _instant(period.get("end"))
+    end = instant(period.get("end"))
     if end is None:
         if resource.get("status") == "finished":
             return None  # finished, and nobody said when: nothing to measure the window from

@@ -19,20 +19,11 @@ from sqlmodel import Session, select
 from services.adapters.sql import UnitOfWork
 from services.contracts.events import AuditEvent
 from services.contracts.policy import Decision
+from services.records.care import instant
 from services.records.store import Notice
 
 STATE_ORG_TYPES = frozenset({"public_health", "law_enforcement", "regulator"})
 NOTICE_KINDS = ("first_access", "break_glass", "state_access", "on_behalf")
-
-
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def notice_for(event: AuditEvent, decision: Decision | None) -> Notice | None:
@@ -55,8 +46,8 @@ def notice_for(event: AuditEvent, decision: Decision | None) -> Notice | None:
         kind = "on_behalf" if event.accessor.org_type == "hospital" else "state_access"
     if kind is None:
         return None
-    created = _instant(event.occurred_at) or datetime.now(UTC)
-    deferred = _instant(obligations.notify_after) if obligations is not None else None
+    created = instant(event.occurred_at) or datetime.now(UTC)
+    deferred = instant(obligations.notify_after) if obligations is not None else None
     about = event.details.get("to")
     return Notice(patient=event.patient, kind=kind, org=event.accessor.org, org_type=event.accessor.org_type,
                   about_org=about if isinstance(about, str) else None, purpose=event.purpose,
