@@ -29,7 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -122,6 +123,43 @@ def _insert(engine_or_conn: Any, table: Any, rows: list[dict[str, Any]]) -> None
     engine_or_conn.execute(stmt, rows)
 
 
+class _Lookup:
+    """``SELECT columns WHERE key = ANY(values)`` on PostgreSQL (one array parameter: psycopg rewrites an
+    ``IN`` list of a thousand placeholders on every execution), chunked ``IN`` lists elsewhere."""
+
+    def __init__(self, *columns: Any, key: Any) -> None:
+        self.columns, self.key = columns, key
+        self.pg = select(*columns).where(key == bindparam("values", type_=ARRAY(String)).any_())
+
+    def rows(self, conn: Any, values: list[str]) -> list[Any]:
+        if not values:
+            return []
+        if conn.dialect.name == "postgresql":
+            return list(conn.execute(self.pg, {"values": values}))
+        return [r for i in range(0, len(values), 500)
+                for r in conn.execute(select(*self.columns).where(self.key.in_(values[i:i + 500])))]
+
+
+_OWNERS = _Lookup(IngestClaim.rid_key, IngestClaim.hospital, IngestClaim.patient_key, key=IngestClaim.rid_key)
+_REGISTERED = _Lookup(IngestRegistration.patient_key, IngestRegistration.hospital, key=IngestRegistration.patient_key)
+_NAMED = _Lookup(IngestIdentifier.identifier_key, IngestIdentifier.patient_key, key=IngestIdentifier.identifier_key)
+_CLAIM_PG = text(
+    "INSERT INTO ingest_claim (rid_key, hospital, patient_key, created_at) "
+    "SELECT k, :hospital, p, now() FROM unnest(CAST(:keys AS varchar[]), CAST(:patients AS varchar[])) AS t(k, p) "
+    "ON CONFLICT DO NOTHING RETURNING rid_key")
+
+
+def _claim(conn: Any, hospital: str, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert new claims; return the keys this insert won (a rival may have taken one meanwhile)."""
+    if not rows:
+        return set()
+    if conn.dialect.name == "postgresql":  # one statement with two array parameters, whatever the count
+        return set(conn.execute(_CLAIM_PG, {"hospital": hospital, "keys": [r["rid_key"] for r in rows],
+                                            "patients": [r["patient_key"] for r in rows]}).scalars())
+    _insert(conn, IngestClaim.__table__, rows)  # type: ignore[attr-defined]
+    return {r.rid_key for r in _OWNERS.rows(conn, [r["rid_key"] for r in rows]) if r.hospital == hospital}
+
+
 class ClaimRegistry:
     """Settles a submission's claims against what earlier submissions established."""
 
@@ -139,18 +177,12 @@ class ClaimRegistry:
             return refused
         with UnitOfWork(self.engine) as uow:
             conn = uow.session.connection()
-            owners = {r.rid_key: (r.hospital, r.patient_key) for r in conn.execute(
-                select(IngestClaim.rid_key, IngestClaim.hospital, IngestClaim.patient_key)  # type: ignore[call-overload]
-                .where(IngestClaim.rid_key.in_({c.rid_key for c in claims})))}  # type: ignore[attr-defined]
-            patients = {c.patient_key for c in claims if c.patient_key != DIRECTORY}
-            registered = set(conn.execute(
-                select(IngestRegistration.patient_key)  # type: ignore[call-overload]
-                .where(IngestRegistration.hospital == hospital,
-                       IngestRegistration.patient_key.in_(patients))).scalars()) if patients else set()  # type: ignore[attr-defined]
-            wanted = {k for c in claims for k in c.identifiers}
-            named = {r.identifier_key: r.patient_key for r in conn.execute(
-                select(IngestIdentifier.identifier_key, IngestIdentifier.patient_key)  # type: ignore[call-overload]
-                .where(IngestIdentifier.identifier_key.in_(wanted)))} if wanted else {}  # type: ignore[attr-defined]
+            owners = {r.rid_key: (r.hospital, r.patient_key)
+                      for r in _OWNERS.rows(conn, sorted({c.rid_key for c in claims}))}
+            patients = sorted({c.patient_key for c in claims if c.patient_key != DIRECTORY})
+            registered = {r.patient_key for r in _REGISTERED.rows(conn, patients) if r.hospital == hospital}
+            named = {r.identifier_key: r.patient_key
+                     for r in _NAMED.rows(conn, sorted({k for c in claims for k in c.identifiers}))}
             new_claims: dict[str, dict[str, Any]] = {}
             new_regs: dict[str, str] = {}
             new_idents: dict[str, str] = {}
@@ -180,17 +212,17 @@ class ClaimRegistry:
                 if c.rid_key not in owners:
                     new_claims.setdefault(c.rid_key, {"rid_key": c.rid_key, "hospital": hospital,
                                                       "patient_key": c.patient_key})
-            _insert(conn, IngestClaim.__table__, list(new_claims.values()))  # type: ignore[attr-defined]
+            won = _claim(conn, hospital, list(new_claims.values()))
             _insert(conn, IngestRegistration.__table__, [  # type: ignore[attr-defined]
                 {"patient_key": p, "hospital": hospital, "via": via} for p, via in new_regs.items()])
             _insert(conn, IngestIdentifier.__table__, [  # type: ignore[attr-defined]
                 {"identifier_key": k, "patient_key": p} for k, p in new_idents.items()])
-            if new_claims:  # a rival submission may have claimed the same new id a moment earlier
-                won = {r.rid_key for r in conn.execute(
-                    select(IngestClaim.rid_key)  # type: ignore[call-overload]
-                    .where(IngestClaim.rid_key.in_(list(new_claims)), IngestClaim.hospital == hospital))}  # type: ignore[attr-defined]
+            lost = set(new_claims) - won  # a rival submission claimed the same new id a moment earlier
+            if lost:
+                rivals = {r.rid_key: (r.hospital, r.patient_key) for r in _OWNERS.rows(conn, sorted(lost))}
                 for c in claims:
-                    if c.rid_key in new_claims and c.rid_key not in won and c.index not in refused.reasons:
+                    if c.rid_key in lost and c.index not in refused.reasons and \
+                            rivals.get(c.rid_key) != (hospital, c.patient_key):
                         refused.reasons[c.index] = NOT_OWNER
             if not (refused and all_or_nothing):
                 uow.commit()
