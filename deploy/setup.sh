@@ -2,7 +2,8 @@
 # Installs everything healthgov needs on a fresh machine, idempotently:
 #   - the Python virtualenv with the project (editable) and its dev tools;
 #   - the Apache Kafka broker jars from Maven Central (deploy/kafka/pom.xml);
-#   - the pinned OPA binary, built with `go install` (unless `opa` is on PATH).
+#   - the pinned OPA binary, built with `go install` (unless `opa` is on PATH);
+#   - Debian's Chromium for the browser tests (Playwright drives the system browser, nothing is downloaded).
 # Everything lands in git-ignored directories (.venv, .cache) and is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,5 +50,15 @@ if [ ! -x .cache/bin/opa ]; then
     CGO_ENABLED=0 GOBIN="$PWD/.cache/bin" GOFLAGS=-mod=mod \
       go install "github.com/open-policy-agent/opa@${OPA_VERSION}"
   fi
+fi
+# --- Chromium (browser tests) ------------------------------------------------
+CHROMIUM="${HEALTHGOV_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  step "chromium from Debian's packages (browser tests)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # Several checkouts may run setup at once: wait for dpkg's lock instead of failing.
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+    chromium fonts-noto-cjk >/dev/null
 fi
 step "setup complete"

@@ -76,6 +76,9 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         resp.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'"
         resp.headers["X-Frame-Options"] = "DENY"
         resp.headers["Cache-Control"] = "no-store"
+        # Not the APIs' no-referrer: under it a browser sends `Origin: null` with every form post, and the
+        # same-origin check below refuses them all. same-origin still sends nothing to other sites.
+        resp.headers["Referrer-Policy"] = "same-origin"
         return resp
 
     def cross_site() -> Response:
