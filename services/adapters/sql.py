@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, event, insert, text
+from sqlalchemy import String, Table, bindparam, event, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
@@ -102,3 +103,31 @@ class BulkInsert:
             copy.set_types([self.types[c] for c in columns])
             for row in rows:
                 copy.write_row(row)
+
+
+IN_CHUNK = 1_000  # bound the size of one IN (...) list (SQLite)
+
+
+class KeyLookup:
+    """``SELECT columns WHERE key IN (values)``: one ``= ANY(array)`` on PostgreSQL, chunked IN lists elsewhere.
+
+    psycopg rewrites a query's placeholders on every execution, and an ``IN`` list
+    of a thousand cost more CPU than the query; one array parameter does not. The
+    PostgreSQL statement is built once: a statement made per call costs more CPU in
+    SQLAlchemy's cache-key walk than the query.
+    """
+
+    def __init__(self, *columns: Any, key: Any) -> None:
+        self.columns = columns
+        self.key = key
+        self.pg = select(*columns).where(key == bindparam("values", type_=ARRAY(String)).any_())
+
+    def rows(self, conn: Connection, values: list[str]) -> list[Any]:
+        if not values:
+            return []
+        if conn.dialect.name == "postgresql":
+            return list(conn.execute(self.pg, {"values": values}))
+        out: list[Any] = []
+        for i in range(0, len(values), IN_CHUNK):
+            out += conn.execute(select(*self.columns).where(self.key.in_(values[i:i + IN_CHUNK])))
+        return out

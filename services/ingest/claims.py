@@ -29,14 +29,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import String, bindparam, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from services.adapters import crypto
-from services.adapters.sql import UnitOfWork
+from services.adapters.sql import KeyLookup, UnitOfWork
 from services.fhir.compartment import PATIENT_ELEMENTS
 from services.fhir.validation import Issue
 from services.ingest.store import IngestClaim, IngestIdentifier, IngestRegistration
@@ -123,26 +122,9 @@ def _insert(engine_or_conn: Any, table: Any, rows: list[dict[str, Any]]) -> None
     engine_or_conn.execute(stmt, rows)
 
 
-class _Lookup:
-    """``SELECT columns WHERE key = ANY(values)`` on PostgreSQL (one array parameter: psycopg rewrites an
-    ``IN`` list of a thousand placeholders on every execution), chunked ``IN`` lists elsewhere."""
-
-    def __init__(self, *columns: Any, key: Any) -> None:
-        self.columns, self.key = columns, key
-        self.pg = select(*columns).where(key == bindparam("values", type_=ARRAY(String)).any_())
-
-    def rows(self, conn: Any, values: list[str]) -> list[Any]:
-        if not values:
-            return []
-        if conn.dialect.name == "postgresql":
-            return list(conn.execute(self.pg, {"values": values}))
-        return [r for i in range(0, len(values), 500)
-                for r in conn.execute(select(*self.columns).where(self.key.in_(values[i:i + 500])))]
-
-
-_OWNERS = _Lookup(IngestClaim.rid_key, IngestClaim.hospital, IngestClaim.patient_key, key=IngestClaim.rid_key)
-_REGISTERED = _Lookup(IngestRegistration.patient_key, IngestRegistration.hospital, key=IngestRegistration.patient_key)
-_NAMED = _Lookup(IngestIdentifier.identifier_key, IngestIdentifier.patient_key, key=IngestIdentifier.identifier_key)
+_OWNERS = KeyLookup(IngestClaim.rid_key, IngestClaim.hospital, IngestClaim.patient_key, key=IngestClaim.rid_key)
+_REGISTERED = KeyLookup(IngestRegistration.patient_key, IngestRegistration.hospital, key=IngestRegistration.patient_key)
+_NAMED = KeyLookup(IngestIdentifier.identifier_key, IngestIdentifier.patient_key, key=IngestIdentifier.identifier_key)
 _CLAIM_PG = text(
     "INSERT INTO ingest_claim (rid_key, hospital, patient_key, created_at) "
     "SELECT k, :hospital, p, now() FROM unnest(CAST(:keys AS varchar[]), CAST(:patients AS varchar[])) AS t(k, p) "

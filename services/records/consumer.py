@@ -35,14 +35,12 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import String, bindparam
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from services.adapters import crypto
 from services.adapters.kafka import Message, Producer
-from services.adapters.sql import BulkInsert, UnitOfWork
+from services.adapters.sql import BulkInsert, KeyLookup, UnitOfWork
 from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
 from services.contracts.events import Accessor, AuditEvent, DeadLetter, IngestEnvelope
 from services.contracts.topics import INGEST_DEADLETTER
@@ -52,7 +50,6 @@ from services.records.store import IdentifierIndex, PatientKey, Record, newest_p
 from services.records.vault import Shredded, Vault
 
 log = logging.getLogger(__name__)
-IN_CHUNK = 1_000  # bound the size of one IN (...) list (SQLite)
 _RECORD_COLUMNS = ("patient", "rtype", "rid_index", "version", "hospital", "content_index", "submission_id",
                    "ciphertext", "created_at")
 _RECORD_TYPES = ("varchar", "varchar", "varchar", "int4", "varchar", "varchar", "varchar", "bytea", "timestamptz")
@@ -60,33 +57,10 @@ _RECORDS = BulkInsert(Record.__table__, dict(zip(_RECORD_COLUMNS, _RECORD_TYPES,
 
 
 
-class _Lookup:
-    """``SELECT columns WHERE key IN (values)``: one ``= ANY(array)`` on PostgreSQL, chunked IN lists elsewhere.
-
-    psycopg rewrites a query's placeholders on every execution, and an ``IN`` list
-    of a thousand cost more CPU than the query; one array parameter does not. The
-    PostgreSQL statement is built once: a statement made per call costs more CPU in
-    SQLAlchemy's cache-key walk than the query.
-    """
-
-    def __init__(self, *columns: Any, key: Any) -> None:
-        self.columns = columns
-        self.key = key
-        self.pg = select(*columns).where(key == bindparam("values", type_=ARRAY(String)).any_())
-
-    def rows(self, s: Session, values: list[str]) -> list[Any]:
-        conn = s.connection()
-        if conn.dialect.name == "postgresql":
-            return list(conn.execute(self.pg, {"values": values}))
-        out: list[Any] = []
-        for i in range(0, len(values), IN_CHUNK):
-            out += conn.execute(select(*self.columns).where(self.key.in_(values[i:i + IN_CHUNK])))
-        return out
-
-
-_LATEST = _Lookup(Record.rid_index, Record.version, Record.content_index, key=Record.rid_index)
-_KEYS = _Lookup(PatientKey.patient, PatientKey.kek_id, PatientKey.wrapped, key=PatientKey.patient)
-_IDENTIFIERS = _Lookup(IdentifierIndex.identifier_index, IdentifierIndex.patient, key=IdentifierIndex.identifier_index)
+_LATEST = KeyLookup(Record.rid_index, Record.version, Record.content_index, key=Record.rid_index)
+_KEYS = KeyLookup(PatientKey.patient, PatientKey.kek_id, PatientKey.wrapped, key=PatientKey.patient)
+_IDENTIFIERS = KeyLookup(IdentifierIndex.identifier_index, IdentifierIndex.patient,
+                         key=IdentifierIndex.identifier_index)
 
 
 class Poison(Exception):
@@ -149,13 +123,13 @@ def parse_payload(plain: bytes) -> Payload:
 
 def _latest(s: Session, rids: list[str]) -> dict[str, tuple[int, str]]:
     """rid index → (latest version, its content index), without loading ciphertexts."""
-    newest = newest_per_key(_LATEST.rows(s, rids), key=itemgetter(0), version=itemgetter(1))
+    newest = newest_per_key(_LATEST.rows(s.connection(), rids), key=itemgetter(0), version=itemgetter(1))
     return {rid: (version, content) for rid, (_, version, content) in newest.items()}
 
 
 def _index_identifiers(s: Session, pairs: set[tuple[str, str]]) -> None:
     """Add each (identifier index, patient) not indexed yet."""
-    known = {(idx, patient) for idx, patient in _IDENTIFIERS.rows(s, sorted({idx for idx, _ in pairs}))}
+    known = {(idx, patient) for idx, patient in _IDENTIFIERS.rows(s.connection(), sorted({idx for idx, _ in pairs}))}
     s.add_all(IdentifierIndex(identifier_index=idx, patient=patient) for idx, patient in sorted(pairs - known))
 
 
@@ -245,7 +219,7 @@ class IngestHandler:
         with UnitOfWork(self.engine) as uow:
             s = uow.session
             patients = list(dict.fromkeys(it.patient for it in items))
-            found = {row.patient: row for row in _KEYS.rows(s, patients)}  # one query for the batch's keys
+            found = {row.patient: row for row in _KEYS.rows(s.connection(), patients)}  # one query for the batch's keys
             keys: dict[str, crypto.DataKey | None] = {}
             for patient in patients:
                 row = found.get(patient)
