@@ -35,7 +35,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from services.adapters import crypto
-from services.adapters.sql import KeyLookup, UnitOfWork
+from services.adapters.sql import UNIT_SEPARATOR, KeyLookup, UnitOfWork, joined
 from services.fhir.compartment import PATIENT_ELEMENTS
 from services.fhir.validation import Issue
 from services.ingest.store import IngestClaim, IngestIdentifier, IngestRegistration
@@ -125,21 +125,30 @@ def _insert(engine_or_conn: Any, table: Any, rows: list[dict[str, Any]]) -> None
 _OWNERS = KeyLookup(IngestClaim.rid_key, IngestClaim.hospital, IngestClaim.patient_key, key=IngestClaim.rid_key)
 _REGISTERED = KeyLookup(IngestRegistration.patient_key, IngestRegistration.hospital, key=IngestRegistration.patient_key)
 _NAMED = KeyLookup(IngestIdentifier.identifier_key, IngestIdentifier.patient_key, key=IngestIdentifier.identifier_key)
+# New claims in one statement; it answers the keys it did not insert (a rival took them a moment earlier)
+# as one joined text: usually empty, so no row per claim comes back (see adapters/sql.joined).
 _CLAIM_PG = text(
-    "INSERT INTO ingest_claim (rid_key, hospital, patient_key, created_at) "
-    "SELECT k, :hospital, p, now() FROM unnest(CAST(:keys AS varchar[]), CAST(:patients AS varchar[])) AS t(k, p) "
-    "ON CONFLICT DO NOTHING RETURNING rid_key")
+    "WITH ins AS (INSERT INTO ingest_claim (rid_key, hospital, patient_key, created_at) "
+    "SELECT k, :hospital, p, now() "
+    "FROM unnest(string_to_array(:keys, :sep), string_to_array(:patients, :sep)) AS t(k, p) "
+    "ON CONFLICT DO NOTHING RETURNING rid_key) "
+    "SELECT string_agg(k, :sep) FROM unnest(string_to_array(:keys, :sep)) AS k "
+    "WHERE k NOT IN (SELECT rid_key FROM ins)")
 
 
 def _claim(conn: Any, hospital: str, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert new claims; return the keys this insert won (a rival may have taken one meanwhile)."""
+    """Insert new claims; return the keys this insert lost (a rival may have taken one meanwhile)."""
     if not rows:
         return set()
-    if conn.dialect.name == "postgresql":  # one statement with two array parameters, whatever the count
-        return set(conn.execute(_CLAIM_PG, {"hospital": hospital, "keys": [r["rid_key"] for r in rows],
-                                            "patients": [r["patient_key"] for r in rows]}).scalars())
+    keys = joined([r["rid_key"] for r in rows])
+    patients = joined([r["patient_key"] for r in rows])
+    if conn.dialect.name == "postgresql" and keys is not None and patients is not None:
+        lost = conn.execute(_CLAIM_PG, {"hospital": hospital, "keys": keys, "patients": patients,
+                                        "sep": UNIT_SEPARATOR}).scalar()
+        return set(lost.split(UNIT_SEPARATOR)) if lost else set()
     _insert(conn, IngestClaim.__table__, rows)  # type: ignore[attr-defined]
-    return {r.rid_key for r in _OWNERS.rows(conn, [r["rid_key"] for r in rows]) if r.hospital == hospital}
+    won = {r.rid_key for r in _OWNERS.rows(conn, [r["rid_key"] for r in rows]) if r.hospital == hospital}
+    return {r["rid_key"] for r in rows} - won
 
 
 class ClaimRegistry:
@@ -194,13 +203,12 @@ class ClaimRegistry:
                 if c.rid_key not in owners:
                     new_claims.setdefault(c.rid_key, {"rid_key": c.rid_key, "hospital": hospital,
                                                       "patient_key": c.patient_key})
-            won = _claim(conn, hospital, list(new_claims.values()))
+            lost = _claim(conn, hospital, list(new_claims.values()))
             _insert(conn, IngestRegistration.__table__, [  # type: ignore[attr-defined]
                 {"patient_key": p, "hospital": hospital, "via": via} for p, via in new_regs.items()])
             _insert(conn, IngestIdentifier.__table__, [  # type: ignore[attr-defined]
                 {"identifier_key": k, "patient_key": p} for k, p in new_idents.items()])
-            lost = set(new_claims) - won  # a rival submission claimed the same new id a moment earlier
-            if lost:
+            if lost:  # a rival submission claimed the same new id a moment earlier
                 rivals = {r.rid_key: (r.hospital, r.patient_key) for r in _OWNERS.rows(conn, sorted(lost))}
                 for c in claims:
                     if c.rid_key in lost and c.index not in refused.reasons and \
