@@ -37,7 +37,9 @@ def _address() -> dict[str, str]:
 
 
 def _browser(settings, **headers: str) -> httpx.Client:  # type: ignore[no-untyped-def]
-    return httpx.Client(base_url=settings.portal_url, timeout=60, follow_redirects=True, headers=headers)
+    # English asked for explicitly (the portal speaks Chinese by default): the checks read its English wording.
+    return httpx.Client(base_url=settings.portal_url, timeout=60, follow_redirects=True,
+                        headers={"Accept-Language": "en", **headers})
 
 
 def _sign_in(b: httpx.Client, username: str, password: str = PASSWORD) -> httpx.Response:
