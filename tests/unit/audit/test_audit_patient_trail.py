@@ -28,7 +28,8 @@ def _add(engine: Engine, rows: list[dict[str, object]]) -> None:
 def _row(idx: int, patient: str = "p1", kind: str = "disclosure", org_type: str = "hospital",
          org: str = "gy-hosp-001", at: str | None = None, notify_after: str | None = None) -> dict[str, object]:
     default_at = f"2026-12-01T00:{idx // 60 % 60:02d}:{idx % 60:02d}.000000Z"
-    return {"idx": idx, "event_id": f"e{idx}", "body": b"{}", "occurred_at": at or default_at, "kind": kind, "outcome": "denied" if kind == "denial" else "allowed",
+    return {"idx": idx, "event_id": f"e{idx}", "body": b"{}", "occurred_at": at or default_at, "kind": kind,
+            "outcome": "denied" if kind == "denial" else "allowed",
             "patient": patient, "accessor_id": "u", "accessor_org": org, "accessor_org_type": org_type,
             "purpose": "TREAT", "notify_after": notify_after}
 
