@@ -86,7 +86,8 @@ def _templates(lang: str, registry: dict[str, Any]) -> Jinja2Templates:
         when=lambda value, seconds=False: i18n.local_time(value, lang, seconds=seconds),
         day=i18n.local_date, org=lambda org_id: words.org_name(registry, org_id, lang),
         kind_words=words.KINDS, reason_words=words.REASONS, org_type_words=consents.ORG_TYPE_WORDS,
-        purpose_words={**consents.OTHER_PURPOSES, **consents.PURPOSES}, record_words=consents.RECORD_TYPES,
+        purpose_words={**consents.OTHER_PURPOSES, **consents.PURPOSES},
+        record_words={**words.MORE_RECORD_KINDS, **consents.RECORD_TYPES},
         notice_words=consents.NOTICE_WORDS, access_filters=words.ACCESS_FILTERS,
         condition_status=words.CONDITION_STATUS)
     env.policies["ext.i18n.trimmed"] = True  # a message's line breaks and indentation are not part of it

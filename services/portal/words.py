@@ -34,6 +34,10 @@ ACCESS_FILTERS = {
     "consent": (N_("Permissions"), ("consent",)),
     "records": (N_("Records sent or erased"), ("ingest", "erasure")),
 }
+# Record kinds a trail entry may name beyond those a patient can share (``consents.RECORD_TYPES``).
+MORE_RECORD_KINDS = {"Consent": N_("permissions"), "Organization": N_("organisations"),
+                     "Practitioner": N_("health professionals"), "MedicationStatement": N_("medicines"),
+                     "CarePlan": N_("care plans"), "Provenance": N_("record history")}
 # A condition's clinical status (FHIR condition-clinical).
 CONDITION_STATUS = {
     "active": N_("active"), "recurrence": N_("come back"), "relapse": N_("come back"),
