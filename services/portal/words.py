@@ -25,6 +25,12 @@ KINDS = {
     "referral": N_("referred you to another hospital"),
     "care_relationship": N_("began treating you"),
 }
+# What the patient did themselves through the portal (their own reads are counted, not listed).
+OWN_KINDS = {
+    "referral": N_("let a hospital treat you"),
+    "consent": N_("changed a permission"),
+    "erasure": N_("erased your records"),
+}
 # The trail's "kind of access" filter: what a patient asks for, in groups of audit kinds.
 ACCESS_FILTERS = {
     "read": (N_("Reads"), ("disclosure",)),

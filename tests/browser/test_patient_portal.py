@@ -105,13 +105,14 @@ def test_the_trail_pages_past_200_events_and_shows_a_break_glass_on_top_verified
     expect(top).to_contain_text("贵州省人民医院")
     expect(top.locator(".badge.verified")).to_have_text("✓ 已与签名日志核对无误")  # on the first look
     expect(top.locator(f"a[href='/receipts/{emergency}']")).to_be_visible()
+    expect(top.get_by_role("link", name="下载贵州省人民医院此次访问的回执")).to_be_visible()  # named with its context
     total = int(page.locator("#trail-total").inner_text().split("共 ")[1].split(" ")[0])
     assert total >= 211  # the refused attempts, the emergency read, the records sent
     expect(page.locator("ol.trail li")).to_have_count(20)
     screenshot(page, "zh-access-trail")
 
     with page.expect_download() as download:
-        top.get_by_role("link", name="下载回执").click()
+        top.locator(f"a[href='/receipts/{emergency}/download']").click()
     receipt = json.loads(open(download.value.path(), encoding="utf-8").read())  # noqa: SIM115
     assert receipt["event_id"] == emergency and receipt["proof"] is not None
 
