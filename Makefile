@@ -1,6 +1,6 @@
 # healthgov: two commands. `make run` starts the platform with demo data;
 # `make test` sets up, starts what the tests need, runs every test and stops.
-.PHONY: setup run test lint fmt stop
+.PHONY: setup run test lint fmt stop messages
 
 setup:
 	./deploy/setup.sh
@@ -20,3 +20,9 @@ fmt: setup
 
 stop:
 	.venv/bin/healthgov stack down
+
+# The portal's messages: extract from code and templates, merge into the catalogues (then translate the new ones).
+messages: setup
+	cd services/portal && ../../.venv/bin/pybabel extract -F babel.cfg -k N_ -k tr:2 --no-location --sort-output \
+		--project healthgov -o locale/messages.pot . && \
+		../../.venv/bin/pybabel update -i locale/messages.pot -d locale --no-fuzzy-matching --ignore-obsolete

@@ -116,3 +116,52 @@ def stats(engine: Engine, flt: EventFilter) -> dict[str, Any]:
             rows = conn.execute(select(label, func.count()).where(*conds).group_by(label).order_by(label)).all()
             out[name] = {"none" if key is None else str(key): int(n) for key, n in rows}
     return out
+
+
+# --- one patient's trail, as the patient reads it ------------------------------------------------------------
+
+OWN_VIEW = ("patient", "disclosure")  # (accessor_org_type, kind): the patient reading their own records
+
+
+@dataclass(frozen=True)
+class TrailPage:
+    """One page of a patient's trail, newest first, with the totals a pager needs.
+
+    The patient's own reads through the portal are not rows: they are counted
+    in ``own_views`` (and the newest of them dated), so each page load does not
+    push what others did off the page.
+    """
+
+    rows: list[Row[Any]]
+    total: int
+    own_views: int
+    own_last: str | None
+
+
+def patient_trail(engine: Engine, flt: EventFilter, *, page: int = 1, per_page: int = 20,
+                  kinds: tuple[str, ...] = (), org_types: tuple[str, ...] = ()) -> TrailPage:
+    """Events of ``flt.patient`` (required) matching ``flt``, newest first, page ``page`` of ``per_page``.
+
+    ``kinds`` and ``org_types`` narrow to any of several values (the portal's
+    "kind of access" groups). Rows come by ``(patient, idx)`` descending, the
+    index ``ix_audit_entry_patient_idx`` read backwards; totals are counts over
+    the same index, so a deep page costs its offset, never the whole log.
+    """
+    if flt.patient is None:
+        raise BadQuery("a trail is one patient's")
+    if not 1 <= per_page <= MAX_PAGE or page < 1:
+        raise BadQuery(f"per_page must be 1..{MAX_PAGE} and page >= 1")
+    conds = flt.conditions()
+    if kinds:
+        conds.append(ENTRY.c.kind.in_(kinds))
+    if org_types:
+        conds.append(ENTRY.c.accessor_org_type.in_(org_types))
+    own = (ENTRY.c.accessor_org_type == OWN_VIEW[0]) & (ENTRY.c.kind == OWN_VIEW[1])
+    others = [*conds, ~own]
+    q = (select(ENTRY).where(*others).order_by(ENTRY.c.idx.desc())
+         .offset((page - 1) * per_page).limit(per_page))
+    with engine.connect() as conn:
+        rows = list(conn.execute(q).all())
+        total = int(conn.execute(select(func.count()).select_from(ENTRY).where(*others)).scalar() or 0)
+        n_own, last = conn.execute(select(func.count(), func.max(ENTRY.c.occurred_at)).where(*conds, own)).one()
+    return TrailPage(rows=rows, total=total, own_views=int(n_own or 0), own_last=last)

@@ -119,6 +119,10 @@ class AuditService:
     def events(self, caller: Caller, flt: query.EventFilter, cursor: int, limit: int) -> query.Page:
         return query.search(self.engine, self.scoped(caller, flt), cursor=cursor, limit=limit)
 
+    def patient_trail(self, caller: Caller, flt: query.EventFilter, **paging: Any) -> query.TrailPage:
+        """One patient's trail, newest first (a patient's is pinned to them and to what is unsealed)."""
+        return query.patient_trail(self.engine, self.scoped(caller, flt), **paging)
+
     def stats(self, caller: Caller, flt: query.EventFilter) -> dict[str, Any]:
         return query.stats(self.engine, self.scoped(caller, flt))
 

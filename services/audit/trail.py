@@ -74,6 +74,29 @@ def events(request: Request, caller: CallerDep, svc: ServiceDep, flt: FilterDep,
     return {"events": export.events_json(page.rows), "next_cursor": page.next_cursor}
 
 
+@router.get("/trail")
+def patient_trail(caller: CallerDep, svc: ServiceDep, flt: FilterDep,
+                  page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+                  per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+                  kinds: Annotated[list[str] | None, Query(description="any of these kinds")] = None,
+                  org_types: Annotated[list[str] | None, Query(description="any of these org types")] = None,
+                  ) -> dict[str, Any]:
+    """One patient's trail newest first, in numbered pages with totals; their own reads counted, not listed.
+
+    A patient (through the portal) gets their own, unsealed events whatever
+    ``patient`` says; a regulator names the patient.
+    """
+    if flt.patient is None and caller.org_type != "patient":
+        raise errors.Invalid("name the patient (patient or pseudonym)")
+    if caller.org_type == "patient":
+        flt = query.EventFilter(**{**flt.__dict__, "patient": svc.pseudonym(caller.patient or "")})
+    got = svc.patient_trail(caller, flt, page=page, per_page=per_page, kinds=tuple(kinds or ()),
+                            org_types=tuple(org_types or ()))
+    return {"events": export.events_json(got.rows), "total": got.total, "page": page, "per_page": per_page,
+            "pages": max(1, -(-got.total // per_page)),
+            "own_views": {"count": got.own_views, "last": got.own_last}}
+
+
 @router.get("/stats")
 def stats(caller: CallerDep, svc: ServiceDep, flt: FilterDep) -> dict[str, Any]:
     """Counts for dashboards (who may see them: as for ``/events``)."""

@@ -15,25 +15,32 @@ throttled per account and per client address (``throttle.py``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import httpx
-from fastapi import Cookie, FastAPI, Form, Request
+import jinja2
+import orjson
+from fastapi import Cookie, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
 from services.adapters.web import install_error_handlers
-from services.portal import consents, views
+from services.portal import consents, i18n, views, words
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
 from services.portal.csrf import FIELD, HEADER, LOGIN_COOKIE, CsrfTokens
+from services.portal.i18n import N_
 from services.portal.throttle import SignInThrottle
 from services.tlog.client import AuditClient
 from services.tlog.verify import verify_log
@@ -45,13 +52,47 @@ KINDS = ["disclosure", "denial", "break_glass", "consent", "erasure", "key_rotat
          "care_relationship"]
 # What the patient page says after a change (the redirect carries only the key).
 NOTICES = {
-    "granted": "Your choice is saved and in force.",
-    "pending": "Your choice is saved; it takes effect within a few seconds.",
-    "revoked": "The permission is withdrawn.",
-    "revoke_pending": "The permission is withdrawn; this takes effect within a few seconds.",
-    "confirmed": "You confirmed the permission; it is in force.",
-    "care_granted": "The hospital may now treat you and read your records.",
+    "granted": N_("Your choice is saved and in force."),
+    "pending": N_("Your choice is saved; it takes effect within a few seconds."),
+    "revoked": N_("The permission is withdrawn."),
+    "revoke_pending": N_("The permission is withdrawn; this takes effect within a few seconds."),
+    "confirmed": N_("You confirmed the permission; it is in force."),
+    "care_granted": N_("The hospital may now treat you and read your records."),
 }
+TRAIL_PER_PAGE = 20
+# How long a page waits for the next signed checkpoint to cover a fresh event (audit signs every few seconds),
+# so that the newest access verifies on the first look rather than after a reload.
+RECEIPT_WAIT_S = 7.0
+ERROR_WORDS = {
+    400: N_("The request could not be understood. Go back and try again."),
+    401: N_("Please sign in first."),
+    403: N_("This is not something you may do."),
+    404: N_("There is no such page."),
+    405: N_("This page cannot be used that way."),
+    413: N_("What you sent is too large."),
+    422: N_("Some information in the form is missing or not valid. Go back and check it."),
+    429: N_("Too many attempts. Please wait a little and try again."),
+    503: N_("A part of healthgov is not available right now. Please try again shortly."),
+}
+
+
+def _templates(lang: str, registry: dict[str, Any]) -> Jinja2Templates:
+    """One template environment per language, with its catalogue and its clock installed."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+                             autoescape=True, extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(i18n.translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    env.globals.update(
+        lang=lang, html_lang=i18n.HTML_LANG[lang], languages=i18n.LOCALES,
+        when=lambda value, seconds=False: i18n.local_time(value, lang, seconds=seconds),
+        day=i18n.local_date, org=lambda org_id: words.org_name(registry, org_id, lang),
+        kind_words=words.KINDS, own_kind_words=words.OWN_KINDS,
+        reason_words=words.REASONS, org_type_words=consents.ORG_TYPE_WORDS,
+        purpose_words={**consents.OTHER_PURPOSES, **consents.PURPOSES},
+        record_words={**words.MORE_RECORD_KINDS, **consents.RECORD_TYPES},
+        notice_words=consents.NOTICE_WORDS, access_filters=words.ACCESS_FILTERS,
+        condition_status=words.CONDITION_STATUS)
+    env.policies["ext.i18n.trimmed"] = True  # a message's line breaks and indentation are not part of it
+    return Jinja2Templates(env=env)
 
 
 def create_app(settings: PortalSettings | None = None) -> FastAPI:
@@ -60,7 +101,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     accounts = Accounts(settings.store_url, keys.portal_key())
     clients = PortalClients(settings, keys)
     registry = load_registry(settings.registry_file)
-    templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+    templates = {lang: _templates(lang, registry) for lang in i18n.LOCALES}
     tokens = CsrfTokens(keys.portal_key())
     throttle = SignInThrottle(account_limit=settings.signin_account_failures,
                               account_window_s=settings.signin_account_window_s,
@@ -70,9 +111,17 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.state.accounts = accounts
     install_error_handlers(app, fhir=False)
 
+    def tr(request: Request, message: str, **values: Any) -> str:
+        """``message`` in the request's language, with ``%(name)s`` values filled in."""
+        text = i18n.translations(i18n.negotiate(request)).gettext(message)
+        return text % values if values else text
+
     def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("csrf_token", tokens.for_session(request.cookies.get(COOKIE)))
-        resp = templates.TemplateResponse(request, name, ctx, status_code=status)
+        ctx.setdefault("here", request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        resp = templates[i18n.negotiate(request)].TemplateResponse(request, name, ctx, status_code=status)
+        resp.headers["Content-Language"] = i18n.HTML_LANG[i18n.negotiate(request)]
+        resp.headers["Vary"] = "Accept-Language, Cookie"
         resp.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'"
         resp.headers["X-Frame-Options"] = "DENY"
         resp.headers["Cache-Control"] = "no-store"
@@ -84,14 +133,55 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     def cross_site() -> Response:
         return Response("cross-site request refused", status_code=403)
 
+    async def form_fields(request: Request) -> dict[str, list[str]]:
+        """The posted form as lists of strings: validation, not FastAPI, answers a bad form (400, in words)."""
+        form = await request.form()
+        return {k: [v for v in form.getlist(k) if isinstance(v, str)] for k in form}
+
     def same_origin(request: Request) -> bool:
         """Reject cross-site form posts (the cookie is SameSite=Strict as well)."""
         origin = request.headers.get("origin")
         return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
 
+    def wants_json(request: Request) -> bool:
+        return request.url.path.endswith(".json") or request.url.path == "/healthz"
+
+    def error_page(request: Request, status: int, headers: dict[str, str] | None = None) -> Response:
+        """A page in words for a person; JSON views keep the platform's ``{"error", "detail"}``."""
+        who = accounts.session(request.cookies.get(COOKIE))
+        resp = page(request, "error.html", status=status, who=who, status_code=status,
+                    message=ERROR_WORDS.get(status, ERROR_WORDS[400] if status < 500 else ERROR_WORDS[503]))
+        resp.headers.update(headers or {})
+        return resp
+
+    json_http = app.exception_handlers[StarletteHTTPException]
+    json_params = app.exception_handlers[RequestValidationError]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_page(request: Request, exc: StarletteHTTPException) -> Response:
+        if wants_json(request):
+            return await json_http(request, exc)  # type: ignore[no-any-return]
+        return error_page(request, exc.status_code, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _params_page(request: Request, exc: RequestValidationError) -> Response:
+        if wants_json(request):
+            return await json_params(request, exc)  # type: ignore[no-any-return]
+        return error_page(request, 400)
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/lang", response_model=None)
+    def choose_language(to: str = "", next: str = "/") -> Response:
+        """The language switch: remembered in a cookie for a year; ``next`` must be a path of this portal."""
+        target = next if next.startswith("/") and not next.startswith("//") and "\\" not in next else "/"
+        resp = RedirectResponse(target, status_code=303)
+        if to in i18n.LOCALES:
+            resp.set_cookie(i18n.COOKIE, to, max_age=365 * 24 * 3600, httponly=True, samesite="lax",
+                            secure=not settings.dev_mode)
+        return resp
 
     async def token_ok(request: Request, expected: str) -> bool:
         """The form's synchroniser token (or the X-CSRF-Token header) is the one this browser was given."""
@@ -121,20 +211,24 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         return RedirectResponse("/me" if who.role == "patient" else "/regulator", status_code=303)
 
     @app.post("/login", response_model=None)
-    async def login(request: Request, username: Annotated[str, Form()],
-                    password: Annotated[str, Form()]) -> Response:
+    async def login(request: Request) -> Response:
         if not same_origin(request) or not await token_ok(
                 request, tokens.for_sign_in(request.cookies.get(LOGIN_COOKIE))):
             return cross_site()
+        form = await form_fields(request)
+        username, password = (" ".join(form.get(k, [])) for k in ("username", "password"))
+        if not username or not password:
+            return sign_in_page(request, status=400, error=tr(request, "Enter your username and password."))
         address = request.client.host if request.client else "unknown"
         wait = throttle.retry_after(username, address)
         if wait:  # refused before the password is even checked: guessing gains nothing
             return sign_in_page(request, status=429, headers={"Retry-After": str(wait)},
-                                error=f"Too many failed sign-ins. Try again in {wait} seconds.")
+                                error=tr(request, "Too many failed sign-ins. Try again in %(wait)s seconds.",
+                                         wait=wait))
         who = await run_in_threadpool(accounts.authenticate, username, password)
         if who is None:
             throttle.failed(username, address)
-            return sign_in_page(request, status=401, error="Wrong username or password.")
+            return sign_in_page(request, status=401, error=tr(request, "Wrong username or password."))
         throttle.succeeded(username)
         sid = accounts.open_session(who, settings.session_ttl_s)
         resp = RedirectResponse("/me" if who.role == "patient" else "/regulator", status_code=303)
@@ -172,9 +266,83 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             return cross_site()
         return who
 
-    def patient_ctx(who: Principal) -> dict[str, Any]:
+    def verify_receipts(who: Principal, event_ids: list[str], wait_s: float = RECEIPT_WAIT_S) -> dict[str, Any]:
+        """Each event's receipt, fetched through the portal and checked here: signature, then inclusion.
+
+        An event the log has not yet covered by a signed checkpoint is asked for again until the next
+        checkpoint (``wait_s``), so the newest access verifies on the first look.
+        """
+        try:
+            vkey = clients.public("/verifier-key").text.strip()
+        except Upstream as exc:
+            return {e: {"state": "failed", "error": exc.detail} for e in event_ids}
+
+        def one(event_id: str) -> dict[str, Any]:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    result = views.check_receipt(clients.receipt(who, event_id), vkey)
+                    return {**result, "state": "verified" if result["ok"] else "failed"}
+                except Upstream as exc:
+                    if exc.status != 409 or time.monotonic() >= deadline:
+                        return {"state": "pending" if exc.status == 409 else "failed", "error": exc.detail}
+                time.sleep(0.5)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return dict(zip(event_ids, pool.map(one, event_ids), strict=True))
+
+    def trail_query(request: Request) -> dict[str, Any]:
+        """The trail page's filters from its query string; anything unreadable is simply not applied."""
+        q = request.query_params
+        out: dict[str, Any] = {"from": "", "to": "", "org": "", "access": "", "page": 1}
+        for key, parse in (("from", date.fromisoformat), ("to", date.fromisoformat)):
+            try:
+                out[key] = parse(q.get(key, "")).isoformat() if q.get(key) else ""
+            except ValueError:
+                out[key] = ""
+        out["org"] = q.get("org", "") if q.get("org", "") in registry.get("orgs", {}) else ""
+        out["access"] = q.get("access", "") if q.get("access", "") in words.ACCESS_FILTERS or \
+            q.get("access") == "state" else ""
+        try:
+            out["page"] = min(max(int(q.get("page", "1")), 1), 1_000_000)
+        except ValueError:
+            out["page"] = 1
+        return out
+
+    def trail_params(flt: dict[str, Any], per_page: int) -> dict[str, Any]:
+        """Audit's ``/trail`` parameters for the page's filters (days are Guiyang days)."""
+        def instant(day: str, plus: int = 0) -> str:
+            start = datetime.combine(date.fromisoformat(day) + timedelta(days=plus), datetime.min.time(),
+                                     tzinfo=i18n.TIMEZONE)
+            return start.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+        params: dict[str, Any] = {"page": flt["page"], "per_page": per_page,
+                                  "since": instant(flt["from"]) if flt["from"] else None,
+                                  "until": instant(flt["to"], 1) if flt["to"] else None,
+                                  "accessor_org": flt["org"] or None}
+        if flt["access"] == "state":
+            params["org_types"] = sorted(words.STATE_ORG_TYPES)
+        elif flt["access"]:
+            params["kinds"] = list(words.ACCESS_FILTERS[flt["access"]][1])
+        return params
+
+    def trail_ctx(request: Request, who: Principal, flt: dict[str, Any], per_page: int) -> dict[str, Any]:
+        """One page of the trail with its totals and each entry's receipt verified; or the failure in words."""
+        try:
+            got = clients.my_trail(who, **trail_params(flt, per_page))
+        except Upstream as exc:
+            return {"trail_error": tr(request, "Your access history cannot be shown right now (%(detail)s).",
+                                      detail=exc.detail)}
+        rows = views.trail_rows(got["events"])
+        receipts = verify_receipts(who, [r["event_id"] for r in rows])
+        for r in rows:
+            r["receipt"] = receipts.get(r["event_id"], {"state": "failed"})
+        return {"trail": rows, "total": got["total"], "pages": got["pages"], "page_no": got["page"],
+                "own_views": got["own_views"]}
+
+    def patient_ctx(request: Request, who: Principal) -> dict[str, Any]:
         """Everything the patient page shows; each part says in words when it cannot be had."""
-        ctx: dict[str, Any] = {"who": who, "summary": [], "conditions": [], "access": [], "consents": [],
+        ctx: dict[str, Any] = {"who": who, "summary": [], "conditions": [], "consents": [],
                                "erased": False, "grantees": consents.third_parties(registry),
                                "purposes": consents.PURPOSES, "record_types": consents.RECORD_TYPES,
                                "default_days": consents.DEFAULT_PERMIT_DAYS, "form": {},
@@ -185,30 +353,40 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             if exc.status == 410:
                 ctx["erased"] = True
             else:
-                ctx["records_error"] = f"Your records cannot be shown right now ({exc.detail})."
+                ctx["records_error"] = tr(request, "Your records cannot be shown right now (%(detail)s).",
+                                          detail=exc.detail)
         if not ctx["erased"]:
             try:
                 ctx["consents"] = consents.consent_rows(clients.my_consents(who), registry)
             except Upstream as exc:
-                ctx["consents_error"] = f"Your choices cannot be shown right now ({exc.detail})."
+                ctx["consents_error"] = tr(request, "Your choices cannot be shown right now (%(detail)s).",
+                                           detail=exc.detail)
         try:
             ctx["notices"] = consents.notice_rows(clients.my_notices(who), registry)
         except Upstream as exc:
-            ctx["notices_error"] = f"Your messages cannot be shown right now ({exc.detail})."
-        try:
-            ctx["access"] = views.event_rows(clients.my_access(who)["events"], registry)[::-1]
-        except Upstream as exc:
-            ctx["access_error"] = f"Your access history cannot be shown right now ({exc.detail})."
+            ctx["notices_error"] = tr(request, "Your messages cannot be shown right now (%(detail)s).",
+                                      detail=exc.detail)
+        ctx.update(trail_ctx(request, who, {"from": "", "to": "", "org": "", "access": "", "page": 1}, 5))
         return ctx
 
     async def patient_page(request: Request, who: Principal, status: int = 200, **extra: Any) -> HTMLResponse:
-        ctx = await run_in_threadpool(patient_ctx, who)
+        ctx = await run_in_threadpool(patient_ctx, request, who)
         return page(request, "patient.html", status=status, **{**ctx, **extra})
 
-    async def form_fields(request: Request) -> dict[str, list[str]]:
-        """The posted form as lists of strings: validation, not FastAPI, answers a bad form (400, in words)."""
-        form = await request.form()
-        return {k: [v for v in form.getlist(k) if isinstance(v, str)] for k in form}
+    @app.get("/me/access", response_model=None)
+    async def access_trail(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """Who looked at my records: newest first, in pages, filtered, each entry verified against the log."""
+        who = signed_in(sid, "patient")
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        flt = trail_query(request)
+        ctx = await run_in_threadpool(trail_ctx, request, who, flt, TRAIL_PER_PAGE)
+        base = {k: v for k, v in flt.items() if v and k != "page"}
+        ctx["page_link"] = lambda n: "/me/access?" + urlencode({**base, "page": n})
+        ctx["orgs"] = sorted(((oid, words.org_name(registry, oid, i18n.negotiate(request)))
+                              for oid, o in registry.get("orgs", {}).items()
+                              if o.get("type") not in ("court", "ethics_board", "patient")), key=lambda o: o[1])
+        return page(request, "access.html", who=who, filters=flt, **ctx)
 
     @app.get("/me", response_model=None)
     async def me(request: Request, done: str | None = None,
@@ -227,12 +405,14 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         try:
             grant = consents.parse_grant(form, registry, datetime.now(UTC).date())
         except consents.FormError as exc:
-            return await patient_page(request, who, 400, consent_error=str(exc), form=consents.echo(form))
+            return await patient_page(request, who, 400, consent_error=tr(request, str(exc)),
+                                      form=consents.echo(form))
         try:
             applied = await run_in_threadpool(clients.grant_consent, who, grant.to_fhir(who.subject))
         except Upstream as exc:
             return await patient_page(request, who, exc.status, form=consents.echo(form),
-                                      consent_error=f"Your choice could not be saved: {exc.detail}.")
+                                      consent_error=tr(request, "Your choice could not be saved: %(detail)s.",
+                                                          detail=exc.detail))
         return RedirectResponse(f"/me?done={'granted' if applied else 'pending'}#consents", status_code=303)
 
     @app.post("/me/consents/{consent_id}/revoke", response_model=None)
@@ -244,12 +424,13 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         try:
             own = await run_in_threadpool(clients.my_consents, who)
             if consent_id not in consents.revocable_ids(consents.consent_rows(own, registry)):
-                return await patient_page(request, who, 404, consent_error=(
-                    "That permission is not one of yours, or it is already withdrawn; nothing was changed."))
+                return await patient_page(request, who, 404, consent_error=tr(
+                    request, "That permission is not one of yours, or it is already withdrawn; nothing was changed."))
             applied = await run_in_threadpool(clients.revoke_consent, who, consent_id)
         except Upstream as exc:
             return await patient_page(request, who, exc.status,
-                                      consent_error=f"The permission could not be withdrawn: {exc.detail}.")
+                                      consent_error=tr(request, "The permission could not be withdrawn: %(detail)s.",
+                                                          detail=exc.detail))
         return RedirectResponse(f"/me?done={'revoked' if applied else 'revoke_pending'}#consents", status_code=303)
 
     @app.post("/me/consents/{consent_id}/confirm", response_model=None)
@@ -262,12 +443,13 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         try:
             own = await run_in_threadpool(clients.my_consents, who)
             if consent_id not in consents.confirmable_ids(consents.consent_rows(own, registry)):
-                return await patient_page(request, who, 404, consent_error=(
-                    "That permission is not one waiting for your confirmation; nothing was changed."))
+                return await patient_page(request, who, 404, consent_error=tr(
+                    request, "That permission is not one waiting for your confirmation; nothing was changed."))
             await run_in_threadpool(clients.confirm_consent, who, consent_id)
         except Upstream as exc:
             return await patient_page(request, who, exc.status,
-                                      consent_error=f"The permission could not be confirmed: {exc.detail}.")
+                                      consent_error=tr(request, "The permission could not be confirmed: %(detail)s.",
+                                                          detail=exc.detail))
         return RedirectResponse("/me?done=confirmed#consents", status_code=303)
 
     @app.post("/me/care", response_model=None)
@@ -278,12 +460,13 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             return who
         hospital = " ".join((await form_fields(request)).get("hospital", [])).strip()
         if hospital not in {h["id"] for h in consents.hospitals(registry)}:
-            return await patient_page(request, who, 400, care_error="Choose a hospital from the list.")
+            return await patient_page(request, who, 400, care_error=tr(request, "Choose a hospital from the list."))
         try:
             await run_in_threadpool(clients.grant_care, who, hospital)
         except Upstream as exc:
             return await patient_page(request, who, exc.status,
-                                      care_error=f"The hospital could not be given access: {exc.detail}.")
+                                      care_error=tr(request, "The hospital could not be given access: %(detail)s.",
+                                                          detail=exc.detail))
         return RedirectResponse("/me?done=care_granted#care", status_code=303)
 
     @app.get("/me/erase", response_model=None)
@@ -301,12 +484,14 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         typed = " ".join((await form_fields(request)).get("confirm", []))
         if not consents.erase_confirmed(typed):
             return page(request, "erase.html", status=400, who=who, phrase=consents.ERASE_PHRASE,
-                        erase_error=f'Nothing was deleted: type exactly "{consents.ERASE_PHRASE}" to confirm.')
+                        erase_error=tr(request, 'Nothing was deleted: type exactly "%(phrase)s" to confirm.',
+                                       phrase=consents.ERASE_PHRASE))
         try:
             await run_in_threadpool(clients.erase_me, who)
         except Upstream as exc:
             return page(request, "erase.html", status=exc.status, who=who, phrase=consents.ERASE_PHRASE,
-                        erase_error=f"Your records could not be deleted: {exc.detail}.")
+                        erase_error=tr(request, "Your records could not be deleted: %(detail)s.",
+                                                          detail=exc.detail))
         return RedirectResponse("/me", status_code=303)  # the page says so once records answers 410
 
     @app.get("/me/records.json", response_model=None)
@@ -373,27 +558,43 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         try:
             report = verify_log(source, source.verifier_key())
             ctx["verify"] = {"ok": report.ok, "problems": report.problems,
-                             "summary": (f"{report.entries} entries and {report.checkpoints} signed checkpoints "
-                                         + ("verify." if report.ok else "do NOT verify."))}
+                             "summary": tr(request,
+                                           "%(entries)s entries and %(checkpoints)s signed checkpoints verify.",
+                                           entries=report.entries, checkpoints=report.checkpoints) if report.ok else
+                             tr(request, "%(entries)s entries and %(checkpoints)s signed checkpoints do NOT verify.",
+                                entries=report.entries, checkpoints=report.checkpoints)}
         except (httpx.HTTPError, PermissionError) as exc:
-            ctx["error"] = f"The log could not be fetched ({exc})."
+            ctx["error"] = tr(request, "The log could not be fetched (%(detail)s).", detail=str(exc))
         finally:
             source.close()
         return page(request, "regulator.html", **ctx)
 
     @app.get("/receipts/{event_id}", response_model=None)
-    def receipt(event_id: str, request: Request,
-                sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+    async def receipt(event_id: str, request: Request,
+                      sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """One entry's proof, checked here against the log's published key, and the entry in words."""
+        who = accounts.session(sid)
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        result = (await run_in_threadpool(verify_receipts, who, [event_id]))[event_id]
+        if result.get("state") == "failed" and "no such event" in str(result.get("error", "")):
+            return error_page(request, 404)
+        entry = views.trail_rows([orjson.loads(result["event"])])[0] if result.get("event") else None
+        return page(request, "receipt.html", who=who, event_id=event_id, result=result, entry=entry)
+
+    @app.get("/receipts/{event_id}/download", response_model=None)
+    async def receipt_download(event_id: str, request: Request,
+                               sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """The receipt as a file, through the portal (the audit service wants a token a browser does not have)."""
         who = accounts.session(sid)
         if who is None:
             return RedirectResponse("/", status_code=303)
         try:
-            data = clients.receipt(who, event_id)
-            vkey = clients.public("/verifier-key").text.strip()
-            result = views.check_receipt(data, vkey)
+            data = await run_in_threadpool(clients.receipt, who, event_id)
         except Upstream as exc:
-            result = {"ok": False, "error": exc.detail, "key": ""}
-        return page(request, "receipt.html", who=who, event_id=event_id, result=result,
-                    audit_url=settings.audit_url)
+            return error_page(request, exc.status if exc.status in ERROR_WORDS else 503)
+        safe = "".join(ch for ch in event_id if ch.isalnum() or ch == "-")[:64]
+        return Response(orjson.dumps(data, option=orjson.OPT_INDENT_2), media_type="application/json",
+                        headers={"Content-Disposition": f'attachment; filename="healthgov-receipt-{safe}.json"'})
 
     return app

@@ -103,6 +103,10 @@ class PortalClients:
     def my_access(self, who: Principal, cursor: int = 0) -> dict[str, Any]:
         return self._get(who, "audit", "/events", cursor=cursor, limit=200).json()
 
+    def my_trail(self, who: Principal, **params: Any) -> dict[str, Any]:
+        """One page of the patient's own trail, newest first, with totals (audit's ``/trail``)."""
+        return self._get(who, "audit", "/trail", **params).json()
+
     def events(self, who: Principal, **filters: Any) -> dict[str, Any]:
         return self._get(who, "audit", "/events", **filters).json()
 

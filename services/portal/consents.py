@@ -13,29 +13,32 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from services.portal.i18n import N_
+
 THIRD_PARTY_TYPES = ("research", "insurer", "commercial")
 ORG_TYPE_WORDS = {
-    "research": "research institute", "insurer": "insurance company", "commercial": "company",
-    "hospital": "hospital", "public_health": "public health authority", "law_enforcement": "police",
-    "regulator": "health regulator", "patient": "you, through this portal",
+    "research": N_("research institute"), "insurer": N_("insurance company"), "commercial": N_("company"),
+    "hospital": N_("hospital"), "public_health": N_("public health authority"), "law_enforcement": N_("police"),
+    "regulator": N_("health regulator"), "patient": N_("you, through this portal"),
 }
 # The purposes a third party can be given (HL7 v3 PurposeOfUse); the rest belong to care and the state.
-PURPOSES = {"HRESCH": "medical research", "HPAYMT": "insurance claims and payments",
-            "HMARKT": "marketing and commercial products"}
-OTHER_PURPOSES = {"*": "any purpose", "PATRQT": "your own requests", "TREAT": "your treatment",
-                  "ETREAT": "emergency treatment", "PUBHLTH": "public health", "HLEGAL": "legal proceedings",
-                  "HCOMPL": "regulatory checks"}
+PURPOSES = {"HRESCH": N_("medical research"), "HPAYMT": N_("insurance claims and payments"),
+            "HMARKT": N_("marketing and commercial products")}
+OTHER_PURPOSES = {"*": N_("any purpose"), "PATRQT": N_("your own requests"), "TREAT": N_("your treatment"),
+                  "ETREAT": N_("emergency treatment"), "PUBHLTH": N_("public health"),
+                  "HLEGAL": N_("legal proceedings"),
+                  "HCOMPL": N_("regulatory checks")}
 RECORD_TYPES = {
-    "Patient": "my personal details (name, birth date, address)",
-    "Condition": "diagnoses and health problems",
-    "Observation": "test results and measurements",
-    "DiagnosticReport": "lab and imaging reports",
-    "Encounter": "visits and hospital stays",
-    "MedicationRequest": "prescriptions",
-    "Procedure": "operations and procedures",
-    "Immunization": "vaccinations",
-    "AllergyIntolerance": "allergies",
-    "DocumentReference": "letters and documents",
+    "Patient": N_("my personal details (name, birth date, address)"),
+    "Condition": N_("diagnoses and health problems"),
+    "Observation": N_("test results and measurements"),
+    "DiagnosticReport": N_("lab and imaging reports"),
+    "Encounter": N_("visits and hospital stays"),
+    "MedicationRequest": N_("prescriptions"),
+    "Procedure": N_("operations and procedures"),
+    "Immunization": N_("vaccinations"),
+    "AllergyIntolerance": N_("allergies"),
+    "DocumentReference": N_("letters and documents"),
 }
 # A permission without an end does not count (the policy needs an expiry), so the form gives it one.
 DEFAULT_PERMIT_DAYS = 365
@@ -95,22 +98,22 @@ def parse_grant(form: dict[str, list[str]], registry: dict[str, Any], today: dat
     """
     grantee = _one(form, "grantee")
     if not grantee:
-        raise FormError("Choose the organisation this is about.")
+        raise FormError(N_("Choose the organisation this is about."))
     if grantee not in {o["id"] for o in third_parties(registry)}:
-        raise FormError("That organisation is not one you can allow or refuse here; choose one from the list.")
+        raise FormError(N_("That organisation is not one you can allow or refuse here; choose one from the list."))
     purpose = _one(form, "purpose")
     if purpose not in PURPOSES:
-        raise FormError("Choose what the organisation may use your records for.")
+        raise FormError(N_("Choose what the organisation may use your records for."))
     decision = _one(form, "decision")
     if decision not in ("permit", "deny"):
-        raise FormError("Choose whether you allow or refuse it.")
+        raise FormError(N_("Choose whether you allow or refuse it."))
     types = tuple(dict.fromkeys(t.strip() for t in form.get("types", []) if t.strip()))
     if decision == "permit":
         if not types:
-            raise FormError("Tick at least one kind of record the organisation may see.")
+            raise FormError(N_("Tick at least one kind of record the organisation may see."))
         unknown = [t for t in types if t not in RECORD_TYPES]
         if unknown:
-            raise FormError("Only the kinds of record in the list can be chosen.")
+            raise FormError(N_("Only the kinds of record in the list can be chosen."))
     else:
         types = ()
     end = _end_date(_one(form, "end"), today)
@@ -125,30 +128,36 @@ def _end_date(raw: str, today: date) -> date | None:
     try:
         end = date.fromisoformat(raw)
     except ValueError:
-        raise FormError("The end date is not a date; use the form year-month-day, e.g. 2027-01-31.") from None
+        raise FormError(N_("The end date is not a date; use the form year-month-day, e.g. 2027-01-31.")) from None
     if end <= today:
-        raise FormError("The end date must be after today.")
+        raise FormError(N_("The end date must be after today."))
     return end
 
 
 @dataclass
 class ConsentRow:
-    """One consent as the patient page shows it."""
+    """One consent as the patient page shows it: codes and ids, which the page puts in the reader's words."""
 
     id: str
-    grantees: list[dict[str, str]]
+    grantees: list[dict[str, str]]  # {"id", "type"}; id "" is everyone
     allowed: bool
-    purposes: list[str]
-    types: list[str]
+    purposes: list[str]  # PurposeOfUse codes; "*" is any purpose
+    types: list[str]  # FHIR resource types; empty is every record
     since: str
     until: str
     state: str  # "active" | "expired" | "revoked" | "proposed" | other FHIR status, as is
     changeable: bool = False
     confirmable: bool = False  # recorded by a hospital on the patient's behalf, waiting for the patient
+    overridden: bool = False  # a permission a refusal in force for the same organisation and purpose outweighs
 
 
 def consent_rows(bundle: dict[str, Any], registry: dict[str, Any], now: datetime | None = None) -> list[ConsentRow]:
-    """The patient's consents (newest first) in words: who, allowed or refused, for what, until when."""
+    """The patient's consents (newest first): who, allowed or refused, for what, until when, and what is in force.
+
+    Where a refusal in force and a permission in force name the same
+    organisation and purpose, the platform's policy applies the refusal; the
+    permission is marked ``overridden`` so the page can say so.
+    """
     orgs = registry.get("orgs", {})
     now = now or datetime.now(UTC)
     rows = []
@@ -159,23 +168,31 @@ def consent_rows(bundle: dict[str, Any], registry: dict[str, Any], now: datetime
         provision = c.get("provision") or {}
         refs = [((a.get("reference") or {}).get("reference") or "") for a in provision.get("actor") or []]
         ids = [r.split("/", 1)[1] for r in refs if r.startswith("Organization/")]
-        grantees = [{"id": i, "name": orgs.get(i, {}).get("name", i),
-                     "type": ORG_TYPE_WORDS.get(orgs.get(i, {}).get("type"), "")} for i in ids]
-        purposes = [_purpose_words(p.get("code")) for p in provision.get("purpose") or []]
-        types = [RECORD_TYPES.get(k.get("code"), k.get("code") or "") for k in provision.get("class") or []]
+        grantees = [{"id": i, "type": str(orgs.get(i, {}).get("type") or "")} for i in ids]
+        purposes = [str(p.get("code")) for p in provision.get("purpose") or [] if p.get("code")]
+        types = [str(k.get("code")) for k in provision.get("class") or [] if k.get("code")]
         end = (provision.get("period") or {}).get("end") or ""
         state = _state(c.get("status"), end, now)
         rows.append(ConsentRow(
-            id=c["id"], grantees=grantees or [{"id": "", "name": "everyone", "type": ""}],
-            allowed=provision.get("type") == "permit",
-            purposes=purposes or [OTHER_PURPOSES["*"]], types=types or ["all my records"],
+            id=c["id"], grantees=grantees or [{"id": "", "type": ""}],
+            allowed=provision.get("type") == "permit", purposes=purposes or ["*"], types=types,
             since=(c.get("dateTime") or "")[:10], until=end[:10], state=state,
             changeable=c.get("status") in ("active", "proposed"), confirmable=c.get("status") == "proposed"))
+    refusals = [r for r in rows if r.state == "active" and not r.allowed]
+    for r in rows:
+        if r.state == "active" and r.allowed:
+            r.overridden = any(_overlap(r.grantees, d.grantees, "id", "") and _overlap_codes(r.purposes, d.purposes)
+                               for d in refusals)
     return sorted(rows, key=lambda r: r.since, reverse=True)
 
 
-def _purpose_words(code: Any) -> str:
-    return PURPOSES.get(code) or OTHER_PURPOSES.get(code) or str(code)
+def _overlap(a: list[dict[str, str]], b: list[dict[str, str]], key: str, everyone: str) -> bool:
+    ids_a, ids_b = {x[key] for x in a}, {x[key] for x in b}
+    return everyone in ids_b or bool(ids_a & ids_b)
+
+
+def _overlap_codes(permitted: list[str], refused: list[str]) -> bool:
+    return "*" in refused or bool(set(permitted) & set(refused))
 
 
 def _state(status: Any, end: str, now: datetime) -> str:
@@ -213,25 +230,18 @@ def hospitals(registry: dict[str, Any]) -> list[dict[str, str]]:
 
 
 NOTICE_WORDS = {
-    "first_access": "began treating you and can now read your records",
-    "break_glass": "opened your records in an emergency (break-glass); the access is reviewed",
-    "state_access": "a public body read your records under the law",
-    "on_behalf": "acted on your behalf (a permission or a referral)",
+    "first_access": N_("began treating you and can now read your records"),
+    "break_glass": N_("opened your records in an emergency (break-glass); the access is reviewed"),
+    "state_access": N_("a public body read your records under the law"),
+    "on_behalf": N_("acted on your behalf (a permission or a referral)"),
 }
 
 
 def notice_rows(notices: list[dict[str, Any]], registry: dict[str, Any]) -> list[dict[str, str]]:
-    """The patient's notices in words: when, who, what happened, and the audit event that proves it."""
-    orgs = registry.get("orgs", {})
-    rows = []
-    for n in notices:
-        about = n.get("about_org")
-        what = NOTICE_WORDS.get(str(n.get("kind")), str(n.get("kind")))
-        if about:
-            what += f" (to {orgs.get(about, {}).get('name', about)})"
-        rows.append({"when": str(n.get("at", ""))[:16].replace("T", " "), "event_id": str(n.get("event_id", "")),
-                     "who": orgs.get(n.get("org"), {}).get("name", str(n.get("org", ""))), "what": what})
-    return rows
+    """The patient's notices: when, which organisation, what kind of thing happened, and the event that proves it."""
+    del registry  # names are put in the reader's language by the page
+    return [{"at": str(n.get("at") or ""), "event_id": str(n.get("event_id") or ""), "org": str(n.get("org") or ""),
+             "kind": str(n.get("kind") or ""), "about": str(n.get("about_org") or "")} for n in notices]
 
 
 def revocable_ids(rows: list[ConsentRow]) -> set[str]:

@@ -54,6 +54,31 @@ def event_rows(events: list[dict[str, Any]], registry: dict[str, Any]) -> list[d
     return rows
 
 
+def trail_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A patient's trail entries as facts the page puts in words (codes stay codes; the template translates).
+
+    Emergency (break-glass) and state access are flagged so they stand out,
+    with the reason the professional gave and the legal document's id.
+    """
+    rows = []
+    for e in events:
+        acc = e.get("accessor") or {}
+        decision = e.get("decision") or {}
+        details = e.get("details") or {}
+        types = sorted({str(r.get("type")) for r in e.get("resources") or [] if r.get("type")})
+        rows.append({
+            "event_id": e.get("event_id"), "at": e.get("occurred_at"), "org": acc.get("org"),
+            "org_type": acc.get("org_type"), "person": acc.get("id") if acc.get("org_type") != "patient" else None,
+            "purpose": e.get("purpose"), "kind": e.get("kind"), "denied": e.get("kind") == "denial",
+            "reasons": list(decision.get("reasons") or []), "count": len(e.get("resources") or []), "types": types,
+            "emergency": e.get("kind") == "break_glass" or e.get("purpose") == "ETREAT",
+            "emergency_reason": details.get("break_glass_reason"),
+            "state": acc.get("org_type") in STATE_TYPES,
+            "legal": {k: v for k, v in (e.get("legal") or {}).items() if v},
+        })
+    return rows
+
+
 def check_receipt(data: dict[str, Any], verifier_key: str) -> dict[str, Any]:
     """Verify a receipt as a patient could offline: signature, then inclusion."""
     check = receipt.verify(data, verifier_key)

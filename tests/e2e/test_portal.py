@@ -36,7 +36,10 @@ def people(loaded, accounts: Accounts) -> dict[str, str]:
 
 
 def browser(settings) -> httpx.Client:
-    return httpx.Client(base_url=settings.portal_url, timeout=60, follow_redirects=True)
+    """A browser that asks for English: the portal speaks Chinese unless asked otherwise, and these tests read
+    its English wording."""
+    return httpx.Client(base_url=settings.portal_url, timeout=60, follow_redirects=True,
+                        headers={"Accept-Language": "en"})
 
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
@@ -61,7 +64,7 @@ def test_wrong_password_and_unknown_user_are_refused_alike(people, settings) -> 
 
 
 def test_session_cookie_is_httponly_and_samesite_strict(people, settings) -> None:
-    with httpx.Client(base_url=settings.portal_url, timeout=60) as b:
+    with httpx.Client(base_url=settings.portal_url, timeout=60, headers={"Accept-Language": "en"}) as b:
         r = sign_in(b, people["alice"])
     assert r.status_code == 303
     cookie = r.headers["set-cookie"].lower()

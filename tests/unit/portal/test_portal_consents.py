@@ -69,3 +69,20 @@ def test_a_bad_form_says_what_to_fix(fields: dict[str, str], says: str) -> None:
                                            ("delete my record", False), ("", False)])
 def test_erasure_needs_the_phrase(typed: str, ok: bool) -> None:
     assert consents.erase_confirmed(typed) is ok
+
+
+def _consent(cid: str, decision: str, org: str, purpose: str, status: str = "active") -> dict:  # type: ignore[type-arg]
+    return {"resource": {"resourceType": "Consent", "id": cid, "status": status, "dateTime": "2026-12-01",
+                         "provision": {"type": decision, "actor": [{"reference": {"reference": f"Organization/{org}"}}],
+                                       "purpose": [{"code": purpose}], "period": {"end": "2030-01-01"}}}}
+
+
+def test_a_refusal_outweighs_a_permission_for_the_same_organisation_and_purpose() -> None:
+    registry = {"orgs": {"gz-insurer-1": {"type": "insurer"}, "gy-datamart": {"type": "commercial"}}}
+    rows = {r.id: r for r in consents.consent_rows({"entry": [
+        _consent("allow", "permit", "gz-insurer-1", "HPAYMT"), _consent("refuse", "deny", "gz-insurer-1", "HPAYMT"),
+        _consent("other-purpose", "permit", "gz-insurer-1", "HMARKT"),
+        _consent("other-org", "permit", "gy-datamart", "HPAYMT"),
+        _consent("old-refusal", "deny", "gy-datamart", "HPAYMT", status="inactive")]}, registry)}
+    assert rows["allow"].overridden and not rows["refuse"].overridden
+    assert not rows["other-purpose"].overridden and not rows["other-org"].overridden  # a withdrawn refusal counts not
