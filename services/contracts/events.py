@@ -13,15 +13,13 @@ import rfc8785
 import uuid6
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.contracts.vocabulary import AuditKind as AuditKind  # re-exported: the events' kinds
+
 INGEST_ENVELOPE_SCHEMA = "healthgov.ingest.envelope.v1"
 AUDIT_EVENT_SCHEMA = "healthgov.audit.event.v1"
 DEADLETTER_SCHEMA = "healthgov.deadletter.v1"
 CONSENT_CHANGE_SCHEMA = "healthgov.consent.change.v1"
 
-AuditKind = Literal[
-    "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship",
-]
 
 
 def utcnow() -> datetime:

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
 from services.adapters.web import install_error_handlers
+from services.contracts import vocabulary
 from services.portal import consents, i18n, views, words
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
@@ -46,10 +47,8 @@ from services.tlog.client import AuditClient
 from services.tlog.verify import verify_log
 
 COOKIE = "healthgov_session"
-ORG_TYPES = ["hospital", "public_health", "law_enforcement", "regulator", "research", "insurer",
-             "commercial", "patient"]
-KINDS = ["disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-         "care_relationship"]
+ORG_TYPES = list(vocabulary.ORG_TYPES)
+KINDS = list(vocabulary.AUDIT_KINDS)
 # What the patient page says after a change (the redirect carries only the key).
 NOTICES = {
     "granted": N_("Your choice is saved and in force."),
@@ -518,7 +517,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         filters = {k: request.query_params.get(k) or None
                    for k in ("org_type", "purpose", "kind", "outcome", "patient", "cursor")}
         ctx: dict[str, Any] = {"who": who, "filters": filters, "org_types": ORG_TYPES, "kinds": KINDS,
-                               "events": [], "checkpoint": None}
+                               "outcomes": vocabulary.OUTCOMES, "events": [], "checkpoint": None}
         try:
             page_ = clients.events(who, limit=100, **filters)
             ctx["events"] = views.event_rows(page_["events"], registry)
