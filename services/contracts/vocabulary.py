@@ -14,7 +14,9 @@ Every English string is wrapped in ``N_``, the ``gettext_noop`` marker: it
 returns its argument unchanged, so this module stays English at import time,
 while ``pybabel extract`` (``N_`` is among Babel's default keywords) collects
 the strings as message ids. Whoever shows a wording translates it then
-(``gettext(PURPOSES[code])``), in the reader's language.
+(``gettext(PURPOSES[code])``), in the reader's language: the portal's
+catalogue (``services/portal/locale``) is extracted from this module too, so
+the Chinese for a code's wording is found by that English msgid.
 """
 
 from __future__ import annotations
@@ -87,16 +89,23 @@ AuditKind = Literal[
     "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
     "care_relationship",
 ]
+# What happened, per audit event kind, worded as an organisation's act: the patient's trail reads it after the
+# organisation's name ("<hospital> read your records"), a receipt as "what happened". Operators read the code.
 AUDIT_KINDS: Final[dict[str, str]] = {
-    "disclosure": N_("records disclosed"),
-    "denial": N_("access refused"),
-    "break_glass": N_("emergency access (break-glass)"),
-    "consent": N_("permission changed"),
-    "erasure": N_("records erased"),
-    "key_rotation": N_("key rotated"),
-    "ingest": N_("records received"),
-    "referral": N_("referral"),
-    "care_relationship": N_("care relationship"),
+    "disclosure": N_("read your records"),
+    "denial": N_("was refused access"),
+    "break_glass": N_("opened your records in an emergency"),
+    "consent": N_("changed a permission"),
+    "erasure": N_("erased your records"),
+    "key_rotation": N_("re-locked the encryption keys"),
+    "ingest": N_("sent records about you"),
+    "referral": N_("referred you to another hospital"),
+    "care_relationship": N_("began treating you"),
+}
+# The kinds that read differently when the patient acted themselves, through the portal ("You, through this
+# portal, let a hospital treat you"); the rest read as in AUDIT_KINDS.
+OWN_AUDIT_KINDS: Final[dict[str, str]] = {
+    "referral": N_("let a hospital treat you"),
 }
 # How an audited act ended, as the audit trail is filtered and exported.
 Outcome = Literal["allowed", "denied"]
@@ -189,6 +198,31 @@ FAIL_CLOSED_REASONS: Final[dict[str, str]] = {
     "policy_undefined": N_("The policy engine has no decision loaded; it is treated as a denial."),
 }
 REASONS: Final[dict[str, str]] = {**ALLOW_REASONS, **DENY_REASONS, **FAIL_CLOSED_REASONS}
+# Why a request was refused, addressed to the patient it concerns (their trail says "Refused because: …").
+# REASONS above state the rule for operators; a refusal not worded here is shown to the patient in that wording.
+DENY_REASONS_TO_PATIENT: Final[dict[str, str]] = {
+    "no_care_relationship": N_("the hospital is not treating you"),
+    "patient_opted_out": N_("you refused this use"),
+    "no_consent": N_("you have not given permission"),
+    "consent_revoked": N_("you withdrew your permission"),
+    "consent_expired": N_("your permission has ended"),
+    "consent_type_not_covered": N_("your permission does not cover these records"),
+    "consent_awaiting_patient": N_("the permission waits for your confirmation"),
+    "purpose_not_permitted_for_org_type": N_("this kind of organisation may not use records for that purpose"),
+    "warrant_missing": N_("no court warrant was shown"),
+    "warrant_expired": N_("the court warrant had expired"),
+    "warrant_not_verified": N_("the court warrant could not be verified"),
+    "warrant_patient_mismatch": N_("the court warrant is about someone else"),
+    "ethics_approval_missing": N_("no ethics approval was shown"),
+    "ethics_approval_expired": N_("the ethics approval had expired"),
+    "ethics_approval_not_verified": N_("the ethics approval could not be verified"),
+    "break_glass_reason_missing": N_("no reason was given for emergency access"),
+    "org_suspended": N_("the organisation is suspended"),
+    "org_not_registered": N_("the organisation is not registered"),
+    "role_not_clinician": N_("the person is not a clinician"),
+    "not_own_records": N_("these are not the caller's own records"),
+    "write_only_own_hospital_records": N_("a hospital may only change its own records"),
+}
 
 
 def _same_codes(name: str, literal: Any, words: dict[str, str]) -> None:
@@ -199,6 +233,8 @@ def _same_codes(name: str, literal: Any, words: dict[str, str]) -> None:
 
 _same_codes("AuditKind", AuditKind, AUDIT_KINDS)
 _same_codes("Deidentify", Deidentify, DEIDENTIFY)
+if not set(OWN_AUDIT_KINDS) <= set(AUDIT_KINDS) or not set(DENY_REASONS_TO_PATIENT) <= set(DENY_REASONS):
+    raise RuntimeError("vocabulary: a patient's wording names a code the vocabulary does not have")
 
 
 def rego_data() -> dict[str, Any]:

@@ -85,8 +85,9 @@ def _templates(lang: str, registry: dict[str, Any]) -> Jinja2Templates:
         lang=lang, html_lang=i18n.HTML_LANG[lang], languages=i18n.LOCALES,
         when=lambda value, seconds=False: i18n.local_time(value, lang, seconds=seconds),
         day=i18n.local_date, org=lambda org_id: words.org_name(registry, org_id, lang),
-        kind_words=words.KINDS, own_kind_words=words.OWN_KINDS,
-        reason_words=words.REASONS, org_type_words=consents.ORG_TYPE_WORDS,
+        kind_words=vocabulary.AUDIT_KINDS, own_kind_words=vocabulary.OWN_AUDIT_KINDS,
+        reason_words={**vocabulary.REASONS, **vocabulary.DENY_REASONS_TO_PATIENT},
+        org_type_words=consents.ORG_TYPE_WORDS,
         purpose_words={**consents.OTHER_PURPOSES, **consents.PURPOSES},
         record_words={**words.MORE_RECORD_KINDS, **consents.RECORD_TYPES},
         notice_words=consents.NOTICE_WORDS, access_filters=words.ACCESS_FILTERS,
@@ -321,7 +322,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                                   "until": instant(flt["to"], 1) if flt["to"] else None,
                                   "accessor_org": flt["org"] or None}
         if flt["access"] == "state":
-            params["org_types"] = sorted(words.STATE_ORG_TYPES)
+            params["org_types"] = sorted(vocabulary.STATE_ORG_TYPES)
         elif flt["access"]:
             params["kinds"] = list(words.ACCESS_FILTERS[flt["access"]][1])
         return params

@@ -90,7 +90,8 @@ def test_every_wording_is_marked_for_translation() -> None:
                 assert value.func.id == "N_" and isinstance(value.args[0], ast.Constant), ast.unparse(value)
                 worded += 1
     expected = sum(len(d) for d in (vocabulary.PURPOSES, vocabulary.ORG_TYPES, vocabulary.SENSITIVE_LABELS,
-                                    vocabulary.DEIDENTIFY, vocabulary.AUDIT_KINDS,
+                                    vocabulary.DEIDENTIFY, vocabulary.AUDIT_KINDS, vocabulary.OWN_AUDIT_KINDS,
+                                    vocabulary.DENY_REASONS_TO_PATIENT,
                                     vocabulary.ALLOW_REASONS, vocabulary.DENY_REASONS, vocabulary.FAIL_CLOSED_REASONS))
     assert worded == expected
     assert vocabulary.N_("x") == "x"
