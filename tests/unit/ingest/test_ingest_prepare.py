@@ -122,7 +122,7 @@ def test_a_resource_at_the_limit_travels_and_one_byte_more_is_413(ctx: Context, 
     ok, refused = prepared.outcomes
     assert ok.ok and ok.status == 201
     assert refused.status == 413 and refused.rtype == "DocumentReference"
-    [(diagnostics, expression, code, _)] = refused.issues
+    [(diagnostics, expression, code, *_)] = refused.issues
     assert code == "too-costly" and expression == "line 2"
     assert diagnostics.startswith("line 2: the DocumentReference resource is ")
     assert str(MAX_RESOURCE_BYTES) in diagnostics
