@@ -140,7 +140,8 @@ def validate_resource(doc: Any, where: str) -> list[Issue]:
     return []
 
 
-_MAYBE_EMPTY = re.compile(rb"[\[{]\s*[\]}]|null")
+# What an empty element looks like in JSON: [], {}, null, or an object holding only an id.
+_MAYBE_EMPTY = re.compile(rb'[\[{]\s*[\]}]|null|\{\s*"id"\s*:\s*"[^"]*"\s*\}')
 
 
 def _spell(trail: Any, where: str) -> str:
@@ -151,25 +152,32 @@ def _spell(trail: Any, where: str) -> str:
     return where + "".join(reversed(parts))
 
 
+def _hollow(value: Any) -> bool:
+    """An element with neither a value nor children besides ``id`` (ele-1); a null is never a FHIR value."""
+    kind = type(value)
+    if kind is dict:
+        return not value or (len(value) == 1 and "id" in value)
+    return value is None or (kind is list and not value)
+
+
 def _empties(node: Any, trail: Any, out: list[Any]) -> None:
     """ele-1 natively: every element has a value or children; no empty array or object, no stray null."""
     if type(node) is dict:
         for key, value in node.items():
-            kind = type(value)
-            if value is None or ((kind is dict or kind is list) and not value):
+            if _hollow(value):
                 out.append((trail, key))
-            elif kind is dict or kind is list:
-                if kind is list and None in value and not isinstance(node.get("_" + key), list):
-                    out.append((trail, key))  # a null in an array only pairs with a `_key` extension
+            elif type(value) is list:
+                pair = key[1:] if key[:1] == "_" else "_" + key
+                if None in value and not isinstance(node.get(pair), list):
+                    out.append((trail, key))  # a null in an array only pairs with its `_key` partner
                 _empties(value, (trail, key), out)
-            if kind is dict and len(value) == 1 and "id" in value:
-                out.append((trail, key))
+            elif type(value) is dict:
+                _empties(value, (trail, key), out)
     elif type(node) is list:
         for i, value in enumerate(node):
-            kind = type(value)
-            if (kind is dict or kind is list) and not value:
+            if value is not None and _hollow(value):
                 out.append((trail, i))
-            elif kind is dict or kind is list:
+            elif type(value) is dict or type(value) is list:
                 _empties(value, (trail, i), out)
 
 
