@@ -81,7 +81,9 @@ class Invariant:
     expression: str
     fn: Callable[..., list[Any]]
     deps: tuple[str, ...]
+    choices: tuple[str, ...]  # the deps that are choice elements (value -> valueQuantity)
     whole: bool
+    shape_only: bool
     empty_ok: bool = True
 
 
@@ -147,16 +149,33 @@ def _has_value(inputs: list[Any]) -> bool:
 OPTIONS = {"userInvocationTable": {"hasValue": {"fn": _has_value}}}
 
 
-def _relevant(node: dict[str, Any], deps: tuple[str, ...]) -> list[tuple[str, Any]]:
-    """The node's elements an invariant reads (a choice ``value`` matches ``valueQuantity``; ``_x`` matches x)."""
-    out = []
-    for key, value in node.items():
-        name = key[1:] if key[:1] == "_" else key
-        for dep in deps:
-            if name == dep or (name.startswith(dep) and name[len(dep):len(dep) + 1].isupper()):
-                out.append((key, value))
-                break
+def _relevant(node: dict[str, Any], deps: tuple[str, ...], choices: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """The node's elements an invariant reads: ``deps`` by name or as ``_name``, choice ``deps`` by prefix."""
+    out = [(key, node[key]) for dep in deps for key in (dep, "_" + dep) if key in node]
+    if choices:
+        for key, value in node.items():
+            name = key[1:] if key[:1] == "_" else key
+            for dep in choices:
+                if name.startswith(dep) and name[len(dep):len(dep) + 1].isupper():
+                    out.append((key, value))
+                    break
     return out
+
+
+_PRESENCE_TERM = re.compile(r"[A-Za-z_]\w*\s*\.\s*(exists|empty|hasValue)\(\)(\s*\.\s*not\(\))?")
+_BOOLEAN_GLUE = re.compile(r"\b(or|and|implies|xor)\b|!=|=|\(|\)")
+
+
+def _shape_only(expression: str) -> bool:
+    """Whether an invariant's answer depends only on which of its elements are present.
+
+    True for expressions made only of ``element.exists()``, ``.empty()`` or
+    ``.hasValue()`` terms joined by boolean operators:
+    ``data.empty() or contentType.exists()``. Their answers are memoised by the
+    names present, not by content.
+    """
+    rest = _BOOLEAN_GLUE.sub(" ", _PRESENCE_TERM.sub(" T ", expression)).split()
+    return bool(rest) and set(rest) == {"T"}
 
 
 class RuleSet:
@@ -171,6 +190,7 @@ class RuleSet:
         self._node = ResourceNode.create_node
         model = models["r4"]
         compiled: dict[str, Callable[..., list[Any]]] = {}
+        choice_names = frozenset(table.get("choices", ()))
         self.skipped: list[str] = []  # invariants fhirpathpy cannot compile (named by key)
 
         def invariant(path: str, key: str, severity: str, human: str, expr: str) -> Invariant | None:
@@ -182,8 +202,9 @@ class RuleSet:
                     self.skipped.append(key)
                     return None
             bare = _STRING.sub("''", expr)
-            inv = Invariant(key, severity, human, expr, fn, tuple(sorted(set(_IDENT.findall(bare)))),
-                            bool(_WHOLE_NODE.search(bare)))
+            deps = tuple(sorted(set(_IDENT.findall(bare))))
+            inv = Invariant(key, severity, human, expr, fn, deps, tuple(d for d in deps if d in choice_names),
+                            bool(_WHOLE_NODE.search(bare)), _shape_only(expr))
             try:
                 inv.empty_ok = _passes(fn(self._node({}, path), None))
             except Exception:
@@ -285,11 +306,12 @@ class RuleSet:
     def _evaluate(self, node: dict[str, Any], path: str, invs: tuple[Invariant, ...], trail: Any,
                   out: list[Finding]) -> None:
         for inv in invs:
-            relevant = node if inv.whole else _relevant(node, inv.deps)
+            relevant = node if inv.whole else _relevant(node, inv.deps, inv.choices)
             if not relevant:
                 ok = inv.empty_ok
             else:
-                key = (id(inv), orjson.dumps(relevant))
+                shape = inv.shape_only and not inv.whole
+                key = (id(inv), "|".join(k for k, _ in relevant).encode() if shape else orjson.dumps(relevant))
                 cached = self._memo.get(key)
                 if cached is None:
                     try:

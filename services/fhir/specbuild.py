@@ -144,6 +144,7 @@ def build(defs: Path) -> dict[str, Any]:
     elements: dict[str, dict[str, list[Any]]] = {}
     invariants: dict[str, list[list[str]]] = {}
     valuesets: dict[str, list[list[str]]] = {}
+    choices: set[str] = set()  # names of choice elements (value[x] -> "value"): invariants name them bare
     for sd in structures:
         if sd["kind"] == "primitive-type":
             continue
@@ -164,6 +165,8 @@ def build(defs: Path) -> dict[str, Any]:
                 invariants[path] = found
             ref = el.get("contentReference")
             types = [t.get("code", "") for t in el.get("type") or []]
+            if name.endswith("[x]"):
+                choices.add(name[:-3])
             for code in types or [""]:
                 key = name[:-3] + code[:1].upper() + code[1:] if name.endswith("[x]") else name
                 if ref:
@@ -189,7 +192,8 @@ def build(defs: Path) -> dict[str, Any]:
                 if child is None and binding is None and not own:
                     continue
                 elements.setdefault(parent, {})[key] = [child, binding, own]
-    return {"fhirVersion": "4.0.1", "elements": elements, "invariants": invariants, "valuesets": valuesets}
+    return {"fhirVersion": "4.0.1", "elements": elements, "invariants": invariants, "valuesets": valuesets,
+            "choices": sorted(choices)}
 
 
 def main(argv: list[str]) -> int:
