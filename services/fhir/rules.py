@@ -28,7 +28,7 @@ never the submitted value (diagnostics may be logged).
 fhirpathpy (2.2.4) compares two dateTime *elements* as strings, so
 ``10:00+08:00 <= 03:00Z`` was false; ``install_datetime_fix`` makes its
 comparisons convert typed date, dateTime and time elements first, as it does
-for literals (the unit tests pin both the bug and the fix).
+for literals (the unit tests compare periods across offsets and precisions).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from typing import Any
 import orjson
 
 RULES_FILE = Path(os.environ.get("HEALTHGOV_FHIR_RULES", Path(__file__).parent / "generated" / "r4-rules.json"))
-MEMO_LIMIT = 50_000
+MEMO_LIMIT = 50_000  # answers kept per process; at most MEMO_MAX_KEY_BYTES each, so a few tens of MB
+MEMO_MAX_KEY_BYTES = 1024
 # The child elements an expression reads: names that start a path (not after a dot), not function names.
 _IDENT = re.compile(r"(?<![.\w%$])([A-Za-z_][A-Za-z0-9_]*)(?!\w|\s*\()")
 _STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
@@ -318,9 +319,10 @@ class RuleSet:
                         cached = _passes(inv.fn(self._node(node, path or None), None))
                     except Exception:
                         cached = True
-                    if len(self._memo) >= MEMO_LIMIT:
-                        self._memo.clear()
-                    self._memo[key] = cached
+                    if len(key[1]) <= MEMO_MAX_KEY_BYTES:  # large content rarely repeats: not kept
+                        if len(self._memo) >= MEMO_LIMIT:
+                            self._memo.clear()
+                        self._memo[key] = cached
                 ok = cached
             if not ok:
                 out.append(Finding(trail, inv.severity, "invariant", inv.key, f"{inv.key}: {inv.human}"))
