@@ -62,6 +62,10 @@ class PolicyInput(BaseModel):
     legal: Legal = Field(default_factory=Legal)
     break_glass: dict[str, Any] | None = None
     now: str
+    # A data-use project's facts (id, org, status, purpose, types, deidentify, expires) and, for an
+    # export, the resource types it asks for (policies/healthgov/access/projects.rego).
+    project: dict[str, Any] | None = None
+    requested_types: list[str] | None = None
 
 
 class Obligations(BaseModel):

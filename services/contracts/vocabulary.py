@@ -44,7 +44,8 @@ PURPOSES: Final[dict[str, str]] = {
 }
 ANY_PURPOSE: Final = N_("any purpose")  # a consent that names no purpose
 
-Action = Literal["read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer"]
+Action = Literal["read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer",
+                 "export", "project_apply", "project_review"]
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 # The kinds of organisation in the registry that may call the platform, worded for a patient.
@@ -87,7 +88,7 @@ DEIDENTIFY: Final[dict[str, str]] = {
 
 AuditKind = Literal[
     "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship",
+    "care_relationship", "project",
 ]
 # What happened, per audit event kind, worded as an organisation's act: the patient's trail reads it after the
 # organisation's name ("<hospital> read your records"), a receipt as "what happened". Operators read the code.
@@ -101,6 +102,7 @@ AUDIT_KINDS: Final[dict[str, str]] = {
     "ingest": N_("sent records about you"),
     "referral": N_("referred you to another hospital"),
     "care_relationship": N_("began treating you"),
+    "project": N_("changed a research project"),
 }
 # The kinds that read differently when the patient acted themselves, through the portal ("You, through this
 # portal, let a hospital treat you"); the rest read as in AUDIT_KINDS.
@@ -137,6 +139,10 @@ ALLOW_REASONS: Final[dict[str, str]] = {
     "patient_refers_self": N_("A patient referring themselves to a hospital."),
     "clinician_records_consent_for_patient": N_("A treating clinician recording a consent on the patient's "
                                                 "behalf."),
+    "research_project_export": N_("A research organisation exporting under its approved, unexpired data-use "
+                                  "project."),
+    "research_applies_for_project": N_("A research organisation applying for its own data-use project."),
+    "regulator_reviews_project": N_("The regulator approving, suspending or revoking a data-use project."),
 }
 DENY_REASONS: Final[dict[str, str]] = {
     "org_not_registered": N_("The caller's organisation is not in the org registry."),
@@ -188,6 +194,18 @@ DENY_REASONS: Final[dict[str, str]] = {
                                          "standing."),
     "referral_requires_treat": N_("Referrals are made for treatment (TREAT), not break-glass."),
     "refer_not_permitted": N_("Only the patient or a treating clinician may refer the patient."),
+    "export_requires_research_org": N_("Only research organisations export under a data-use project."),
+    "project_missing": N_("An export names an existing data-use project."),
+    "project_not_for_this_org": N_("The data-use project belongs to another organisation."),
+    "project_not_approved": N_("The data-use project is not approved (applied, suspended or revoked)."),
+    "project_expired": N_("The data-use project has expired."),
+    "project_purpose_not_research": N_("A data-use project is for research (HRESCH) only."),
+    "export_type_not_in_agreement": N_("The export asks for types of record the project's agreement does not "
+                                       "cover."),
+    "project_deidentification_invalid": N_("A project's data leaves pseudonymised or Safe Harbor, never "
+                                           "identified."),
+    "project_apply_requires_research_org": N_("Only research organisations apply for data-use projects."),
+    "project_review_requires_regulator": N_("Only the regulator approves, suspends or revokes data-use projects."),
     "conflicting_rules": N_("Two rules matched; the policy refuses rather than guess."),
     "no_matching_rule": N_("No rule allows this request."),
 }

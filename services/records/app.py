@@ -47,8 +47,11 @@ from services.records.config import RecordsSettings
 from services.records.consent_consumer import ConsentChangeHandler
 from services.records.consumer import IngestHandler
 from services.records.erasure import Eraser
+from services.records.export_api import install_export_routes
+from services.records.exports import Exporter
 from services.records.gate import Gate
 from services.records.notices import NoticeOutbox
+from services.records.projects import ProjectRegistry
 from services.records.referrals import Referrals
 from services.records.registry import ConsentRegistry
 from services.records.service import Reader, ReadRequest
@@ -116,19 +119,27 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
                      group_id=settings.consumer_group + "-consents", handler=consent_handler),
     ]
 
+    app_keys = build_authenticator(settings, "records")
+    verifier = DocumentVerifier(app_keys.registry, app_keys.keys)
+    projects = ProjectRegistry(engine=engine, policy=policy, gate=gate, verifier=verifier)
+    exporter = Exporter(engine=engine, vault=vault, policy=policy, gate=gate, projects=projects,
+                        keyring=keys.keyring(), retention=timedelta(hours=settings.export_retention_hours))
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
         for consumer in consumers:
             consumer.start()
+        exporter.start()  # resumes the jobs a previous run left running
         yield
+        exporter.stop()
         for consumer in consumers:
             consumer.stop()
         producer.close()
 
     app = FastAPI(title="healthgov records", version="1.0", lifespan=lifespan)
-    app.state.authenticator = authenticator = build_authenticator(settings, "records")
-    authority = AuthorityReader(verifier=DocumentVerifier(authenticator.registry, authenticator.keys),
-                                gate=gate, pseudonym=vault.pseudonym)
+    app.state.authenticator = app_keys
+    authority = AuthorityReader(verifier=verifier, gate=gate, pseudonym=vault.pseudonym)
+    app.state.exporter = exporter
     app.state.handler = handler
     app.state.audit_log = gate.log
     install_error_handlers(app)  # the one mapping of every refusal (denied, not found, erased, ...)
@@ -176,6 +187,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         rows = await run_in_threadpool(outbox.visible, vault.pseudonym(caller.patient))
         return JSONResponse({"notices": [
             {"kind": n.kind, "org": n.org, "org_type": n.org_type, "about_org": n.about_org, "purpose": n.purpose,
+             "project": n.project,
              "event_id": n.event_id, "at": n.created_at.isoformat()} for n in rows]})
 
     @app.get("/fhir/Patient/{pid}/$everything")
@@ -195,6 +207,8 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
                                                     authority(request, caller))
         return informational(201 if created else 200, "informational", f"{hospital} now has a care relationship",
                              {EVENT_HEADER: event_id})
+
+    install_export_routes(app, projects, exporter, authority)
 
     # --- generic FHIR reads -------------------------------------------------------------
 

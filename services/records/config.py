@@ -11,6 +11,8 @@ class RecordsSettings(PlatformSettings):
     care_window_days: int = 30
     referral_days: int = 90
     patient_grant_days: int = 365
+    # How long a completed Bulk Data export's files can be downloaded before they are deleted.
+    export_retention_hours: float = 24.0
 
     @property
     def store_url(self) -> str:

@@ -23,7 +23,7 @@ from services.contracts.vocabulary import STATE_ORG_TYPES
 from services.records.care import instant
 from services.records.store import Notice
 
-NOTICE_KINDS = ("first_access", "break_glass", "state_access", "on_behalf")
+NOTICE_KINDS = ("first_access", "break_glass", "state_access", "on_behalf", "research_use")
 
 
 def notice_for(event: AuditEvent, decision: Decision | None) -> Notice | None:
@@ -36,7 +36,10 @@ def notice_for(event: AuditEvent, decision: Decision | None) -> Notice | None:
         return None
     obligations = decision.obligations if decision is not None else None
     kind: str | None = None
-    if event.kind == "care_relationship" and event.details.get("new"):
+    project = event.details.get("project")
+    if event.kind == "disclosure" and isinstance(project, str) and event.accessor.org_type == "research":
+        kind = "research_use"  # included, de-identified, in a data-use project's export
+    elif event.kind == "care_relationship" and event.details.get("new"):
         kind = "first_access"
     elif event.kind == "break_glass":
         kind = "break_glass"
@@ -52,6 +55,7 @@ def notice_for(event: AuditEvent, decision: Decision | None) -> Notice | None:
     return Notice(patient=event.patient, kind=kind, org=event.accessor.org, org_type=event.accessor.org_type,
                   about_org=about if isinstance(about, str) else None, purpose=event.purpose,
                   event_id=event.event_id, created_at=created,
+                  project=project if kind == "research_use" else None,
                   visible_from=max(created, deferred) if deferred else created)
 
 

@@ -97,6 +97,7 @@ class Notice(SQLModel, table=True):
     org: str
     org_type: str
     about_org: str | None = None  # the hospital a referral on the patient's behalf was made to
+    project: str | None = None  # the data-use project a research export included the patient in
     purpose: str | None = None
     event_id: str = Field(unique=True)
     created_at: datetime = Field(default_factory=_now)
@@ -137,6 +138,74 @@ RECORDS_TABLE_NAMES = frozenset(t.__tablename__ for t in RECORDS_TABLES)
 R = TypeVar("R")
 _RID = attrgetter("rid_index")
 _VERSION = attrgetter("version")
+
+
+class Project(SQLModel, table=True):
+    """A data-use project: a research organisation's governed licence to export de-identified data.
+
+    Its terms (types, de-identification level, cohort criteria, expiry) are
+    what the policy holds each export to; ``approval`` is the signed ethics
+    approval as the board issued it, verified again at every export so that
+    its own expiry and the board's standing count. No PHI.
+    """
+
+    __tablename__ = "records_project"
+    id: str = Field(primary_key=True)
+    org: str = Field(index=True)
+    title: str
+    description: str  # the study's stated purpose, in the applicant's words
+    purpose: str = "HRESCH"
+    status: str = "applied"  # applied | approved | suspended | revoked
+    types: str  # JSON list of resource types the agreement covers
+    deidentify: str  # pseudonymize | safe_harbor
+    cohort: str = "{}"  # JSON cohort criteria
+    expires_at: datetime
+    approval: str  # the compact JWS of the ethics approval
+    approval_id: str
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+
+
+class ExportJob(SQLModel, table=True):
+    """A Bulk Data export: durable, so a restarted records service resumes it from ``cursor``.
+
+    ``wrapped_key`` is the job's AES-256 key wrapped by the KEK: its output
+    parts are stored only as ciphertext under it.
+    """
+
+    __tablename__ = "records_export_job"
+    id: str = Field(primary_key=True)
+    project: str = Field(index=True)
+    org: str
+    caller: str  # the accessor's id, for the audit events the job writes
+    role: str
+    status: str = "queued"  # queued | running | completed | failed | cancelled
+    request: str
+    types: str  # JSON list
+    since: datetime | None = None
+    kek_id: str
+    wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    cursor: str | None = None  # the last patient pseudonym whose output is stored
+    patients_done: int = 0
+    patients_total: int = 0
+    excluded: str = "{}"  # JSON: reason -> patients left out
+    withheld: str = "{}"  # JSON: reason -> resources left out
+    event_id: str | None = None
+    transaction_time: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=_now)
+    expires_at: datetime | None = None  # the output is deleted after it
+
+
+class ExportPart(SQLModel, table=True):
+    """One NDJSON output file of a job, encrypted with the job's key (AAD: job, type, part)."""
+
+    __tablename__ = "records_export_part"
+    pk: int | None = Field(default=None, primary_key=True)
+    job: str = Field(index=True)
+    rtype: str
+    count: int
+    digest: str  # SHA-256 of the plaintext NDJSON, as the audit event names it
+    ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 def make_engine(url: str, migrate: bool = True) -> Engine:
