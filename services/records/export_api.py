@@ -15,6 +15,7 @@ file, only to the organisation that asked for it, until the job expires.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Annotated, Any
 
 import orjson
@@ -48,11 +49,11 @@ def _since(raw: str | None) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise errors.Invalid("_since must be an FHIR instant (e.g. 2026-01-01T00:00:00Z)") from exc
-    if moment.tzinfo is None:
-        raise errors.Invalid("_since must carry its time zone")
-    return moment.astimezone(UTC)
+        if moment.tzinfo is None:
+            raise ValueError("no time zone")
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise errors.Invalid("_since must be an FHIR instant with its time zone (e.g. 2026-01-01T00:00:00Z)") from exc
 
 
 def _base(request: Request) -> str:
@@ -148,7 +149,8 @@ def install_export_routes(app: FastAPI, projects: ProjectRegistry, exporter: Exp
         if job.status == "completed":
             parts = await run_in_threadpool(exporter.parts, job.id)
             return JSONResponse(manifest(job, parts, _base(request)),
-                                headers={"Expires": job.expires_at.isoformat() if job.expires_at else ""})
+                                headers={"Expires": format_datetime(utc(job.expires_at), usegmt=True)}
+                                if job.expires_at else None)
         if job.status == "failed":
             raise errors.Invalid("the export failed: " + ", ".join(
                 k.removeprefix("failed: ") for k in orjson.loads(job.withheld) if k.startswith("failed: ")),

@@ -48,6 +48,7 @@ from services.adapters.policy import PolicyClient
 from services.adapters.sql import UnitOfWork
 from services.contracts import errors
 from services.contracts.events import ResourceRef, utcnow
+from services.contracts.ids import is_fhir_id
 from services.contracts.policy import Decision, Legal
 from services.records import deident
 from services.records.access import DIRECTORY_KEY, Asker, Authority, load_facts
@@ -127,6 +128,8 @@ class Exporter:
 
     def job_of(self, caller: Caller, job_id: str) -> ExportJob:
         """The job, to its own organisation only: to anyone else it does not exist."""
+        if not is_fhir_id(job_id):
+            raise errors.NotFound("no such export job")
         with Session(self.engine) as s:
             job = s.get(ExportJob, job_id)
         if job is None or job.org != caller.org:

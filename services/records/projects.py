@@ -78,11 +78,12 @@ def _terms(doc: dict[str, Any]) -> tuple[list[str], str, dict[str, Any], datetim
     raw = doc.get("expires")
     try:
         expires = datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
-        expires = None
-    if expires is None or expires.tzinfo is None:
-        raise errors.Invalid("'expires' must be an RFC 3339 instant with its offset")
-    return sorted(set(types)), level, cohort, expires.astimezone(UTC)
+        if expires is None or expires.tzinfo is None:
+            raise ValueError("no offset")
+        expires = expires.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # OverflowError: year 9999 pushed past the calendar by its offset
+        raise errors.Invalid("'expires' must be an RFC 3339 instant with its offset") from exc
+    return sorted(set(types)), level, cohort, expires
 
 
 @dataclass
