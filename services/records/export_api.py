@@ -33,6 +33,8 @@ from services.records.projects import ProjectRegistry, utc
 from services.records.store import ExportJob
 
 NDJSON = "application/fhir+ndjson"
+OUTPUT_FORMATS = frozenset({NDJSON, "application/ndjson", "ndjson"})
+UNSUPPORTED = frozenset({"_typeFilter", "_elements", "includeAssociatedData", "patient"})
 
 
 def _types(raw: str | None) -> list[str] | None:
@@ -117,6 +119,12 @@ def install_export_routes(app: FastAPI, projects: ProjectRegistry, exporter: Exp
             raise errors.Invalid("a Bulk Data kick-off needs 'Prefer: respond-async'")
         if not project:
             raise errors.Invalid("name the data-use project: Group/{project id}/$export, or project=")
+        unsupported = sorted(set(request.query_params) & UNSUPPORTED)
+        if unsupported:  # the IG: a server refuses a parameter it does not apply rather than ignore it
+            raise errors.Invalid(f"not supported: {', '.join(unsupported)}", code="not-supported")
+        fmt = request.query_params.get("_outputFormat")
+        if fmt is not None and fmt not in OUTPUT_FORMATS:
+            raise errors.Invalid("_outputFormat: only application/fhir+ndjson", code="not-supported")
         how = authority(request, caller)
         job_id = await run_in_threadpool(exporter.kickoff, caller, how, project, _types(types), _since(since),
                                          str(request.url))

@@ -143,6 +143,9 @@ def test_types_outside_the_agreement_are_refused(approved, settings, token) -> N
     r = kickoff(settings, token, approved["id"], _type="Patient,MedicationRequest")
     assert r.status_code == 403 and "export_type_not_in_agreement" in r.text
     assert kickoff(settings, token, approved["id"], _since="yesterday").status_code == 400
+    unsupported = kickoff(settings, token, approved["id"], _typeFilter="Condition?code=38341003")
+    assert unsupported.status_code == 400 and "_typeFilter" in unsupported.text
+    assert kickoff(settings, token, approved["id"], _outputFormat="text/csv").status_code == 400
     no_prefer = httpx.get(f"{settings.records_url}/fhir/Group/{approved['id']}/$export", headers=researcher(token))
     assert no_prefer.status_code == 400
 
