@@ -8,6 +8,8 @@ prints its measured times and brings every component back, even on failure.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gzip
 import os
 import signal
@@ -224,19 +226,39 @@ def test_with_opa_down_a_write_is_retried_later_and_a_read_still_denied(loaded, 
     assert r.status_code == 403 and "policy_engine_unavailable" in r.text
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _subreaper(on: bool) -> None:
+    """Make this process the parent of orphans below it, as an init that does not reap would be."""
+    assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+
+
+def _stack_up() -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "healthgov"), "stack", "up"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+
+
 def test_stack_up_after_a_crash_starts_the_dead_component(stack, settings, restore) -> None:
-    # Started by this process and killed, ingest stays listed (a zombie) until this process reaps it.
-    if stack.pid("ingest") is not None:
+    # ingest started by `stack up`, whose process then exits: ingest's parent is now this process, which does
+    # not reap it, so after a kill -9 it stays listed as a zombie (as under an init that does not reap).
+    _subreaper(True)
+    dead = 0
+    try:
         stack.stop("ingest")
-    stack.start("ingest")
-    pid = stack.pid("ingest")
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
-    started = time.monotonic()
-    up = subprocess.run([str(Path(sys.executable).parent / "healthgov"), "stack", "up"],
-                        capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
-    print(f"stack up after the crash took {time.monotonic() - started:.1f}s")
-    assert up.returncode == 0, up.stdout + up.stderr
+        assert _stack_up().returncode == 0
+        dead = int((stack.run_dir / "ingest.pid").read_text())
+        os.kill(dead, signal.SIGKILL)
+        wait_for(lambda: not _alive(dead), 10, "ingest to die")
+        started = time.monotonic()
+        up = _stack_up()
+        print(f"stack up after the crash took {time.monotonic() - started:.1f}s")
+        assert up.returncode == 0, up.stdout + up.stderr
+    finally:
+        _subreaper(False)
+        if dead:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(dead, 0)
     status = stack.status()
     assert all(info["healthy"] for info in status.values()), status
-    assert status["ingest"]["pid"] != pid
+    assert status["ingest"]["pid"] != dead
