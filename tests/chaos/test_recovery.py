@@ -65,10 +65,13 @@ def _kill9(stack: Any, name: str) -> int:
 
 
 def _restart(stack: Any, name: str) -> float:
-    """Start ``name`` again; return the moment it answered healthy (the clock of the recovery bound)."""
+    """``healthgov stack restart name``; return the moment it answered healthy (the clock of the recovery bound)."""
     started = time.monotonic()
-    stack.start(name)
-    print(f"\n{name} restarted and healthy in {time.monotonic() - started:.1f}s")
+    done = subprocess.run([str(Path(sys.executable).parent / "healthgov"), "stack", "restart", name],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert stack.status()[name]["healthy"]
+    print(f"\n{name} restarted (healthgov stack restart) and healthy in {time.monotonic() - started:.1f}s")
     return time.monotonic()
 
 
