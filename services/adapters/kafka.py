@@ -63,16 +63,18 @@ RECORD_FRAMING_BYTES = 64 * 1024
 _LIMITS = {t.name: t.max_message_bytes for t in ALL_TOPICS}
 
 
-def instance_id() -> str:
-    """This process's name among the replicas of its service (``HEALTHGOV_INSTANCE``, default ``0``).
+def instance_id() -> str | None:
+    """This process's name among the replicas of its service (``HEALTHGOV_INSTANCE``; the stack sets ``0``).
 
     It makes transactional ids and consumer group memberships stable across
     restarts, which is what lets a restarted process take over at once: its
     producers fence the predecessor's open transactions, its consumers take
     back the predecessor's partitions. Two live replicas of one service must
-    therefore run with different instance names.
+    therefore run with different instance names. Unset (a service built
+    in-process by a test or a tool), ids are unique to the process, as they
+    must be beside a running service of the same name.
     """
-    return os.environ.get("HEALTHGOV_INSTANCE", "0")
+    return os.environ.get("HEALTHGOV_INSTANCE") or None
 
 
 class BrokerUnavailable(errors.Unavailable):

@@ -182,6 +182,8 @@ class Stack:
                     ],
                     healthy=lambda port=port: _http_ok(f"http://127.0.0.1:{port}/healthz"),
                     url=f"http://127.0.0.1:{port}",
+                    # One instance of each: a restart takes over its own transactions and partitions.
+                    env={"HEALTHGOV_INSTANCE": "0"},
                 )
             )
         if s.dev_mode:

@@ -130,7 +130,14 @@ class Idempotency:
             return None
         kd = crypto.keyed_digest(self.key, "ingest-idempotency", org, key)
         rd = crypto.keyed_digest(self.key, "ingest-request", body_digest)
-        lock = self._lock(org, kd)
+        try:
+            lock = self._lock(org, kd)
+        except InFlight:
+            with UnitOfWork(self.engine) as uow:
+                row = uow.session.get(IdempotencyKey, (org, kd))
+                if row is not None and row.request_digest != rd:
+                    raise KeyReused("this idempotency key was used for a different request") from None
+            raise
         try:
             return self._claim(org, kd, rd, lock)
         except BaseException:
