@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -47,12 +48,33 @@ DELIVERY_TIMEOUT_MS = 8_000
 # A transaction the broker has not seen committed within this long is aborted by the broker. It bounds how long
 # consumers wait behind the open transaction of a process that died mid-send; it must exceed the longest
 # synchronous submission (a 128 MB NDJSON body takes well under a minute).
-TRANSACTION_TIMEOUT_MS = 120_000
+# Since transactional ids are stable per service instance (``instance_id``), a restarted process fences its
+# predecessor's open transactions at start, so this timeout matters only when a process dies and is not restarted.
+TRANSACTION_TIMEOUT_MS = 60_000
 ABORT_TIMEOUT_S = 3.0
+# Consumer group membership: a member that stops heartbeating is replaced after SESSION_TIMEOUT_MS (kafka-python's
+# default was 45 s of stalled partitions); with static membership a restarted member takes its partitions back
+# at once, without waiting for that timeout at all.
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 3_000
 TRANSACTIONAL_SLOTS = 8  # concurrent multi-message sends per process; more wait for a free slot
 # Room for the record batch's framing around one record: a record must be this much below its topic's limit.
 RECORD_FRAMING_BYTES = 64 * 1024
 _LIMITS = {t.name: t.max_message_bytes for t in ALL_TOPICS}
+
+
+def instance_id() -> str | None:
+    """This process's name among the replicas of its service (``HEALTHGOV_INSTANCE``; the stack sets ``0``).
+
+    It makes transactional ids and consumer group memberships stable across
+    restarts, which is what lets a restarted process take over at once: its
+    producers fence the predecessor's open transactions, its consumers take
+    back the predecessor's partitions. Two live replicas of one service must
+    therefore run with different instance names. Unset (a service built
+    in-process by a test or a tool), ids are unique to the process, as they
+    must be beside a running service of the same name.
+    """
+    return os.environ.get("HEALTHGOV_INSTANCE") or None
 
 
 class BrokerUnavailable(errors.Unavailable):
@@ -144,15 +166,19 @@ class Producer:
     transactional producers, one transaction per call.
     """
 
-    def __init__(self, bootstrap: str, client_id: str) -> None:
+    def __init__(self, bootstrap: str, client_id: str, instance: str | None = None) -> None:
         self.bootstrap = bootstrap
         self.client_id = client_id
         self._producer: confluent_kafka.Producer | None = None
         self._poller: tuple[threading.Thread, threading.Event] | None = None
         self._lock = threading.Lock()
-        # Transactional producers, one per slot, made on first use and reused. Each id is unique to this object:
-        # two live producers sharing an id would fence each other.
-        self._transactional_prefix = f"{client_id}-{uuid.uuid4().hex[:12]}"
+        # Transactional producers, one per slot, made on first use and reused. A service passes its
+        # ``instance``: the ids are then the same after a restart, so registering them (``fence_predecessors``)
+        # aborts whatever transaction the dead predecessor left open, instead of leaving every consumer behind
+        # it until the broker's transaction timeout. Without an instance (tools, tests) the ids are unique to
+        # this object: two live producers sharing an id would fence each other.
+        self._transactional_prefix = (f"{client_id}-{instance}" if instance is not None
+                                      else f"{client_id}-{uuid.uuid4().hex[:12]}")
         self._slots = threading.BoundedSemaphore(TRANSACTIONAL_SLOTS)
         self._idle: list[tuple[int, confluent_kafka.Producer]] = []
         self._unmade = list(range(TRANSACTIONAL_SLOTS))
@@ -294,6 +320,31 @@ class Producer:
             raise BrokerUnavailable(f"kafka transactional producer could not start: {exc}") from exc
         return slot, producer
 
+    def fence_predecessors(self, timeout_s: float = SEND_TIMEOUT_S) -> int:
+        """Register every slot's transactional id now; return how many were registered.
+
+        ``init_transactions`` on an id aborts the open transaction of the
+        previous producer with that id (a process killed mid-send), so
+        consumers reading committed data go on at once. Run at start, off the
+        request path; a broker that is down is only logged (the slots are
+        registered on first use then).
+        """
+        made: list[tuple[int, confluent_kafka.Producer]] = []
+        try:
+            while True:
+                with self._lock:
+                    if not self._unmade:
+                        break
+                try:
+                    made.append(self._acquire(timeout_s))
+                except BrokerUnavailable as exc:
+                    log.warning("kafka: transactional ids not registered at start: %s", exc)
+                    break
+        finally:
+            for slot, producer in made:
+                self._release(slot, producer, True)
+        return len(made)
+
     def _release(self, slot: int, producer: confluent_kafka.Producer | None, reusable: bool) -> None:
         with self._lock:
             if reusable and producer is not None:
@@ -350,9 +401,12 @@ class ConsumerLoop:
 
     def __init__(
         self, *, bootstrap: str, topic: Topic, group_id: str, handler: Handler, max_records: int = 500,
-        gather_ms: int = 0,
+        gather_ms: int = 0, instance: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        # A service passes its ``instance``: the consumer is then a static member of its group, and a restart
+        # takes the predecessor's partitions back at once instead of after a session timeout and a rebalance.
+        self.instance = instance
         self.topic = topic
         self.group_id = group_id
         self.handler = handler
@@ -387,9 +441,17 @@ class ConsumerLoop:
             max_partition_fetch_bytes=self.topic.max_message_bytes,
             reconnect_backoff_max_ms=1000,
             isolation_level="read_committed",  # an aborted submission is never seen
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            **self._membership(),
             **({"fetch_min_bytes": 1024 * 1024, "fetch_max_wait_ms": self.gather_ms} if self.gather_ms else {}),
         )
         return consumer
+
+    def _membership(self) -> dict[str, Any]:
+        if self.instance is None or "group_instance_id" not in KafkaConsumer.DEFAULT_CONFIG:
+            return {}
+        return {"group_instance_id": f"{self.group_id}-{self.topic.name}-{self.instance}"}
 
     def _run(self) -> None:
         consumer: KafkaConsumer | None = None

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from services.adapters.kafka import ConsumerLoop, Producer
+from services.adapters.kafka import ConsumerLoop, Producer, instance_id
 from services.adapters.runtime import freeze_startup_heap
 from services.adapters.web import CallerDep, Int64Query, OptionalInt64Query, build_authenticator, install_error_handlers
 from services.audit.checkpoints import accept_cosignature
@@ -45,7 +45,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     producer = Producer(settings.kafka_bootstrap, "healthgov-audit")
     handler = AuditHandler(svc.log, producer)
     consumer = ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=AUDIT_EVENTS,
-                            group_id=settings.consumer_group, handler=handler, max_records=2000,
+                            group_id=settings.consumer_group, handler=handler, max_records=2000, instance=instance_id(),
                             # an append costs mostly per batch: let up to 50 ms of events gather
                             gather_ms=50)
     stop = threading.Event()

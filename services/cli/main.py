@@ -99,6 +99,24 @@ def stack_down() -> None:
     console.print("stopped")
 
 
+@stack_app.command("restart")
+def stack_restart(name: Annotated[str, typer.Argument(help="The component, e.g. ingest or kafka.")]) -> None:
+    """Stop one component (or what a crash left of it) and start it again; the others keep running."""
+    stack = Stack()
+    if name not in stack.components:
+        console.print(f"[red]no component {name}[/red]; components: {', '.join(stack.components)}")
+        raise typer.Exit(2)
+    stack.prepare_state()
+    stack.stop(name)
+    started = time.monotonic()
+    try:
+        stack.start(name)
+    except ComponentFailed as exc:
+        console.print(f"[red]{name} failed to start[/red]; last log lines:\n{exc.tail}")
+        raise typer.Exit(1) from exc
+    console.print(f"  [green]✔[/green] {name} restarted in {time.monotonic() - started:.1f}s")
+
+
 @stack_app.command("status")
 def stack_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show each component's pid, health and URL."""

@@ -182,6 +182,8 @@ class Stack:
                     ],
                     healthy=lambda port=port: _http_ok(f"http://127.0.0.1:{port}/healthz"),
                     url=f"http://127.0.0.1:{port}",
+                    # One instance of each: a restart takes over its own transactions and partitions.
+                    env={"HEALTHGOV_INSTANCE": "0"},
                 )
             )
         if s.dev_mode:
@@ -227,7 +229,22 @@ class Stack:
             os.kill(pid, 0)
         except (ProcessLookupError, PermissionError):
             return None
+        if _exited(pid):  # killed, and not yet reaped by whichever process started it
+            return None
         return pid
+
+    def _end_leftovers(self, name: str) -> None:
+        """Kill what remains of a component whose main process died (e.g. ingest's validation workers).
+
+        Each component leads its own process group; the group outlives its
+        leader, and while any member lives no new process can take its id, so
+        the group of a recorded pid that is no longer alive is that component's.
+        """
+        path = self._pidfile(name)
+        recorded = int(path.read_text().strip() or 0) if path.exists() else 0
+        if recorded > 0 and self.pid(name) is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(recorded, signal.SIGKILL)
 
     def log_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -248,27 +265,35 @@ class Stack:
     def start(self, name: str, timeout_s: float = 90) -> None:
         """Start one component and wait for its health check; raise with its log tail."""
         comp = self.components[name]
-        if self.pid(name) is None:
-            comp.prepare()
-            argv = self._kafka_argv() if name == "kafka" else list(comp.argv)
-            if argv and argv[0] == "@opa":
-                argv[0] = self._opa_binary()
-            log = open(self.log_file(name), "ab")  # noqa: SIM115 - handed to the child
-            env = {**os.environ, "HEALTHGOV_STATE_DIR": str(self.state), **comp.env}
-            proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=REPO_ROOT, env=env, start_new_session=True,
-            )
-            self._pidfile(name).write_text(str(proc.pid))
+        launched = False
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.pid(name) is None:
+                # Not running, or a process found at start died while we waited (a crashed one on its way
+                # out): start it; only a process started here that dies is a failure.
+                if launched:
+                    break
+                self._launch(name, comp)
+                launched = True
             if comp.healthy():
                 comp.after_start()
                 return
-            if self.pid(name) is None:
-                break
             time.sleep(0.3)
         raise ComponentFailed(name, self.log_tail(name))
+
+    def _launch(self, name: str, comp: Component) -> None:
+        self._end_leftovers(name)
+        comp.prepare()
+        argv = self._kafka_argv() if name == "kafka" else list(comp.argv)
+        if argv and argv[0] == "@opa":
+            argv[0] = self._opa_binary()
+        log = open(self.log_file(name), "ab")  # noqa: SIM115 - handed to the child
+        env = {**os.environ, "HEALTHGOV_STATE_DIR": str(self.state), **comp.env}
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT, env=env, start_new_session=True,
+        )
+        self._pidfile(name).write_text(str(proc.pid))
 
     def stop(self, name: str, timeout_s: float = 30) -> None:
         pid = self.pid(name)
@@ -283,6 +308,7 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL)
                 time.sleep(0.2)
             _reap(pid)
+        self._end_leftovers(name)
         self._pidfile(name).unlink(missing_ok=True)
 
     def up(self, progress: Callable[[str], None] = lambda _n: None) -> None:
@@ -330,6 +356,15 @@ def _http_ok(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _exited(pid: int) -> bool:
+    """A process that has exited but is still listed (a zombie): ``kill(pid, 0)`` alone calls it alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no procfs: rely on kill(pid, 0)
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
 def _reap(pid: int) -> None:

@@ -14,6 +14,7 @@ submission is acknowledged only after Kafka acknowledged every message.
 
 from __future__ import annotations
 
+import threading
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.adapters.audit_log import AuditLog
 from services.adapters.auth import load_registry
-from services.adapters.kafka import Producer
+from services.adapters.kafka import Producer, instance_id
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
@@ -102,7 +103,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                   labels_file=str(settings.labels_file), message_resources=settings.message_resources,
                   strong_systems=frozenset(settings.strong_identifier_systems),
                   code_systems=fhir.RECOGNISED_CODE_SYSTEMS | frozenset(settings.recognised_code_systems))
-    producer = Producer(settings.kafka_bootstrap, "healthgov-ingest")
+    producer = Producer(settings.kafka_bootstrap, "healthgov-ingest", instance_id())
     pool = Pool(settings.validation_workers, settings.validation_memo)
     ingestor = Ingestor(ctx=ctx, producer=producer, policy=PolicyClient(settings.opa_url), pool=pool,
                         idempotency=Idempotency(engine, keys.pseudonym_key(), stale_after_s=60),
@@ -122,6 +123,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        # Off the start path: a broker that is down must not keep ingest from answering 503s.
+        threading.Thread(target=producer.fence_predecessors, name="kafka-fence", daemon=True).start()
         await run_in_threadpool(fhir_rules)  # the specification's rules, compiled before the first request
         await run_in_threadpool(pool.warm_up)
         runner.start()

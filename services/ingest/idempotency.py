@@ -6,24 +6,44 @@ the primary key when two retries race) before anything is published, marked
 ``done`` with the submission and audit event ids once Kafka acknowledged, and
 released if publishing failed, so a retry after a 503 goes through. The same
 key with a different body is refused (422): that is a sender bug, not a retry.
-A claim left ``pending`` by a crashed process is taken over after
-``stale_after_s``; republishing is harmless because records stores identical
-content once.
+
+A claim fixes the submission id, the ingest AuditEvent's id and its time up
+front, so publishing the same submission again yields the same messages: records
+stores identical content once and the audit log appends an event id once. That
+is what makes taking over a half-done submission safe, and there is one ingest
+AuditEvent per submission whatever failed in between (Kafka committed and the
+database lost before ``done``, ingest killed mid-send).
+
+Whether the claimant is still at work is known at once on PostgreSQL: it holds
+a session advisory lock on the key for as long as it works, which the server
+drops the moment its process or the database dies. A retry that gets the lock
+takes the pending claim over immediately; one that does not is answered 409
+(the same submission really is being processed). Without PostgreSQL a pending
+claim is taken over after ``stale_after_s``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+import uuid6
+from sqlalchemy import create_engine, delete, func, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from services.adapters import crypto
 from services.adapters.sql import UnitOfWork
 from services.contracts import errors
+from services.contracts.events import rfc3339
 from services.ingest.store import IdempotencyKey, now
+
+log = logging.getLogger(__name__)
 
 
 class KeyReused(errors.Unprocessable):
@@ -45,8 +65,14 @@ class InFlight(errors.Conflict):
 
 @dataclass(frozen=True)
 class Claim:
+    """The right to publish one submission, with the ids every attempt at it publishes under."""
+
     org: str
     key_digest: str
+    submission_id: str = ""
+    event_id: str = ""
+    occurred_at: str = ""
+    lock: Connection | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,11 @@ class Replay:
 
     submission_id: str
     event_id: str
+
+
+def _minted(submission_id: str) -> str:
+    """The moment a submission id (a UUIDv7) was made: the ingest event's time, the same on every attempt."""
+    return rfc3339(datetime.fromtimestamp((uuid.UUID(submission_id).int >> 80) / 1000, UTC))
 
 
 def _aware(moment: datetime) -> datetime:
@@ -66,6 +97,32 @@ class Idempotency:
         self.engine = engine
         self.key = digest_key
         self.stale_after = timedelta(seconds=stale_after_s)
+        # Locks live on connections of their own (one per submission in flight, outside the pool), so a
+        # submission holding one never starves the pool its own database work needs.
+        self._locks = (create_engine(engine.url, poolclass=NullPool)
+                       if engine.dialect.name == "postgresql" else None)
+
+    def _lock(self, org: str, kd: str) -> Connection | None:
+        """This key's advisory lock, on its own connection; InFlight if a live claimant holds it."""
+        if self._locks is None:
+            return None
+        number = int.from_bytes(hashlib.sha256(f"{org}\0{kd}".encode()).digest()[:8], "big", signed=True)
+        conn = self._locks.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = conn.execute(select(func.pg_try_advisory_lock(number))).scalar()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            raise InFlight("the same submission is being processed")
+        return conn
+
+    @staticmethod
+    def _unlock(claim: Claim) -> None:
+        if claim.lock is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                claim.lock.close()  # ends the session, and its lock, even if the database went away
 
     def begin(self, org: str, key: str | None, body_digest: str) -> Claim | Replay | None:
         """Claim ``key`` for this request, or say how it was answered before; None without a key."""
@@ -73,22 +130,44 @@ class Idempotency:
             return None
         kd = crypto.keyed_digest(self.key, "ingest-idempotency", org, key)
         rd = crypto.keyed_digest(self.key, "ingest-request", body_digest)
+        try:
+            lock = self._lock(org, kd)
+        except InFlight:
+            with UnitOfWork(self.engine) as uow:
+                row = uow.session.get(IdempotencyKey, (org, kd))
+                if row is not None and row.request_digest != rd:
+                    raise KeyReused("this idempotency key was used for a different request") from None
+            raise
+        try:
+            return self._claim(org, kd, rd, lock)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+
+    def _claim(self, org: str, kd: str, rd: str, lock: Connection | None) -> Claim | Replay:
         with UnitOfWork(self.engine) as uow:
-            uow.session.add(IdempotencyKey(org=org, key_digest=kd, request_digest=rd))
+            row = IdempotencyKey(org=org, key_digest=kd, request_digest=rd, submission_id=str(uuid6.uuid7()),
+                                 event_id=str(uuid6.uuid7()))
+            planned = Claim(org, kd, row.submission_id, row.event_id, _minted(row.submission_id), lock)
+            uow.session.add(row)
             try:
                 uow.commit()
-                return Claim(org, kd)
+                return planned
             except IntegrityError:
                 uow.session.rollback()
         with UnitOfWork(self.engine) as uow:
             row = uow.session.get(IdempotencyKey, (org, kd))
             if row is None:  # released in between: try once more
-                return self.begin(org, key, body_digest)
+                return self._claim(org, kd, rd, lock)
             if row.request_digest != rd:
                 raise KeyReused("this idempotency key was used for a different request")
             if row.state == "done":
+                if lock is not None:
+                    lock.close()
                 return Replay(row.submission_id, row.event_id)
-            if now() - _aware(row.updated_at) < self.stale_after:
+            # Pending: with the lock its claimant is gone (take over at once); without locks, after a while.
+            if lock is None and now() - _aware(row.updated_at) < self.stale_after:
                 raise InFlight("the same submission is being processed")
             taken = uow.session.execute(
                 update(IdempotencyKey)
@@ -98,20 +177,35 @@ class Idempotency:
             uow.commit()
             if taken.rowcount != 1:  # type: ignore[attr-defined]
                 raise InFlight("the same submission is being processed")
-            return Claim(org, kd)
+            if not row.submission_id:  # claimed before claims carried their ids
+                return Claim(org, kd, planned.submission_id, planned.event_id, planned.occurred_at, lock)
+            return Claim(org, kd, row.submission_id, row.event_id, _minted(row.submission_id), lock)
 
     def done(self, claim: Claim, submission_id: str, event_id: str) -> None:
-        with UnitOfWork(self.engine) as uow:
-            uow.session.execute(
-                update(IdempotencyKey)
-                .where(IdempotencyKey.org == claim.org, IdempotencyKey.key_digest == claim.key_digest)  # type: ignore[arg-type]
-                .values(state="done", submission_id=submission_id, event_id=event_id, updated_at=now()))
-            uow.commit()
+        """Record the answer. Called once Kafka committed: a database that fails here is logged, not raised.
+
+        The submission is durable; the key stays pending, and a retry takes it
+        over and publishes the same ids again, which are stored once.
+        """
+        try:
+            with UnitOfWork(self.engine) as uow:
+                uow.session.execute(
+                    update(IdempotencyKey)
+                    .where(IdempotencyKey.org == claim.org, IdempotencyKey.key_digest == claim.key_digest)  # type: ignore[arg-type]
+                    .values(state="done", submission_id=submission_id, event_id=event_id, updated_at=now()))
+                uow.commit()
+        except SQLAlchemyError as exc:
+            log.warning("idempotency key of submission %s not marked done: %r", submission_id, exc)
+        finally:
+            self._unlock(claim)
 
     def release(self, claim: Claim) -> None:
-        with UnitOfWork(self.engine) as uow:
-            uow.session.execute(
-                delete(IdempotencyKey)
-                .where(IdempotencyKey.org == claim.org, IdempotencyKey.key_digest == claim.key_digest,  # type: ignore[arg-type]
-                       IdempotencyKey.state == "pending"))  # type: ignore[arg-type]
-            uow.commit()
+        try:
+            with UnitOfWork(self.engine) as uow:
+                uow.session.execute(
+                    delete(IdempotencyKey)
+                    .where(IdempotencyKey.org == claim.org, IdempotencyKey.key_digest == claim.key_digest,  # type: ignore[arg-type]
+                           IdempotencyKey.state == "pending"))  # type: ignore[arg-type]
+                uow.commit()
+        finally:
+            self._unlock(claim)

@@ -28,7 +28,7 @@ from services.contracts.topics import MAX_INGEST_MESSAGE_BYTES
 from services.fhir.validation import InvalidSubmission, Issue, Verdict, check_resource
 from services.ingest import bundle as bundles
 from services.ingest.claims import ClaimRegistry, Refusals
-from services.ingest.idempotency import Idempotency, Replay
+from services.ingest.idempotency import Claim, Idempotency, Replay
 from services.ingest.prepare import (
     TOO_COSTLY,
     Context,
@@ -63,6 +63,17 @@ class Forbidden(errors.Forbidden):
 
     def __init__(self, reasons: list[str]) -> None:
         super().__init__("write denied: " + ", ".join(reasons), reasons=reasons)
+
+
+POLICY_UNAVAILABLE = "policy_engine_unavailable"
+
+
+class PolicyUnavailable(errors.Unavailable):
+    """OPA could not be asked whether this write is allowed: nothing stored, retry later (503, Retry-After)."""
+
+    def __init__(self) -> None:
+        super().__init__("the policy engine is unavailable: nothing was stored, try again shortly",
+                         reasons=[POLICY_UNAVAILABLE])
 
 
 class Refused(InvalidSubmission):
@@ -101,10 +112,16 @@ class Receipt:
 
 def ingest_event(*, caller: Caller | Accessor, submission_id: str, kind: str, counts: dict[str, int],
                  rejected: int, body_digest: str, event_id: str | None = None,
-                 transport: str = "fhir") -> AuditEvent:
-    """The accountable record of one accepted submission (docs/architecture.md §6)."""
+                 transport: str = "fhir", occurred_at: str | None = None) -> AuditEvent:
+    """The accountable record of one accepted submission (docs/architecture.md §6).
+
+    A keyed submission passes its claim's ``event_id`` and ``occurred_at``, so
+    every attempt at it publishes the same event, which the log appends once.
+    """
     accessor = caller if isinstance(caller, Accessor) else caller.accessor()
-    extra = {"event_id": event_id} if event_id else {}
+    extra: dict[str, str] = {"event_id": event_id} if event_id else {}
+    if occurred_at:
+        extra["occurred_at"] = occurred_at
     return AuditEvent(
         kind="ingest", accessor=accessor, purpose="TREAT",
         resources=[ResourceRef(type=t, id=str(n)) for t, n in sorted(counts.items())],
@@ -137,6 +154,10 @@ class Ingestor:
             now=rfc3339(utcnow()),
         ))
         if not decision.allow:
+            if POLICY_UNAVAILABLE in decision.reasons:
+                # Still a refusal (fail closed), but not the hospital's fault: a 403 would make a
+                # standards-following sender give up and the data would never arrive. It must retry.
+                raise PolicyUnavailable()
             raise Forbidden(decision.reasons)
 
     # --- Bundles and single resources ------------------------------------------
@@ -185,7 +206,7 @@ class Ingestor:
         if isinstance(claim, Replay):
             return Receipt(claim.submission_id, claim.event_id, _counts(bundle), len(bundle.entries) - len(bundle.good),
                            replay=True)
-        sid = str(uuid6.uuid7())
+        sid = claim.submission_id if claim is not None else str(uuid6.uuid7())
         resources = [e.resource for e in bundle.good if e.resource is not None]
         try:
             if bundle.kind == "transaction":
@@ -202,7 +223,7 @@ class Ingestor:
             counts = _counts(bundle)
             event = ingest_event(caller=caller, submission_id=sid, kind=bundle.kind, counts=counts,
                                  rejected=len(bundle.entries) - len(bundle.good), body_digest=body_digest,
-                                 transport=transport)
+                                 transport=transport, **_planned(claim))
             self.producer.send_all([*messages, audit_message(event)])
         except MessageTooLarge as exc:  # packing keeps within the limits; a refusal is still permanent
             if claim is not None:
@@ -253,7 +274,7 @@ class Ingestor:
         self.authorise(caller)
         claim = self.idempotency.begin(caller.org, key, body_digest)
         replay = isinstance(claim, Replay)
-        sid = claim.submission_id if isinstance(claim, Replay) else str(uuid6.uuid7())
+        sid = claim.submission_id if claim is not None else str(uuid6.uuid7())
         outcomes: list[Outcome] = []
         event_box: list[AuditEvent] = []
         refusals: Counter[str] = Counter()
@@ -270,7 +291,8 @@ class Ingestor:
             counts = _outcome_counts(outcomes)
             if counts and not replay:
                 event = ingest_event(caller=caller, submission_id=sid, kind="ndjson", counts=counts,
-                                     rejected=sum(1 for o in outcomes if not o.ok), body_digest=body_digest)
+                                     rejected=sum(1 for o in outcomes if not o.ok), body_digest=body_digest,
+                                     **_planned(claim))
                 event_box.append(event)
                 denial = [audit_message(refusal_event(caller=caller, submission_id=sid, refusals=refusals))]
                 yield [audit_message(event), *(denial if refusals else [])]
@@ -300,6 +322,13 @@ class Ingestor:
         if claim is not None:
             self.idempotency.done(claim, sid, event_id)
         return Receipt(sid, event_id, counts, rejected), outcomes
+
+
+def _planned(claim: Claim | Replay | None) -> dict[str, str]:
+    """The event id and time a keyed submission publishes under on every attempt (none without a key)."""
+    if isinstance(claim, Claim) and claim.event_id:
+        return {"event_id": claim.event_id, "occurred_at": claim.occurred_at}
+    return {}
 
 
 def _counts(bundle: bundles.ParsedBundle) -> dict[str, int]:

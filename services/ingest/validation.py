@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -130,7 +133,23 @@ def uninstall_memo() -> None:
     _memo.clear()
 
 
-def _init_worker(memo: bool) -> None:
+PARENT_CHECK_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once the ingest process that made it is gone.
+
+    A worker blocks on its task queue and does not notice its parent's death
+    by itself: after a kill -9 of ingest the workers would run on, orphaned,
+    holding memory that nothing frees (``stack down`` knows only ingest's pid).
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
+
+
+def _init_worker(memo: bool, parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     if memo:
         install_memo()
     import fhir.resources.R4B  # noqa: F401 - load the models once per worker
@@ -159,7 +178,7 @@ class Pool:
         if workers > 0:
             self._executor = ProcessPoolExecutor(
                 max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(memo,))
+                initializer=_init_worker, initargs=(memo, os.getpid()))
 
     def warm_up(self) -> None:
         """Start every worker now (model import takes a second), not on the first request."""

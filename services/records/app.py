@@ -20,6 +20,7 @@ consumers in background threads.
 
 from __future__ import annotations
 
+import threading
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from services.adapters.audit_log import AuditLog
 from services.adapters.auth import Caller
 from services.adapters.documents import DocumentVerifier
-from services.adapters.kafka import ConsumerLoop, Producer
+from services.adapters.kafka import ConsumerLoop, Producer, instance_id
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
@@ -99,7 +100,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     keys = PlatformKeys(settings.state_dir)
     engine = make_engine(settings.store_url)
     vault = Vault(keys.keyring(), keys.blind_index_key(), keys.pseudonym_key())
-    producer = Producer(settings.kafka_bootstrap, "healthgov-records")
+    producer = Producer(settings.kafka_bootstrap, "healthgov-records", instance_id())
     policy = PolicyClient(settings.opa_url)
     outbox = NoticeOutbox(engine)
     gate = Gate(AuditLog(producer), outbox)
@@ -114,9 +115,10 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     consent_handler = ConsentChangeHandler(engine=engine, vault=vault, producer=producer)
     consumers = [
         ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=INGEST_RESOURCES,
-                     group_id=settings.consumer_group, handler=handler),
+                     group_id=settings.consumer_group, handler=handler, instance=instance_id()),
         ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=CONSENT_CHANGES,
-                     group_id=settings.consumer_group + "-consents", handler=consent_handler),
+                     group_id=settings.consumer_group + "-consents", handler=consent_handler,
+                     instance=instance_id()),
     ]
 
     app_keys = build_authenticator(settings, "records")
@@ -127,6 +129,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        threading.Thread(target=producer.fence_predecessors, name="kafka-fence", daemon=True).start()
         for consumer in consumers:
             consumer.start()
         exporter.start()  # resumes the jobs a previous run left running
