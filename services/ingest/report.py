@@ -1,0 +1,260 @@
+"""The PHI-free quality report of one submission (docs/architecture.md §11).
+
+Ingest is the only place that sees a hospital's resources in the clear before
+they are sealed, and the only place that knows why a resource was refused. So
+it counts here, as it validates, what the regulator's quality metrics need,
+and publishes one ``QualityReport`` per submission on ``ingest.quality.v1``
+(inside the submission's Kafka transaction when it was accepted). The report
+holds resource types, counts, issue codes, field names, code-system verdicts
+and lag buckets: nothing that names or describes a patient.
+
+``Tally`` is filled resource by resource (in the validation workers for
+NDJSON, in the request thread for Bundles), merged, and turned into the
+report by ``build_report``, whose one call site is ``Ingestor.report``.
+
+Warnings: today's validation reports errors only; every issue whose severity
+is ``warning`` (``Issue.severity``) is counted as one. When validation returns a
+verdict with structured warnings, ``observe`` is the one hook to feed them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from services.adapters import crypto
+from services.contracts.events import LAG_BUCKETS_H, QualityReport, TypeQuality
+
+# Priority fields per resource type (an operator may override them: ``HEALTHGOV_PRIORITY_FIELDS``).
+# A field is "present" when the element is there and not empty; ``a|b`` accepts either (a choice type).
+DEFAULT_PRIORITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "Patient": ("identifier", "birthDate", "gender", "address"),
+    "Encounter": ("class", "period", "reasonCode|reasonReference", "serviceProvider"),
+    "Condition": ("code", "onsetDateTime|onsetPeriod|onsetAge|onsetString", "clinicalStatus"),
+    "Observation": ("code", "effectiveDateTime|effectivePeriod|effectiveInstant", "value*|component", "status"),
+    "Immunization": ("vaccineCode", "occurrenceDateTime|occurrenceString", "status"),
+    "MedicationRequest": ("medicationCodeableConcept|medicationReference", "authoredOn", "dosageInstruction"),
+    "Procedure": ("code", "performedDateTime|performedPeriod", "status"),
+    "DiagnosticReport": ("code", "effectiveDateTime|effectivePeriod", "issued"),
+}
+
+# Code systems the regulator recognises (SNOMED CT, ICD-10 in its editions, LOINC, RxNorm, ATC, CVX).
+RECOGNISED_SYSTEMS = frozenset({
+    "http://snomed.info/sct",
+    "http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm", "urn:oid:2.16.156.10011.2.3.3.11",
+    "http://loinc.org",
+    "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "http://www.whocc.no/atc",
+    "http://hl7.org/fhir/sid/cvx",
+})
+# HL7's own code systems (statuses, classes, categories) are structure, not clinical coding: not counted.
+_STRUCTURAL_PREFIXES = ("http://terminology.hl7.org/", "http://hl7.org/fhir/", "urn:ietf:bcp:47", "urn:iso:std:")
+_RECOGNISED_SIDS = frozenset(s for s in RECOGNISED_SYSTEMS if s.startswith("http://hl7.org/fhir/sid/"))
+
+# Values that say "unknown" rather than what is known.
+DEFAULT_CODES = frozenset({"UNK", "ASKU", "NI", "NA", "NASK", "unknown", "261665006"})
+DEFAULT_BIRTH_DATES = frozenset({"1900-01-01", "1900-01-01T00:00:00Z"})
+
+# Where each type keeps its clinical time (the first present wins).
+CLINICAL_TIME: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Encounter": (("period", "end"), ("period", "start")),
+    "Observation": (("effectiveDateTime",), ("effectivePeriod", "end"), ("effectiveInstant",), ("issued",)),
+    "Condition": (("recordedDate",), ("onsetDateTime",)),
+    "Procedure": (("performedDateTime",), ("performedPeriod", "end"), ("performedPeriod", "start")),
+    "Immunization": (("occurrenceDateTime",), ("recorded",)),
+    "MedicationRequest": (("authoredOn",),),
+    "DiagnosticReport": (("issued",), ("effectiveDateTime",), ("effectivePeriod", "end")),
+    "Claim": (("created",),),
+    "ExplanationOfBenefit": (("created",),),
+    "DocumentReference": (("date",),),
+    "CarePlan": (("period", "start"),),
+    "AllergyIntolerance": (("recordedDate",),),
+}
+
+_IGNORED_FOR_DUPLICATES = ("id", "meta", "text")
+
+
+def lag_bucket(hours: float) -> str:
+    """The label of the bucket ``hours`` falls in: its upper bound in hours, or ``inf``."""
+    for bound in LAG_BUCKETS_H:
+        if hours <= bound:
+            return f"{bound:g}"
+    return "inf"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """A FHIR date or dateTime as an aware UTC instant (a date alone: its start; no zone: UTC)."""
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    text = value.replace("Z", "+00:00")
+    try:
+        if len(text) == 4:
+            moment = datetime(int(text), 1, 1)
+        elif len(text) == 7:
+            moment = datetime(int(text[:4]), int(text[5:7]), 1)
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def clinical_time(resource: Mapping[str, Any]) -> datetime | None:
+    """The moment the record is about (encounter end, observation time, issue date), when it has one."""
+    for path in CLINICAL_TIME.get(str(resource.get("resourceType")), ()):
+        node: Any = resource
+        for step in path:
+            node = node.get(step) if isinstance(node, Mapping) else None
+        moment = _parse_time(node)
+        if moment is not None:
+            return moment
+    return None
+
+
+def _present(resource: Mapping[str, Any], spec: str) -> bool:
+    """Whether any alternative of ``spec`` is present and not empty (``value*``: any key with that prefix)."""
+    for alt in spec.split("|"):
+        if alt.endswith("*"):
+            prefix = alt[:-1]
+            if any(k.startswith(prefix) and v not in (None, "", [], {}) for k, v in resource.items()):
+                return True
+        elif resource.get(alt) not in (None, "", [], {}):
+            return True
+    return False
+
+
+def _codings(node: Any, out: list[Mapping[str, Any]]) -> None:
+    """Every Coding-shaped object (a ``code`` beside a ``system`` or alone in a ``coding`` list)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "coding" and isinstance(value, list):
+                out.extend(c for c in value if isinstance(c, Mapping))
+            if isinstance(value, Mapping | list):
+                _codings(value, out)
+    elif isinstance(node, list):
+        for item in node:
+            _codings(item, out)
+
+
+def _clinical(system: Any) -> bool:
+    """A coding a regulator grades: anything but HL7's own structural code systems."""
+    if not isinstance(system, str):
+        return True  # a code without a system is clinical coding done badly
+    return system in _RECOGNISED_SIDS or not system.startswith(_STRUCTURAL_PREFIXES)
+
+
+def _is_default(resource: Mapping[str, Any], codings: Iterable[Mapping[str, Any]]) -> bool:
+    if resource.get("gender") == "unknown" or resource.get("birthDate") in DEFAULT_BIRTH_DATES:
+        return True
+    if any(c.get("code") in DEFAULT_CODES for c in codings):
+        return True
+    return "dataAbsentReason" in resource
+
+
+@dataclass
+class _Type:
+    count: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    warnings: int = 0
+    fields: Counter[str] = field(default_factory=Counter)
+    fields_expected: int = 0
+    codings: int = 0
+    recognised: int = 0
+    defaults: int = 0
+    duplicates: int = 0
+    lag: Counter[str] = field(default_factory=Counter)
+    lag_unknown: int = 0
+
+
+@dataclass
+class Tally:
+    """Counts of one submission so far, by resource type (picklable, so workers return theirs)."""
+
+    types: dict[str, _Type] = field(default_factory=dict)
+    digests: set[tuple[str, str]] = field(default_factory=set)  # (type, content digest) seen so far
+
+    def _of(self, rtype: str | None) -> _Type:
+        key = rtype if isinstance(rtype, str) and rtype.isidentifier() else "unknown"
+        found = self.types.get(key)
+        if found is None:
+            found = self.types[key] = _Type()
+        return found
+
+    def rejected(self, rtype: str | None, codes: Sequence[str]) -> None:
+        """One refused resource (or unreadable line) and its OperationOutcome issue codes."""
+        t = self._of(rtype)
+        t.count += 1
+        t.rejected += 1
+        t.reasons.update(set(codes) or {"invalid"})
+
+    def observe(self, resource: Mapping[str, Any], *, warnings: int = 0, received: datetime | None = None,
+                priority: Mapping[str, Sequence[str]] = DEFAULT_PRIORITY_FIELDS) -> None:
+        """One accepted resource: completeness, coding, defaults, duplicates, lag.
+
+        ``warnings``: the issues of severity ``warning`` validation returned for
+        it (the hook for a structured validation verdict).
+        """
+        rtype = str(resource.get("resourceType"))
+        t = self._of(rtype)
+        t.count += 1
+        t.accepted += 1
+        t.warnings += warnings
+        wanted = priority.get(rtype, ())
+        t.fields_expected += len(wanted)
+        for spec in wanted:
+            if _present(resource, spec):
+                t.fields[spec] += 1
+        found: list[Mapping[str, Any]] = []
+        _codings(resource, found)
+        clinical = [c for c in found if _clinical(c.get("system"))]
+        t.codings += len(clinical)
+        t.recognised += sum(1 for c in clinical if c.get("system") in RECOGNISED_SYSTEMS)
+        if _is_default(resource, found):
+            t.defaults += 1
+        content = {k: v for k, v in resource.items() if k not in _IGNORED_FOR_DUPLICATES}
+        digest = (rtype, crypto.sha256_hex(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)))
+        if digest in self.digests:
+            t.duplicates += 1
+        else:
+            self.digests.add(digest)
+        moment = clinical_time(resource)
+        if moment is None:
+            t.lag_unknown += 1
+        else:
+            hours = max(0.0, ((received or datetime.now(UTC)) - moment).total_seconds() / 3600)
+            t.lag[lag_bucket(hours)] += 1
+
+    def merge(self, other: Tally) -> None:
+        """Add another part's counts (a worker's chunk); duplicates across parts are found too."""
+        for key, o in other.types.items():
+            t = self._of(key)
+            for name in ("count", "accepted", "rejected", "warnings", "fields_expected", "codings", "recognised",
+                         "defaults", "duplicates", "lag_unknown"):
+                setattr(t, name, getattr(t, name) + getattr(o, name))
+            t.reasons.update(o.reasons)
+            t.fields.update(o.fields)
+            t.lag.update(o.lag)
+        # a resource repeated in two chunks is a duplicate too, found when the second chunk joins
+        for rtype, _ in self.digests & other.digests:
+            self._of(rtype).duplicates += 1
+        self.digests |= other.digests
+
+
+def build_report(*, hospital: str, submission_id: str, transport: str, accepted: bool,
+                 tally: Tally) -> QualityReport:
+    """The report of one submission, from its tally."""
+    return QualityReport(
+        hospital=hospital, submission_id=submission_id, transport=transport,
+        outcome="accepted" if accepted else "refused",
+        types={k: TypeQuality(count=t.count, accepted=t.accepted, rejected=t.rejected, reasons=dict(t.reasons),
+                              warnings=t.warnings, fields=dict(t.fields), fields_expected=t.fields_expected,
+                              codings=t.codings, recognised=t.recognised, defaults=t.defaults,
+                              duplicates=t.duplicates, lag=dict(t.lag), lag_unknown=t.lag_unknown)
+               for k, t in sorted(tally.types.items())})
