@@ -21,7 +21,7 @@ QUALITY_REPORT_SCHEMA = "healthgov.quality.report.v1"
 
 AuditKind = Literal[
     "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship",
+    "care_relationship", "break_glass_review",
 ]
 
 

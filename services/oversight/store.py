@@ -85,6 +85,7 @@ event = Table(
     Column("patient", String, nullable=True),
     Column("allowed", Boolean, nullable=True),
     Column("resources", Integer, nullable=False),
+    Column("record", String, nullable=True),  # the first resource named ("Type/id"): repeated reads
     Column("body", Text, nullable=False),  # the event's canonical JSON, as the log holds it
     Index("oversight_event_time", "occurred_at", "event_id"),
     Index("oversight_event_org_time", "accessor_org", "occurred_at"),

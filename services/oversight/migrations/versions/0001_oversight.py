@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("patient", sa.String(), nullable=True),
         sa.Column("allowed", sa.Boolean(), nullable=True),
         sa.Column("resources", sa.Integer(), nullable=False),
+        sa.Column("record", sa.String(), nullable=True),
         sa.Column("body", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("event_id")
     )
