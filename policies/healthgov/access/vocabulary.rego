@@ -15,7 +15,10 @@ known_purposes := {
 	"HMARKT", # marketing
 }
 
-known_actions := {"read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer"}
+known_actions := {
+	"read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer",
+	"oversight_review",
+}
 
 # The purposes each kind of organisation may claim. A caller cannot borrow a
 # purpose that belongs to another kind of organisation (an insurer asking for
