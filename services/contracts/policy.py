@@ -14,7 +14,8 @@ DECISION_PATH = "healthgov/access/decision"
 # The same decision for each of ``input.resources`` at once (one evaluation for a whole record).
 DECISIONS_PATH = "healthgov/access/decisions"
 
-Action = Literal["read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer", "oversight_review"]
+Action = Literal["read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer",
+                 "oversight_review"]
 PURPOSES = ("PATRQT", "TREAT", "ETREAT", "PUBHLTH", "HLEGAL", "HCOMPL", "HRESCH", "HPAYMT", "HMARKT")
 
 

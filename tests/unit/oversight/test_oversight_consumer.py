@@ -76,7 +76,7 @@ def test_a_burst_of_reads_raises_flags_once_and_break_glass_opens_a_review(engin
     handler = AuditHandler(engine, Sink(), thresholds=Thresholds(), review_days=7)
     burst = [read(i, NIGHT + timedelta(seconds=i)) for i in range(12)]
     handler(burst[:6])
-    handler(burst[6:] + [read(99, NIGHT, kind="break_glass", who="dr-wu")])
+    handler([*burst[6:], read(99, NIGHT, kind="break_glass", who="dr-wu")])
     handler(burst)  # redelivered: nothing counts twice
     with engine.connect() as conn:
         flags = {r.rule: r for r in conn.execute(select(store.flag)).all()}
