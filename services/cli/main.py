@@ -50,7 +50,7 @@ def _register_subapps() -> None:
 def stack_up(
     foreground: Annotated[bool, typer.Option(help="Stay in the foreground until Ctrl-C.")] = False,
 ) -> None:
-    """Start Kafka, OPA and the four services; wait until every health check passes."""
+    """Start Kafka, OPA and the services; wait until every health check passes."""
     stack = Stack()
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console) as progress:

@@ -87,7 +87,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     engine = make_engine(settings.store_url)
     ctx = Context(records_public_key=keys.records_hpke_public(), pseudonym_key=keys.pseudonym_key(),
                   labels_file=str(settings.labels_file), message_resources=settings.message_resources,
-                  strong_systems=frozenset(settings.strong_identifier_systems))
+                  strong_systems=frozenset(settings.strong_identifier_systems),
+                  priority=dict(settings.priority_fields))
     producer = Producer(settings.kafka_bootstrap, "healthgov-ingest")
     pool = Pool(settings.validation_workers, settings.validation_memo)
     ingestor = Ingestor(ctx=ctx, producer=producer, policy=PolicyClient(settings.opa_url), pool=pool,

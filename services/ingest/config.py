@@ -7,6 +7,7 @@ from pathlib import Path
 
 from services.adapters.config import PlatformSettings
 from services.ingest.labels import DEFAULT_TABLE
+from services.ingest.report import DEFAULT_PRIORITY_FIELDS
 
 
 class IngestSettings(PlatformSettings):
@@ -43,6 +44,8 @@ class IngestSettings(PlatformSettings):
     mllp_key: Path | None = None
     mllp_client_ca: Path | None = None
     ingest_database_url: str | None = None
+    # The fields whose presence the quality report counts, per resource type (JSON: {"Patient": ["gender"]}).
+    priority_fields: dict[str, tuple[str, ...]] = dict(DEFAULT_PRIORITY_FIELDS)
 
     @property
     def store_url(self) -> str:

@@ -311,7 +311,7 @@ def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: i
         n = first_line + i
         if refused and n in refused:
             prepared.outcomes.append(Outcome(index=n, issues=[refused[n]]))
-            prepared.tally.rejected(None, [refused[n][2]])
+            prepared.tally.rejected(None, [(refused[n][2], None)])
             continue
         doc, outcome = check_line(raw, n, hospital)
         prepared.outcomes.append(outcome)
@@ -319,7 +319,7 @@ def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: i
             accepted.append((n, doc))
             prepared.tally.observe(doc, priority=ctx.priority)
         else:
-            prepared.tally.rejected(outcome.rtype, [i[2] for i in outcome.issues])
+            prepared.tally.rejected(outcome.rtype, [(i[2], i[1]) for i in outcome.issues])
     prepared.claims = claims_of(ctx, accepted)
     prepared.resources = len(accepted)
     prepared.messages = seal_grouped(ctx, submission_id=f"{submission_id}.{first_line}", hospital=hospital,

@@ -19,6 +19,7 @@ verdict with structured warnings, ``observe`` is the one hook to feed them.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,21 @@ CLINICAL_TIME: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 _IGNORED_FOR_DUPLICATES = ("id", "meta", "text")
+
+
+_ENTRY = re.compile(r"^(Bundle\.entry\[\d+\]\.resource|line \d+|Resource)\.?")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def reason(code: str, expression: str | None, rtype: str | None) -> str:
+    """``code element``: the element path without entry or line numbers and array indexes."""
+    if not expression:
+        return code
+    path = _INDEX.sub("", _ENTRY.sub("", expression))
+    kind = rtype if isinstance(rtype, str) and rtype.isidentifier() else ""
+    if kind and not path.startswith(kind):
+        path = f"{kind}.{path}" if path else kind
+    return f"{code} {path[:120]}" if path else code
 
 
 def lag_bucket(hours: float) -> str:
@@ -187,12 +203,16 @@ class Tally:
             found = self.types[key] = _Type()
         return found
 
-    def rejected(self, rtype: str | None, codes: Sequence[str]) -> None:
-        """One refused resource (or unreadable line) and its OperationOutcome issue codes."""
+    def rejected(self, rtype: str | None, issues: Sequence[tuple[str, str | None]]) -> None:
+        """One refused resource (or unreadable line) and its OperationOutcome issues (code, expression).
+
+        A reason is the issue code and the element it is about (``invalid Observation.status``), never
+        a value: what an integration engineer needs to fix, and nothing about a patient.
+        """
         t = self._of(rtype)
         t.count += 1
         t.rejected += 1
-        t.reasons.update(set(codes) or {"invalid"})
+        t.reasons.update({reason(code, where, rtype) for code, where in issues} or {"invalid"})
 
     def observe(self, resource: Mapping[str, Any], *, warnings: int = 0, received: datetime | None = None,
                 priority: Mapping[str, Sequence[str]] = DEFAULT_PRIORITY_FIELDS) -> None:

@@ -231,7 +231,7 @@ class Ingestor:
             tally = Tally()
             for e in good:
                 tally.rejected(str((e.resource or {}).get("resourceType")),
-                               ["forbidden"] if e.index in refused.reasons else [WITH_TRANSACTION])
+                               [("forbidden", None) if e.index in refused.reasons else (WITH_TRANSACTION, None)])
             self.report_refused(caller.org, str(uuid6.uuid7()), tally)
             raise self._refused(caller, str(uuid6.uuid7()), refused,
                                 [refused.issue(i, where[i]) for i in sorted(refused.reasons)])
@@ -324,10 +324,10 @@ class Ingestor:
         tally = Tally()
         for e in bundle.entries:
             if e.issues:
-                tally.rejected((e.resource or {}).get("resourceType"), [i.code for i in e.issues])
+                tally.rejected((e.resource or {}).get("resourceType"), [(i.code, i.expression) for i in e.issues])
             elif e.resource is not None:
                 if refused:  # a transaction refused whole: nothing of it is stored
-                    tally.rejected(e.resource.get("resourceType"), [WITH_TRANSACTION])
+                    tally.rejected(e.resource.get("resourceType"), [(WITH_TRANSACTION, None)])
                 else:
                     tally.observe(e.resource, priority=self.ctx.priority)
         return tally

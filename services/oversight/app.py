@@ -53,6 +53,21 @@ def _instant(value: str | None, name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def regulator(request: Request, caller: CallerDep) -> Caller:
+    """Who may read the whole audit trail may read what is made of it (OPA ``audit_read``, no patient)."""
+    policy: PolicyClient = request.app.state.policy
+    decision = policy.decide(PolicyInput(
+        subject=caller.subject(), action="audit_read", purpose=purpose_of_use(caller, default="HCOMPL"),
+        resource=PolicyResource(patient=None, type="AuditEvent"), now=rfc3339(datetime.now(UTC))))
+    if not decision.allow:
+        raise errors.Forbidden("oversight is the regulator's: " + ", ".join(decision.reasons),
+                               reasons=decision.reasons)
+    return caller
+
+
+Regulator = Annotated[Caller, Depends(regulator)]
+
+
 class ReviewBody(BaseModel):
     verdict: Verdict
     note: str = Field(default="", max_length=MAX_NOTE)
@@ -89,19 +104,9 @@ def create_app(settings: OversightSettings | None = None) -> FastAPI:
     app = FastAPI(title="healthgov oversight", version="1.0", lifespan=lifespan)
     app.state.authenticator = build_authenticator(settings, "oversight")
     app.state.audit_log = AuditLog(producer)
+    app.state.policy = policy
     install_error_handlers(app, fhir=False)
 
-    def regulator(caller: CallerDep) -> Caller:
-        """Who may read the whole audit trail may read what is made of it (OPA ``audit_read``, no patient)."""
-        decision = policy.decide(PolicyInput(
-            subject=caller.subject(), action="audit_read", purpose=purpose_of_use(caller, default="HCOMPL"),
-            resource=PolicyResource(patient=None, type="AuditEvent"), now=rfc3339(datetime.now(UTC))))
-        if not decision.allow:
-            raise errors.Forbidden("oversight is the regulator's: " + ", ".join(decision.reasons),
-                                   reasons=decision.reasons)
-        return caller
-
-    Regulator = Annotated[Caller, Depends(regulator)]
 
     def period(since: str | None, until: str | None) -> Period:
         start, end = _instant(since, "since"), _instant(until, "until")

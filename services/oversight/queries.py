@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select
+from sqlalchemy import BigInteger, and_, cast, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -64,7 +64,8 @@ class Period:
 
 
 def _sum(*names: str) -> list[Any]:
-    return [func.coalesce(func.sum(getattr(store.quality.c, n)), 0).label(n) for n in names]
+    """Sums as integers (PostgreSQL sums a bigint as numeric, which Python reads as Decimal)."""
+    return [cast(func.coalesce(func.sum(getattr(store.quality.c, n)), 0), BigInteger).label(n) for n in names]
 
 
 def hospitals_table(engine: Engine, hospitals: dict[str, Hospital], period: Period,

@@ -38,22 +38,25 @@ class Reviews:
     log: AuditLog
 
     def judge(self, caller: Caller, event_id: str, verdict: Verdict, note: str, now: datetime) -> dict[str, Any]:
-        """Record the verdict on one break-glass access; 404 if there is none, 409 if it was judged already."""
+        """Record the verdict on one break-glass access; 403 for who may not judge, 404 if there is no such
+        access, 409 if it was judged already."""
         row = review_row(self.engine, event_id)
-        if row is None:
-            raise errors.NotFound("no break-glass access with that event id")
+        # the policy first: who may not judge learns nothing, not even whether there is such an access
         decision = self.policy.decide(PolicyInput(
             subject=caller.subject(), action="oversight_review",
             purpose=purpose_of_use(caller, default="HCOMPL"),
-            resource=PolicyResource(patient=row.patient, type="AuditEvent", hospital=row.hospital),
+            resource=PolicyResource(patient=row.patient if row else None, type="AuditEvent",
+                                    hospital=row.hospital if row else None),
             now=rfc3339(now)))
         audit_decision = AuditDecision(allow=decision.allow, reasons=decision.reasons,
                                        policy_version=decision.policy_version)
         if not decision.allow:
             self.log.publish(AuditEvent(kind="denial", accessor=caller.accessor(), purpose="HCOMPL",
-                                        patient=row.patient, decision=audit_decision,
+                                        patient=row.patient if row else None, decision=audit_decision,
                                         details={"action": "oversight_review", "reviewed_event": event_id}))
             raise errors.Forbidden("review denied: " + ", ".join(decision.reasons), reasons=decision.reasons)
+        if row is None:
+            raise errors.NotFound("no break-glass access with that event id")
         if row.state != "open":
             raise errors.Conflict("this break-glass access was already reviewed")
         event = AuditEvent(kind="break_glass_review", accessor=caller.accessor(), purpose="HCOMPL",

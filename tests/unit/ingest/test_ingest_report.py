@@ -64,15 +64,16 @@ def test_defaults_and_duplicates() -> None:
 
 def test_rejections_count_their_issue_codes_and_merge_adds_up() -> None:
     one, two = Tally(), Tally()
-    one.rejected("Observation", ["required", "value"])
-    two.rejected(None, ["structure"])
-    two.rejected("Observation", ["required"])
+    one.rejected("Observation", [("required", "Bundle.entry[3].resource.status"), ("value", None)])
+    two.rejected(None, [("structure", "line 4")])
+    two.rejected("Observation", [("required", "Observation.status"), ("invalid", "line 9.component[2].code")])
     one.observe(patient(), received=ARRIVED)
     two.observe(patient(id="other"), received=ARRIVED)  # the same content in another chunk
     one.merge(two)
     report = build_report(hospital="h", submission_id="s", transport="ndjson", accepted=True, tally=one)
     assert report.types["Observation"].rejected == 2
-    assert report.types["Observation"].reasons == {"required": 2, "value": 1}
+    assert report.types["Observation"].reasons == {"required Observation.status": 2, "value": 1,
+                                                   "invalid Observation.component.code": 1}
     assert report.types["unknown"].reasons == {"structure": 1}
     assert report.types["Patient"].duplicates == 1
 
