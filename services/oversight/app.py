@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -38,8 +38,11 @@ from services.oversight.store import make_engine
 
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PerPage = Annotated[int, Query(ge=1, le=MAX_PAGE)]
-Day = Annotated[str | None, Query(description="RFC 3339 instant or YYYY-MM-DD", max_length=40)]
-Name = Annotated[str | None, Query(max_length=200)]
+# No control characters (PostgreSQL refuses a NUL in text): refused at the door as a 400.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Day = Annotated[str | None, Query(description="RFC 3339 instant or YYYY-MM-DD", max_length=40, pattern=PRINTABLE)]
+Name = Annotated[str | None, Query(max_length=200, pattern=PRINTABLE)]
+EventId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9\-]+$")]
 ReviewState = Literal["open", "overdue", "justified", "not_justified", "all"]
 
 
@@ -70,7 +73,7 @@ Regulator = Annotated[Caller, Depends(regulator)]
 
 class ReviewBody(BaseModel):
     verdict: Verdict
-    note: str = Field(default="", max_length=MAX_NOTE)
+    note: str = Field(default="", max_length=MAX_NOTE, pattern=r"^[^\x00]*$")
 
 
 def create_app(settings: OversightSettings | None = None) -> FastAPI:
@@ -168,15 +171,14 @@ def create_app(settings: OversightSettings | None = None) -> FastAPI:
                                   per_page=per_page)}
 
     @app.post("/reviews/{event_id}")
-    async def judge(event_id: str, body: ReviewBody, caller: CallerDep) -> dict[str, Any]:
+    async def judge(event_id: EventId, body: ReviewBody, caller: CallerDep) -> dict[str, Any]:
         """Judge one break-glass access (OPA ``oversight_review``); the verdict is an audit event."""
-        if len(event_id) > 64:
-            raise errors.NotFound("no break-glass access with that event id")
         return await run_in_threadpool(reviews.judge, caller, event_id, body.verdict, body.note, datetime.now(UTC))
 
     @app.get("/audit/events", response_model=None)
     def audit_events(request: Request, _caller: Regulator, hospital: Name = None, accessor: Name = None,
-                     patient: Annotated[str | None, Query(description="the patient pseudonym", max_length=200)] = None,
+                     patient: Annotated[str | None, Query(description="the patient pseudonym", max_length=200,
+                                                          pattern=PRINTABLE)] = None,
                      purpose: Name = None, kind: Name = None, since: Day = None, until: Day = None,
                      page: Page = 1, per_page: PerPage = 100,
                      format: Literal["json", "csv"] = "json") -> Response | dict[str, Any]:
