@@ -19,6 +19,7 @@ verdict with structured warnings, ``observe`` is the one hook to feed them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +29,6 @@ from typing import Any
 
 import orjson
 
-from services.adapters import crypto
 from services.contracts.events import LAG_BUCKETS_H, QualityReport, TypeQuality
 
 # Priority fields per resource type (an operator may override them: ``HEALTHGOV_PRIORITY_FIELDS``).
@@ -59,6 +59,7 @@ _RECOGNISED_SIDS = frozenset(s for s in RECOGNISED_SYSTEMS if s.startswith("http
 
 # Values that say "unknown" rather than what is known.
 DEFAULT_CODES = frozenset({"UNK", "ASKU", "NI", "NA", "NASK", "unknown", "261665006"})
+_DEFAULT_CODES = frozenset(c.encode() for c in DEFAULT_CODES)
 DEFAULT_BIRTH_DATES = frozenset({"1900-01-01", "1900-01-01T00:00:00Z"})
 
 # Where each type keeps its clinical time (the first present wins).
@@ -144,30 +145,34 @@ def _present(resource: Mapping[str, Any], spec: str) -> bool:
     return False
 
 
-def _codings(node: Any, out: list[Mapping[str, Any]]) -> None:
-    """Every Coding-shaped object (a ``code`` beside a ``system`` or alone in a ``coding`` list)."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            if key == "coding" and isinstance(value, list):
-                out.extend(c for c in value if isinstance(c, Mapping))
-            if isinstance(value, Mapping | list):
-                _codings(value, out)
-    elif isinstance(node, list):
-        for item in node:
-            _codings(item, out)
+# Codings found in the resource's JSON, not by walking it in Python (the walk cost more than validation's
+# memoised share): every ``"coding":[...]`` list, its systems and its codes. Codings are flat objects, so a
+# list ends at the first ``]``; a coding without a system counts as one in no recognised system.
+_CODING_LIST = re.compile(rb'"coding":\[([^\]]*)\]')
+_SYSTEM = re.compile(rb'"system":"([^"]*)"')
+_CODE = re.compile(rb'"code":"([^"]*)"')
 
 
-def _clinical(system: Any) -> bool:
+def codings_of(raw: bytes) -> tuple[list[bytes], list[bytes], int]:
+    """(systems, codes, codings without a system) of every Coding in a resource's compact JSON."""
+    systems: list[bytes] = []
+    codes: list[bytes] = []
+    for m in _CODING_LIST.finditer(raw):
+        seg = m.group(1)
+        systems += _SYSTEM.findall(seg)
+        codes += _CODE.findall(seg)
+    return systems, codes, max(0, len(codes) - len(systems))
+
+
+def _clinical(system: str) -> bool:
     """A coding a regulator grades: anything but HL7's own structural code systems."""
-    if not isinstance(system, str):
-        return True  # a code without a system is clinical coding done badly
     return system in _RECOGNISED_SIDS or not system.startswith(_STRUCTURAL_PREFIXES)
 
 
-def _is_default(resource: Mapping[str, Any], codings: Iterable[Mapping[str, Any]]) -> bool:
+def _is_default(resource: Mapping[str, Any], codes: Iterable[bytes]) -> bool:
     if resource.get("gender") == "unknown" or resource.get("birthDate") in DEFAULT_BIRTH_DATES:
         return True
-    if any(c.get("code") in DEFAULT_CODES for c in codings):
+    if any(c in _DEFAULT_CODES for c in codes):
         return True
     return "dataAbsentReason" in resource
 
@@ -231,15 +236,16 @@ class Tally:
         for spec in wanted:
             if _present(resource, spec):
                 t.fields[spec] += 1
-        found: list[Mapping[str, Any]] = []
-        _codings(resource, found)
-        clinical = [c for c in found if _clinical(c.get("system"))]
-        t.codings += len(clinical)
-        t.recognised += sum(1 for c in clinical if c.get("system") in RECOGNISED_SYSTEMS)
-        if _is_default(resource, found):
+        # One serialisation serves the codings and the duplicate check (keys in the order sent: the same
+        # system sends the same record the same way).
+        raw = orjson.dumps({k: v for k, v in resource.items() if k not in _IGNORED_FOR_DUPLICATES})
+        systems, codes, unsystematic = codings_of(raw)
+        clinical = [x for x in (s.decode(errors="replace") for s in systems) if _clinical(x)]
+        t.codings += len(clinical) + unsystematic
+        t.recognised += sum(1 for x in clinical if x in RECOGNISED_SYSTEMS)
+        if _is_default(resource, codes):
             t.defaults += 1
-        content = {k: v for k, v in resource.items() if k not in _IGNORED_FOR_DUPLICATES}
-        digest = (rtype, crypto.sha256_hex(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)))
+        digest = (rtype, hashlib.sha256(raw).hexdigest())
         if digest in self.digests:
             t.duplicates += 1
         else:
