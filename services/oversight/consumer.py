@@ -37,6 +37,7 @@ from services.oversight.store import ACCESS_COUNTERS, QUALITY_COUNTERS
 log = logging.getLogger(__name__)
 ACCESS_KINDS = frozenset({"disclosure", "denial", "break_glass"})
 REVIEW_KIND = "break_glass_review"
+VERDICTS = ("justified", "not_justified")
 RECENT_EVENTS = 5_000  # at most this many of one accessor's last day are judged per batch
 BASELINE_DAYS = 14
 PEER_DAYS = 30
@@ -221,7 +222,8 @@ class AuditHandler(_Handler):
         insert_new(conn, store.care, ("org", "patient"), care)
         insert_new(conn, store.review, ("event_id",), reviews)
         for e, t, _ in fresh:  # a review is itself an event: the log is what the queue shows
-            if e.kind == REVIEW_KIND and e.details.get("reviewed_event"):
+            if (e.kind == REVIEW_KIND and isinstance(e.details.get("reviewed_event"), str)
+                    and e.details.get("verdict") in VERDICTS):
                 conn.execute(store.review.update().where(store.review.c.event_id == e.details["reviewed_event"])
                              .values(state=e.details.get("verdict"), note=e.details.get("note"),
                                      reviewer=f"{e.accessor.org}/{e.accessor.id}", reviewed_at=t,

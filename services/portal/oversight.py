@@ -16,6 +16,7 @@ environment without a catalogue gets null translations.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -42,6 +43,7 @@ PURPOSES = ("TREAT", "ETREAT", "PUBHLTH", "HLEGAL", "HCOMPL", "HRESCH", "HPAYMT"
 KINDS = ("disclosure", "denial", "break_glass", "break_glass_review", "consent", "erasure", "ingest", "referral",
          "care_relationship", "key_rotation")
 CSP = "default-src 'self'; style-src 'unsafe-inline'"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-_.]{0,63}$")  # an organisation or event id, never a path
 
 
 def _i18n(templates: Jinja2Templates) -> None:
@@ -148,6 +150,9 @@ def install(app: FastAPI, *, settings: PortalSettings, accounts: Accounts, clien
 
     @app.get("/oversight/hospitals/{hospital}", response_model=None)
     def hospital(hospital: str, request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        if not _ID.match(hospital) or ".." in hospital:
+            return Response("no such hospital", status_code=404)
+
         def load(who: Principal) -> dict[str, Any]:
             data = api.get(who, f"/hospitals/{hospital}")
             flags = api.get(who, "/anomalies", hospital=hospital, per_page=20)
@@ -193,6 +198,8 @@ def install(app: FastAPI, *, settings: PortalSettings, accounts: Accounts, clien
         supplied = request.headers.get(HEADER) or form.get(FIELD)
         if not tokens.matches(tokens.for_session(sid), supplied if isinstance(supplied, str) else None):
             return Response("cross-site request refused", status_code=403)
+        if not _ID.match(event_id):
+            return Response("no such break-glass access", status_code=404)
         verdict, note = form.get("verdict"), form.get("note") or ""
         if verdict not in ("justified", "not_justified") or not isinstance(note, str):
             return RedirectResponse("/oversight/reviews", status_code=303)

@@ -88,3 +88,23 @@ def test_a_burst_of_reads_raises_flags_once_and_break_glass_opens_a_review(engin
     assert (review.accessor_id, review.state, review.reason) == ("dr-wu", "open", "unconscious")
     assert review.due_at.replace(tzinfo=UTC) == NIGHT + timedelta(days=7)
     assert handler.flags_raised == 2
+
+
+def test_a_review_event_judges_its_break_glass_once_and_a_malformed_one_changes_nothing(engine: Engine) -> None:
+    handler = AuditHandler(engine, Sink(), thresholds=Thresholds(), review_days=7)
+    broke = read(1, NIGHT, kind="break_glass", who="dr-wu")
+    handler([broke])
+    reviewed = "00000000-0000-7000-8000-000000000001"
+
+    def review(i: int, details: dict[str, object]) -> Rec:
+        return Rec(AuditEvent(event_id=f"00000000-0000-7000-9000-{i:012d}", kind="break_glass_review",
+                              accessor=Accessor(id="insp", org="gz-nhc", org_type="regulator", role="regulator"),
+                              details=details).canonical())
+
+    handler([review(1, {"reviewed_event": reviewed})])  # no verdict: ignored, not a poison batch
+    with engine.connect() as conn:
+        assert conn.execute(select(store.review.c.state)).scalar() == "open"
+    handler([review(2, {"reviewed_event": reviewed, "verdict": "not_justified", "note": "no emergency"})])
+    with engine.connect() as conn:
+        row = conn.execute(select(store.review)).one()
+    assert (row.state, row.note, row.reviewer) == ("not_justified", "no emergency", "gz-nhc/insp")
