@@ -230,33 +230,42 @@ class AuditHandler(_Handler):
                                      review_event_id=e.event_id))
 
     def _judge(self, conn: Connection, accesses: list[tuple[AuditEvent, datetime]]) -> list[Flag]:
-        """The rules over the recent events of every accessor this batch touched."""
+        """The rules over the recent events of every accessor this batch touched (three queries a batch)."""
         if not accesses:
             return []
         newest: dict[tuple[str, str], datetime] = {}
         for e, t in accesses:
             key = (e.accessor.org, e.accessor.id)
             newest[key] = max(newest.get(key, t), t)
+        keys = list(newest)
+        since = min(newest.values()) - timedelta(days=1)
+        e_, a_, c_ = store.event.c, store.access.c, store.care.c
+        recent: dict[tuple[str, str], list[Access]] = defaultdict(list)
+        for r in conn.execute(
+                select(e_.accessor_org, e_.accessor_id, e_.event_id, e_.occurred_at, e_.kind, e_.patient, e_.record)
+                .where(tuple_(e_.accessor_org, e_.accessor_id).in_(keys), e_.kind.in_(ACCESS_KINDS),
+                       e_.occurred_at > since)).all():
+            key = (r.accessor_org, r.accessor_id)
+            at = aware(r.occurred_at)
+            if newest[key] - timedelta(days=1) < at <= newest[key]:
+                recent[key].append(Access(r.event_id, at, r.kind, key[0], key[1], r.patient, r.record))
+        baseline: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for r in conn.execute(select(a_.org, a_.accessor_id, a_.hour, a_.reads).where(
+                tuple_(a_.org, a_.accessor_id).in_(keys), a_.reads > 0,
+                a_.hour >= since.replace(minute=0, second=0, microsecond=0) - timedelta(days=BASELINE_DAYS))).all():
+            key = (r.org, r.accessor_id)
+            hour = newest[key].replace(minute=0, second=0, microsecond=0)
+            if hour - timedelta(days=BASELINE_DAYS) <= aware(r.hour) < hour:
+                baseline[key].append(int(r.reads))
+        patients = {a.patient for events in recent.values() for a in events if a.patient}
+        care: set[tuple[str, str]] = set()
+        if patients:
+            care = {(r.org, r.patient) for r in conn.execute(select(c_.org, c_.patient).where(
+                c_.org.in_({k[0] for k in keys}), c_.patient.in_(patients))).all()}
         flags: list[Flag] = []
-        t = self.thresholds
-        e_ = store.event.c
-        for (org, who), last in newest.items():
-            rows = conn.execute(
-                select(e_.event_id, e_.occurred_at, e_.kind, e_.patient, e_.record)
-                .where(e_.accessor_id == who, e_.accessor_org == org, e_.kind.in_(ACCESS_KINDS),
-                       e_.occurred_at > last - timedelta(days=1), e_.occurred_at <= last)
-                .order_by(e_.occurred_at.desc()).limit(RECENT_EVENTS)).all()
-            recent = [Access(r.event_id, aware(r.occurred_at), r.kind, org, who, r.patient, r.record)
-                      for r in rows]
-            hour = last.replace(minute=0, second=0, microsecond=0)
-            a_ = store.access.c
-            baseline = [int(n) for n in conn.execute(
-                select(a_.reads).where(a_.org == org, a_.accessor_id == who, a_.reads > 0, a_.hour < hour,
-                                       a_.hour >= hour - timedelta(days=BASELINE_DAYS))).scalars()]
-            patients = {a.patient for a in recent if a.patient}
-            care = {(org, p) for p in conn.execute(select(store.care.c.patient).where(
-                store.care.c.org == org, store.care.c.patient.in_(patients))).scalars()} if patients else set()
-            flags.extend(accessor_rules(recent, baseline, care, t))
+        for key in keys:
+            events = sorted(recent.get(key, []), key=lambda a: a.at)[-RECENT_EVENTS:]
+            flags.extend(accessor_rules(events, baseline.get(key, []), care, self.thresholds))
         if any(e.kind == "break_glass" for e, _ in accesses):
             flags.extend(self._peers(conn, max(newest.values())))
         return flags
