@@ -3,8 +3,10 @@
 Each batch is one database transaction, committed before the loop commits
 the offsets (``ConsumerLoop``); redelivery after a crash is harmless because
 a report or an event already stored (its id is the primary key) is skipped,
-so counters never count twice. A message that can never be read goes to the
-dead-letter topic with the reason, and the consumer moves on.
+so counters never count twice. A quality report that can never be read goes to
+the dead-letter topic with the reason; an unreadable audit event is skipped (the
+audit service, the topic's owner, dead-letters it already). Either way the
+consumer moves on.
 
 After each batch of audit events the access rules (``rules.py``) run for the
 accessors the batch touched, over their own recent events, and store what
@@ -162,10 +164,10 @@ class AuditHandler(_Handler):
         self.thresholds = thresholds
         self.review_days = review_days
         self.flags_raised = 0
+        self.skipped = 0  # unreadable events: the audit service, their owner, dead-letters them
 
     def __call__(self, records: list[Any]) -> None:
         events: dict[str, tuple[AuditEvent, datetime, str]] = {}
-        dead: list[Message] = []
         for rec in records:
             try:
                 doc = orjson.loads(rec.value)
@@ -173,11 +175,10 @@ class AuditHandler(_Handler):
                     raise ValueError("not a healthgov.audit.event.v1 message")
                 ev = AuditEvent.model_validate(doc)
                 events[ev.event_id] = (ev, parse_time(ev.occurred_at), rec.value.decode())
-            except Exception as exc:
-                log.error("oversight: dead-letter %s@%s: %r", rec.topic, rec.offset, exc)
-                dead.append(_dead(rec, str(exc)[:500]))
+            except Exception as exc:  # the audit service dead-letters it; a second copy would only be noise
+                log.error("oversight: skipped unreadable audit event %s@%s: %r", rec.topic, rec.offset, exc)
+                self.skipped += 1
         self.apply(list(events.values()))
-        self._send_dead(dead)
         self.consumed += len(records)
 
     def apply(self, events: list[tuple[AuditEvent, datetime, str]]) -> None:

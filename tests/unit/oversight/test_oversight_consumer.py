@@ -77,7 +77,9 @@ def test_a_burst_of_reads_raises_flags_once_and_break_glass_opens_a_review(engin
     burst = [read(i, NIGHT + timedelta(seconds=i)) for i in range(12)]
     handler(burst[:6])
     handler([*burst[6:], read(99, NIGHT, kind="break_glass", who="dr-wu")])
-    handler(burst)  # redelivered: nothing counts twice
+    sink = handler.dead_letters
+    handler([*burst, Rec(b"not an event")])  # redelivered: nothing counts twice; poison skipped
+    assert handler.skipped == 1 and sink.sent == []  # the audit service dead-letters its own topic's poison
     with engine.connect() as conn:
         flags = {r.rule: r for r in conn.execute(select(store.flag)).all()}
         reads = conn.execute(select(store.access.c.reads).where(store.access.c.accessor_id == "dr-li")).scalar()
