@@ -191,7 +191,7 @@ class QualityReport(BaseModel):
 
     It is PHI-free by construction: resource types, counts, issue codes, field
     names and code-system verdicts. The oversight service turns these into
-    per-hospital metrics (docs/architecture.md §11).
+    per-hospital metrics (docs/architecture.md §12).
     """
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")

@@ -1,4 +1,4 @@
-"""The PHI-free quality report of one submission (docs/architecture.md §11).
+"""The PHI-free quality report of one submission (docs/architecture.md §12).
 
 Ingest is the only place that sees a hospital's resources in the clear before
 they are sealed, and the only place that knows why a resource was refused. So

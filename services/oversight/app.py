@@ -1,4 +1,4 @@
-"""Oversight HTTP API: the regulator's view of every hospital (port 8004, docs/architecture.md §11).
+"""Oversight HTTP API: the regulator's view of every hospital (port 8004, docs/architecture.md §12).
 
 Two consumers keep the metrics tables current (``consumer.py``): quality
 reports from ingest and the audit trail. Every route but ``/healthz`` needs a

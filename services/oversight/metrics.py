@@ -1,4 +1,4 @@
-"""Per-hospital quality metrics and the score (docs/architecture.md §11): pure functions, tested by hand.
+"""Per-hospital quality metrics and the score (docs/architecture.md §12): pure functions, tested by hand.
 
 The consumer folds each quality report into additive counters
 (``report_rows``); the API reads the counters of a period and computes here

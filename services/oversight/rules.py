@@ -1,4 +1,4 @@
-"""Access-behaviour rules: which patterns in the audit trail a regulator should look at (docs/architecture.md §11).
+"""Access-behaviour rules: which patterns in the audit trail a regulator should look at (docs/architecture.md §12).
 
 Pure functions over ``Access`` rows (one per audit event of a read, a denial
 or a break-glass access), so each rule is tested on hand-made inputs with

@@ -1,4 +1,4 @@
-"""The oversight service's tables: metrics kept up to date by its consumers (docs/architecture.md §11).
+"""The oversight service's tables: metrics kept up to date by its consumers (docs/architecture.md §12).
 
 Everything here is a projection of two topics, never a scan of the log at
 read time: quality reports (``ingest.quality.v1``) folded into counters per

@@ -1,4 +1,4 @@
-"""The regulator's oversight console: pages over the oversight service's API (docs/architecture.md §11).
+"""The regulator's oversight console: pages over the oversight service's API (docs/architecture.md §12).
 
 Hospitals ranked by score (sortable, CSV), a page per hospital with charts,
 the anomaly flags, the break-glass review queue and the audit search. The
@@ -28,10 +28,10 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from services.adapters.config import REPO_ROOT
+from services.portal import i18n
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
-from services.portal import i18n
 from services.portal.csrf import FIELD, HEADER, CsrfTokens
 
 COOKIE = "healthgov_session"
