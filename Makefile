@@ -21,8 +21,9 @@ fmt: setup
 stop:
 	.venv/bin/healthgov stack down
 
-# The portal's messages: extract from code and templates, merge into the catalogues (then translate the new ones).
+# The portal's messages: extract from code, templates and the platform's vocabulary (the codes' wording), merge into
+# the catalogues (then translate the new ones).
 messages: setup
 	cd services/portal && ../../.venv/bin/pybabel extract -F babel.cfg -k N_ -k tr:2 --no-location --sort-output \
-		--project healthgov -o locale/messages.pot . && \
-		../../.venv/bin/pybabel update -i locale/messages.pot -d locale --no-fuzzy-matching --ignore-obsolete
+		--project healthgov -o locale/messages.pot . ../contracts/vocabulary.py && \
+		../../.venv/bin/pybabel update -i locale/messages.pot -d locale --no-fuzzy-matching --ignore-obsolete --width 120

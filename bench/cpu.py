@@ -43,6 +43,17 @@ def _tree_cpu_s(pid: int) -> float:
     return _cpu_s(pid) + sum(_tree_cpu_s(c) for c in _children(pid))
 
 
+def component_pids(settings: PlatformSettings) -> dict[str, int]:
+    """The running components by name, from the pid files ``healthgov up`` writes (a torn one is skipped)."""
+    pids: dict[str, int] = {}
+    for f in sorted((Path(settings.state_dir) / "run").glob("*.pid")):
+        try:
+            pids[f.stem] = int(f.read_text().split()[0])
+        except (ValueError, IndexError):
+            continue
+    return pids
+
+
 def _postmaster(port: str) -> int | None:
     pointer = REPO_ROOT / ".cache" / f"pg-dir-{port}"
     try:
@@ -56,12 +67,7 @@ class ComponentClock:
 
     def __init__(self, settings: PlatformSettings | None = None) -> None:
         settings = settings or PlatformSettings()
-        self.pids: dict[str, int] = {}
-        for f in sorted((Path(settings.state_dir) / "run").glob("*.pid")):
-            try:
-                self.pids[f.stem] = int(f.read_text().split()[0])
-            except (ValueError, IndexError):
-                continue
+        self.pids = component_pids(settings)
         self.postmaster = _postmaster(os.environ.get("HEALTHGOV_PG_PORT", "55432"))
         self._start: dict[str, float] = {}
 

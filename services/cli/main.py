@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.adapters.auth import issue_token, load_registry
 from services.adapters.config import PlatformSettings
-from services.adapters.documents import ETHICS_APPROVAL, WARRANT, issue_document
+from services.adapters.documents import ETHICS_APPROVAL, WARRANT, DocumentKind, issue_document
 from services.adapters.keys import PlatformKeys
 from services.cli import oversight_demo, visits
 from services.cli.stack import ComponentFailed, Stack
@@ -156,6 +156,13 @@ def dev_token(
                            patient=patient, purpose=purpose, ttl_s=ttl))
 
 
+def _print_signed(kind: DocumentKind, issuer: str, to: str, days: float, claims: dict[str, object]) -> None:
+    """Print a ``kind`` document for ``to``, signed with the demo key of ``issuer`` (dev mode only)."""
+    settings = PlatformSettings()
+    key = _issuer_key(settings, issuer, kind.issuer_type, to)
+    typer.echo(issue_document(kind, issuer=issuer, private_key=key, to=to, days=days, claims=claims))
+
+
 def _issuer_key(settings: PlatformSettings, issuer: str, issuer_type: str, to: str) -> bytes:
     """The demo signing key of ``issuer``, refusing an issuer of the wrong kind or an unknown recipient."""
     _require_dev(settings)
@@ -187,14 +194,12 @@ def dev_warrant(
     = None,
 ) -> None:
     """Print a warrant signed with a demo court's key (a compact JWS for X-Warrant)."""
-    settings = PlatformSettings()
-    key = _issuer_key(settings, court, WARRANT.issuer_type, to)
     claims: dict[str, object] = {"patient": patient, "labels": _csv(labels) or []}
     if types is not None:
         claims["types"] = _csv(types)
     if sealed_until is not None:
         claims["sealed_until"] = sealed_until
-    typer.echo(issue_document(WARRANT, issuer=court, private_key=key, to=to, days=days, claims=claims))
+    _print_signed(WARRANT, court, to, days, claims)
 
 
 @dev_app.command("ethics-approval")
@@ -205,10 +210,7 @@ def dev_ethics_approval(
     days: Annotated[float, typer.Option(help="Days until it expires.")] = 365,
 ) -> None:
     """Print an ethics approval signed with a demo board's key (a compact JWS for X-Ethics-Approval)."""
-    settings = PlatformSettings()
-    key = _issuer_key(settings, board, ETHICS_APPROVAL.issuer_type, to)
-    typer.echo(issue_document(ETHICS_APPROVAL, issuer=board, private_key=key, to=to, days=days,
-                              claims={"project": project}))
+    _print_signed(ETHICS_APPROVAL, board, to, days, {"project": project})
 
 
 dev_app.command("admit")(visits.admit_command)

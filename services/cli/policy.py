@@ -7,11 +7,15 @@ read. It asks the OPA server first; if none answers it runs ``opa eval`` on the 
 
 ``manifest`` maintains ``policies/healthgov/manifest/data.json``, which every decision
 reports as ``policy_version``: ``<version>+<first 12 hex digits of the rule digest>``.
-The digest is SHA-256 over the ``sha256sum`` listing of the non-test ``.rego`` files,
-so an auditor can recompute it with coreutils alone::
+The digest is SHA-256 over the ``sha256sum`` listing of the non-test ``.rego`` files and
+the vocabulary data (``healthgov/vocabulary/data.json``), so an auditor can recompute it
+with coreutils alone::
 
-    cd policies && find . -name '*.rego' ! -name '*_test.rego' -printf '%P\\n' \\
-        | LC_ALL=C sort | xargs sha256sum | sha256sum
+    cd policies && find . \\( -name '*.rego' ! -name '*_test.rego' -o -path ./healthgov/vocabulary/data.json \\) \\
+        -printf '%P\\n' | LC_ALL=C sort | xargs sha256sum | sha256sum
+
+It also writes that vocabulary data, the codes of ``services/contracts/vocabulary.py``
+the policy reads as ``data.healthgov.vocabulary``.
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from services.contracts.vocabulary import DEIDENTIFY, REASONS, SENSITIVE_LABELS, rego_data
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLICIES_DIR = REPO_ROOT / "policies"
 MANIFEST_PATH = POLICIES_DIR / "healthgov" / "manifest" / "data.json"
+# The codes of services/contracts/vocabulary.py, as the policy reads them (data.healthgov.vocabulary).
+VOCABULARY_DATA = Path("healthgov") / "vocabulary" / "data.json"
 DEMO_REGISTRY = REPO_ROOT / "deploy" / "demo" / "registry.json"
 DECISION_PATH = "healthgov/access/decision"
 DEFAULT_OPA_URL = "http://127.0.0.1:8181"
@@ -43,121 +51,17 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-# ------------------------------------------------------------------ vocabulary
-
-REASONS: dict[str, str] = {
-    # allows: the rule that granted access
-    "patient_own_records": "A patient reading their own records.",
-    "clinician_care_relationship": "A clinician treating this patient (care relationship).",
-    "break_glass": "Emergency break-glass access by a clinician, with a stated reason.",
-    "public_health_notifiable": "Public health authority receiving a notifiable-disease record.",
-    "public_health_aggregate": "Public health authority receiving counts only.",
-    "lawful_warrant": "Law enforcement with a valid court warrant for this patient.",
-    "research_identified_with_consent": (
-        "Approved research with the patient's explicit consent to identified data."
-    ),
-    "research_ethics_approval": "Approved research (valid ethics approval), pseudonymised.",
-    "insurer_consent": "Insurer with the patient's explicit, unexpired consent.",
-    "commercial_consent": "Commercial recipient with the patient's explicit consent.",
-    "directory_resource": "A directory entry (organisation, location, practitioner).",
-    "hospital_ingest": "A hospital writing records it produced itself.",
-    "regulator_audit_trail": "A regulator reading the audit trail.",
-    "regulator_reviews_break_glass": "A regulator judging a break-glass access (justified or not).",
-    "patient_own_audit_events": "A patient reading who accessed their records.",
-    "patient_manages_own_consents": "A patient changing their own consents.",
-    "patient_confirms_own_consent": "A patient confirming a permit a hospital recorded on their behalf.",
-    "patient_erases_own_records": "A patient erasing their own records (their data key is destroyed).",
-    "clinician_refers_patient": "A treating clinician referring the patient to another hospital; the patient is told.",
-    "patient_refers_self": "A patient referring themselves to a hospital.",
-    "clinician_records_consent_for_patient": (
-        "A treating clinician recording a consent on the patient's behalf."
-    ),
-    # denies: what was wrong
-    "org_not_registered": "The caller's organisation is not in the org registry.",
-    "org_type_mismatch": "The caller's organisation type differs from the registry's.",
-    "org_suspended": "The caller's organisation is suspended.",
-    "unknown_org_type": "The caller's organisation type is not one the platform knows.",
-    "patient_claim_not_allowed": "Only the patient portal may act for a patient.",
-    "unknown_purpose": "The purpose of use is not a recognised code.",
-    "purpose_not_permitted_for_org_type": "This kind of organisation may not claim this purpose.",
-    "unknown_action": "The action is not one the platform knows.",
-    "invalid_now": "The request time ('now') is missing or not RFC 3339.",
-    "resource_has_no_patient": "The resource names no patient and is not a directory entry.",
-    "not_own_records": "A patient may only see or manage their own records.",
-    "role_not_clinician": "Only clinicians may access records for treatment.",
-    "no_care_relationship": "The clinician has no care relationship with this patient.",
-    "break_glass_reason_missing": "Break-glass access needs a stated reason.",
-    "warrant_missing": "Law-enforcement access needs a court warrant.",
-    "warrant_not_verified": "The warrant was not verified as signed by its court (records verifies it first).",
-    "court_not_recognised": "The warrant's issuer is not a registered court in good standing.",
-    "warrant_not_for_this_org": "The warrant was issued to another organisation.",
-    "warrant_type_not_covered": "The warrant does not cover this type of record.",
-    "warrant_patient_mismatch": "The warrant does not name this patient.",
-    "warrant_expired": "The warrant has expired (or has no valid expiry).",
-    "warrant_sealed_until_invalid": "The warrant's seal date is not a valid date.",
-    "regulators_read_audit_trail_only": (
-        "Regulators never read record content; they read the audit trail."
-    ),
-    "patient_opted_out": "The patient has opted out of this use of their data.",
-    "ethics_approval_missing": "Research access needs an ethics approval.",
-    "ethics_approval_not_verified": "The ethics approval was not verified as signed by its board.",
-    "ethics_board_not_recognised": "The approval's issuer is not a registered ethics board in good standing.",
-    "ethics_approval_not_for_this_org": "The ethics approval was issued to another organisation.",
-    "ethics_approval_expired": "The ethics approval has expired (or has no valid expiry).",
-    "no_consent": "The patient has given this recipient no consent for this purpose.",
-    "consent_expired": "The patient's consent to this recipient has expired.",
-    "consent_revoked": "The patient has withdrawn their consent to this recipient.",
-    "consent_awaiting_patient": ("A hospital recorded this consent for the patient; it is not in force until "
-                                 "the patient confirms it."),
-    "confirm_only_by_patient": "Only the patient confirms a consent recorded on their behalf.",
-    "consent_type_not_covered": "The patient's consent does not cover this type of record.",
-    "directory_not_permitted_for_org_type": "This kind of organisation may not read the directory.",
-    "write_requires_hospital": "Only hospitals may write records.",
-    "write_only_own_hospital_records": "A hospital may only write records it produced.",
-    "not_own_audit_events": "A patient may only read the audit events about themselves.",
-    "audit_read_not_permitted": "Only regulators and patients may read the audit trail.",
-    "oversight_review_not_permitted": "Only a regulator judges break-glass accesses.",
-    "consent_write_not_permitted": "Only the patient or a treating clinician may change consents.",
-    "consent_write_requires_treat": "Consents are recorded for treatment (TREAT), not break-glass.",
-    "erase_only_by_patient": "Only the patient may erase their records.",
-    "referral_target_not_a_hospital": "A patient can only be referred to a registered hospital in good standing.",
-    "referral_requires_treat": "Referrals are made for treatment (TREAT), not break-glass.",
-    "refer_not_permitted": "Only the patient or a treating clinician may refer the patient.",
-    "conflicting_rules": "Two rules matched; the policy refuses rather than guess.",
-    "no_matching_rule": "No rule allows this request.",
-}
-
-DEIDENTIFY: dict[str, str] = {
-    "none": "none: the recipient sees identified data",
-    "pseudonymize": (
-        "pseudonymise: patient id replaced by a recipient-specific pseudonym, "
-        "names, contacts, addresses, identifiers, photos and all free text removed"
-    ),
-    "safe_harbor": (
-        "Safe Harbor: pseudonymised, dates reduced to the year, ages over 89 as '90+', "
-        "narrative and attachments removed"
-    ),
-    "aggregate_only": "aggregate only: counts, never individual records",
-}
-
-LABELS: dict[str, str] = {
-    "HIV": "HIV/AIDS",
-    "PSY": "psychiatry",
-    "ETH": "substance abuse",
-    "SDV": "sexual or domestic violence",
-    "SEX": "sexuality and reproductive health",
-    "STD": "sexually transmitted disease",
-    "GDIS": "genetic disease",
-    "NOTIFIABLE": "notifiable disease",
-}
-
-
 # ------------------------------------------------------------ policy manifest
 
 
 def rule_files(policies_dir: Path = POLICIES_DIR) -> list[Path]:
-    """The non-test ``.rego`` files under ``policies_dir``, sorted by POSIX path."""
+    """The non-test ``.rego`` files and the vocabulary data under ``policies_dir``, sorted by POSIX path.
+
+    The vocabulary counts as a rule file: a purpose or action added to it changes decisions.
+    """
     files = [p for p in policies_dir.rglob("*.rego") if not p.name.endswith("_test.rego")]
+    if (policies_dir / VOCABULARY_DATA).is_file():
+        files.append(policies_dir / VOCABULARY_DATA)
     return sorted(files, key=lambda p: p.relative_to(policies_dir).as_posix())
 
 
@@ -176,6 +80,27 @@ def policy_digest(policies_dir: Path = POLICIES_DIR) -> str:
     """
     listing = "".join(f"{h}  {path}\n" for path, h in file_digests(policies_dir).items())
     return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def vocabulary_json() -> str:
+    """The vocabulary data file's exact text, generated from ``services/contracts/vocabulary.py``."""
+    return json.dumps(rego_data(), indent=2, sort_keys=True) + "\n"
+
+
+def vocabulary_current(policies_dir: Path = POLICIES_DIR) -> bool:
+    """Whether the policy's vocabulary data holds exactly the codes Python holds."""
+    path = policies_dir / VOCABULARY_DATA
+    return path.is_file() and path.read_text(encoding="utf-8") == vocabulary_json()
+
+
+def write_vocabulary(policies_dir: Path = POLICIES_DIR) -> bool:
+    """Write the vocabulary data for the policy; True when it changed."""
+    if vocabulary_current(policies_dir):
+        return False
+    path = policies_dir / VOCABULARY_DATA
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(vocabulary_json(), encoding="utf-8")
+    return True
 
 
 def read_manifest(path: Path = MANIFEST_PATH) -> dict[str, Any]:
@@ -303,7 +228,7 @@ def _shown(path: Path) -> str:
 
 
 def _label_list(labels: list[str]) -> str:
-    return ", ".join(f"{label} ({LABELS.get(label, 'label')})" for label in labels)
+    return ", ".join(f"{label} ({SENSITIVE_LABELS.get(label, 'label')})" for label in labels)
 
 
 def render(decision: dict[str, Any], source: str, policy_input: dict[str, Any],
@@ -394,7 +319,13 @@ def manifest(
     version: Annotated[str | None, typer.Option(
         "--version", help="Release name to write (default: next YYYY.M.N).")] = None,
 ) -> None:
-    """Refresh policies/healthgov/manifest/data.json after a rule changes."""
+    """Refresh policies/healthgov/manifest/data.json (and the policy's vocabulary) after a rule changes."""
+    if check and not vocabulary_current():
+        typer.echo("policy vocabulary is stale: run `healthgov policy manifest` "
+                   "(services/contracts/vocabulary.py changed)", err=True)
+        raise typer.Exit(1)
+    if not check and write_vocabulary():
+        typer.echo(f"policy vocabulary written: {_shown(POLICIES_DIR / VOCABULARY_DATA)}")
     current = read_manifest()
     digest = policy_digest()
     fresh = current.get("digest") == digest and current.get("files") == file_digests()

@@ -38,6 +38,21 @@ class HealthgovError(Exception):
         if code is not None:
             self.code = code
 
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None,
+                          message: str | None = None, **kw: Any) -> None:
+        """Fix a kind of refusal's status, FHIR issue code and default message in its class line.
+
+        ``class Gone(HealthgovError, status=410, code="deleted", message="gone")`` says all there is
+        to say about most kinds; subclasses may still set the attributes in their body instead.
+        """
+        super().__init_subclass__(**kw)
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
+        if message is not None:
+            cls.default_message = message
+
     def fhir_issues(self) -> list[dict[str, Any]]:
         """The OperationOutcome issues: the given ones, else one issue carrying the message."""
         if self._issues:
@@ -45,59 +60,55 @@ class HealthgovError(Exception):
         return [{"severity": "error", "code": self.code, "diagnostics": self.message}]
 
 
-class Invalid(HealthgovError, ValueError):
-    """The request is malformed or its content breaks a rule (400).
+class Invalid(HealthgovError, ValueError, status=400, code="invalid", message="the request is not valid"):
+    """The request is malformed or its content breaks a rule.
 
     Also a ``ValueError`` so pure parsing code keeps its usual contract.
     """
 
-    status, code, default_message = 400, "invalid", "the request is not valid"
 
-
-class Unauthenticated(HealthgovError):
-    status, code, default_message = 401, "login", "authentication required"
+class Unauthenticated(HealthgovError, status=401, code="login", message="authentication required"):
+    """No valid credential: the answer says how to authenticate (WWW-Authenticate)."""
 
     def __init__(self, message: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.headers.setdefault("WWW-Authenticate", "Bearer")
 
 
-class Forbidden(HealthgovError):
-    status, code, default_message = 403, "forbidden", "not permitted"
+class Forbidden(HealthgovError, status=403, code="forbidden", message="not permitted"):
+    """The caller is known but may not do this."""
 
 
-class NotFound(HealthgovError):
-    status, code, default_message = 404, "not-found", "not found"
+class NotFound(HealthgovError, status=404, code="not-found", message="not found"):
+    """Nothing by that name, or nothing the caller may know exists."""
 
 
-class MethodNotAllowed(HealthgovError):
-    status, code, default_message = 405, "not-supported", "method not allowed"
+class MethodNotAllowed(HealthgovError, status=405, code="not-supported", message="method not allowed"):
+    """The path exists, the method does not."""
 
 
-class Conflict(HealthgovError):
-    status, code, default_message = 409, "conflict", "conflicting change; retry"
+class Conflict(HealthgovError, status=409, code="conflict", message="conflicting change; retry"):
+    """The change lost a race with another; retrying may succeed."""
 
 
-class Gone(HealthgovError):
-    status, code, default_message = 410, "deleted", "gone"
+class Gone(HealthgovError, status=410, code="deleted", message="gone"):
+    """It existed and was deleted (an erased patient)."""
 
 
-class TooLarge(HealthgovError):
-    status, code, default_message = 413, "too-costly", "the request is too large"
+class TooLarge(HealthgovError, status=413, code="too-costly", message="the request is too large"):
+    """The request exceeds a size limit."""
 
 
-class UnsupportedMediaType(HealthgovError):
-    status, code, default_message = 415, "not-supported", "unsupported Content-Type"
+class UnsupportedMediaType(HealthgovError, status=415, code="not-supported", message="unsupported Content-Type"):
+    """The body is in a format the endpoint does not read."""
 
 
-class Unprocessable(HealthgovError):
-    status, code, default_message = 422, "processing", "the request cannot be processed"
+class Unprocessable(HealthgovError, status=422, code="processing", message="the request cannot be processed"):
+    """Well-formed, but it cannot be acted on as it stands."""
 
 
-class Throttled(HealthgovError):
+class Throttled(HealthgovError, status=429, code="throttled", message="too many requests"):
     """Too many requests; ``retry_after`` (whole seconds) also goes out as Retry-After."""
-
-    status, code, default_message = 429, "throttled", "too many requests"
 
     def __init__(self, message: str | None = None, *, retry_after: int = 1, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -105,10 +116,8 @@ class Throttled(HealthgovError):
         self.headers["Retry-After"] = str(self.retry_after)
 
 
-class Unavailable(HealthgovError):
+class Unavailable(HealthgovError, status=503, code="transient", message="temporarily unavailable, try again shortly"):
     """A dependency (broker, database, policy engine) cannot answer now: retry later."""
-
-    status, code, default_message = 503, "transient", "temporarily unavailable, try again shortly"
 
     def __init__(self, message: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)

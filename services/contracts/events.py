@@ -13,16 +13,14 @@ import rfc8785
 import uuid6
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.contracts.vocabulary import AuditKind as AuditKind  # re-exported: the events' kinds
+
 INGEST_ENVELOPE_SCHEMA = "healthgov.ingest.envelope.v1"
 AUDIT_EVENT_SCHEMA = "healthgov.audit.event.v1"
 DEADLETTER_SCHEMA = "healthgov.deadletter.v1"
 CONSENT_CHANGE_SCHEMA = "healthgov.consent.change.v1"
 QUALITY_REPORT_SCHEMA = "healthgov.quality.report.v1"
 
-AuditKind = Literal[
-    "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship", "break_glass_review",
-]
 
 
 def utcnow() -> datetime:
@@ -157,7 +155,9 @@ class ConsentChange(BaseModel):
 class TypeQuality(BaseModel):
     """The quality of one resource type within one submission: counts only, never content.
 
-    ``fields`` counts, per priority field, the accepted resources that carry it
+    ``warnings`` counts the validity warnings of accepted resources and
+    ``warning_rules`` the same per rule that raised them; ``fields`` counts,
+    per priority field, the accepted resources that carry it
     (``fields_expected`` = accepted resources x priority fields); ``codings``
     the clinical codings seen and ``recognised`` those in a recognised code
     system; ``lag`` counts resources per lag bucket (clinical time to arrival,
@@ -172,6 +172,7 @@ class TypeQuality(BaseModel):
     rejected: int = 0
     reasons: dict[str, int] = Field(default_factory=dict)
     warnings: int = 0
+    warning_rules: dict[str, int] = Field(default_factory=dict)  # per validity rule (``per-1``, ``binding``, …)
     fields: dict[str, int] = Field(default_factory=dict)
     fields_expected: int = 0
     codings: int = 0

@@ -6,17 +6,18 @@ Python never re-codes a rule: it fills ``PolicyInput``, asks OPA, and acts on
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
+
+from services.contracts import vocabulary
+from services.contracts.vocabulary import Action, Deidentify
 
 DECISION_PATH = "healthgov/access/decision"
 # The same decision for each of ``input.resources`` at once (one evaluation for a whole record).
 DECISIONS_PATH = "healthgov/access/decisions"
 
-Action = Literal["read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer",
-                 "oversight_review"]
-PURPOSES = ("PATRQT", "TREAT", "ETREAT", "PUBHLTH", "HLEGAL", "HCOMPL", "HRESCH", "HPAYMT", "HMARKT")
+PURPOSES: tuple[str, ...] = tuple(vocabulary.PURPOSES)  # the purpose-of-use codes, in the vocabulary's order
 
 
 class Subject(BaseModel):
@@ -64,7 +65,7 @@ class PolicyInput(BaseModel):
 
 
 class Obligations(BaseModel):
-    deidentify: Literal["none", "pseudonymize", "safe_harbor", "aggregate_only"] = "none"
+    deidentify: Deidentify = "none"
     redact_labels: list[str] = Field(default_factory=list)
     notify_patient: bool = False
     notify_after: str | None = None

@@ -1,6 +1,15 @@
 """FHIR R4 validation and OperationOutcome errors, shared by every service that accepts FHIR.
 
-Validation uses the fhir.resources models (R4B, which accepts R4 content).
+Two layers. Structure and types use the fhir.resources models (R4B, which
+accepts R4 content): ``validate_resource``. The rules that need the
+specification's own definitions (required bindings, FHIRPath invariants, no
+empty elements, contained ids) come from ``rules.py``, and ``check_resource``
+gives each resource its ``Verdict``: rejected when it has errors, accepted
+with the warnings it has otherwise (an extensible binding not met, a clinical
+code in no recognised code system). The warnings are returned to the sender
+and are what data-quality reporting counts: each is an ``Issue`` with a
+severity, an OperationOutcome issue code, a FHIRPath-style expression, the
+rule that found it and a message.
 Every problem is reported with where it is: the Bundle entry or NDJSON line and
 the element path, so an integration engineer can fix the sending system.
 Diagnostics never echo submitted values: an OperationOutcome may be logged or
@@ -9,7 +18,9 @@ stored, and it must not carry PHI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,29 +29,64 @@ from pydantic import ValidationError
 
 from services.contracts import errors
 from services.contracts.ids import RULE, is_fhir_id
+from services.fhir.rules import Finding, rules
 
 MAX_ISSUES_PER_RESOURCE = 20
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some Windows tools write at the start of a file
+# Names the rule behind an issue in OperationOutcome.issue.details, so reports can count by rule.
+RULE_SYSTEM = "https://healthgov.example/fhir/validation-rule"
+IssueTuple = tuple[str, str | None, str, str, str | None]
+
+# Code systems recognised for clinical codes (SNOMED CT, ICD-10, LOINC, RxNorm, ATC, CVX); a deployment adds its
+# national ones (IngestSettings.recognised_code_systems).
+RECOGNISED_CODE_SYSTEMS = frozenset({
+    "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm",
+    "http://loinc.org", "http://www.nlm.nih.gov/research/umls/rxnorm", "http://www.whocc.no/atc",
+    "http://hl7.org/fhir/sid/cvx",
+})
+# The clinical codes whose systems are checked: what a record is about, per resource type.
+CLINICAL_CODES: dict[str, tuple[str, ...]] = {
+    "Condition": ("code",), "Observation": ("code",), "Procedure": ("code",), "DiagnosticReport": ("code",),
+    "AllergyIntolerance": ("code",), "Immunization": ("vaccineCode",), "Medication": ("code",),
+    "MedicationRequest": ("medicationCodeableConcept",), "MedicationAdministration": ("medicationCodeableConcept",),
+    "MedicationStatement": ("medicationCodeableConcept",), "Encounter": ("reasonCode",),
+}
 
 
 @dataclass
 class Issue:
-    """One OperationOutcome issue."""
+    """One OperationOutcome issue; ``rule`` names the rule that found it (``per-1``, ``binding``, …)."""
 
     diagnostics: str
     expression: str | None = None
     code: str = "invalid"
     severity: str = "error"
+    rule: str | None = None
 
     def to_fhir(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"severity": self.severity, "code": self.code,
-                               "diagnostics": self.diagnostics}
+        out: dict[str, Any] = {"severity": self.severity, "code": self.code}
+        if self.rule:
+            out["details"] = {"coding": [{"system": RULE_SYSTEM, "code": self.rule}]}
+        out["diagnostics"] = self.diagnostics
         if self.expression:
             out["expression"] = [self.expression]
         return out
 
-    def as_tuple(self) -> tuple[str, str | None, str, str]:
+    def as_tuple(self) -> IssueTuple:
         """A picklable, comparable form (worker processes return these)."""
-        return (self.diagnostics, self.expression, self.code, self.severity)
+        return (self.diagnostics, self.expression, self.code, self.severity, self.rule)
+
+
+@dataclass
+class Verdict:
+    """One resource's verdict: rejected when it has errors, else accepted with its warnings."""
+
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return not self.errors
 
 
 class InvalidSubmission(errors.Invalid):
@@ -94,9 +140,104 @@ def validate_resource(doc: Any, where: str) -> list[Issue]:
     return []
 
 
+# What an empty element looks like in JSON: [], {}, null, or an object holding only an id.
+_MAYBE_EMPTY = re.compile(rb'[\[{]\s*[\]}]|null|\{\s*"id"\s*:\s*"[^"]*"\s*\}')
+
+
+def _spell(trail: Any, where: str) -> str:
+    parts: list[str] = []
+    while trail is not None:
+        trail, step = trail
+        parts.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    return where + "".join(reversed(parts))
+
+
+def _hollow(value: Any) -> bool:
+    """An element with neither a value nor children besides ``id`` (ele-1); a null is never a FHIR value."""
+    kind = type(value)
+    if kind is dict:
+        return not value or (len(value) == 1 and "id" in value)
+    return value is None or (kind is list and not value)
+
+
+def _empties(node: Any, trail: Any, out: list[Any]) -> None:
+    """ele-1 natively: every element has a value or children; no empty array or object, no stray null."""
+    if type(node) is dict:
+        for key, value in node.items():
+            if _hollow(value):
+                out.append((trail, key))
+            elif type(value) is list:
+                pair = key[1:] if key[:1] == "_" else "_" + key
+                if None in value and not isinstance(node.get(pair), list):
+                    out.append((trail, key))  # a null in an array only pairs with its `_key` partner
+                _empties(value, (trail, key), out)
+            elif type(value) is dict:
+                _empties(value, (trail, key), out)
+    elif type(node) is list:
+        for i, value in enumerate(node):
+            if value is not None and _hollow(value):
+                out.append((trail, i))
+            elif type(value) is dict or type(value) is list:
+                _empties(value, (trail, i), out)
+
+
+def _contained_ids(doc: dict[str, Any], where: str) -> list[Issue]:
+    out = []
+    for i, res in enumerate(doc.get("contained") or []):
+        if isinstance(res, dict) and "id" in res and not is_fhir_id(res["id"]):
+            out.append(Issue(f"{where}.contained[{i}].id: {RULE}", f"{where}.contained[{i}].id", "value", rule="id"))
+    return out
+
+
+def _code_systems(doc: dict[str, Any], where: str, systems: frozenset[str]) -> list[Issue]:
+    out = []
+    for element in CLINICAL_CODES.get(doc.get("resourceType", ""), ()):
+        value = doc.get(element)
+        for i, concept in enumerate(value if isinstance(value, list) else [value] if value else []):
+            codings = concept.get("coding") if isinstance(concept, dict) else None
+            if not isinstance(codings, list):
+                continue
+            if not any(isinstance(c, dict) and c.get("system") in systems for c in codings):
+                path = f"{where}.{element}" + (f"[{i}]" if isinstance(value, list) else "")
+                out.append(Issue(f"{path}: no code from a recognised code system (SNOMED CT, ICD-10, LOINC, "
+                                 "RxNorm, ATC, CVX or a national one)", path, "code-invalid", "warning",
+                                 "code-system"))
+    return out
+
+
+def _issue(f: Finding, where: str) -> Issue:
+    path = _spell(f.trail, where)
+    return Issue(f"{path}: {f.message}", path, f.code, f.severity, f.rule)
+
+
+def check_resource(doc: Any, where: str, raw: bytes | None = None,
+                   systems: Iterable[str] = RECOGNISED_CODE_SYSTEMS) -> Verdict:
+    """The verdict on one resource: structure and types, then the specification's own rules.
+
+    ``raw``, the resource's JSON as received, lets the empty-element check
+    skip resources that cannot hold one (no ``[]``, ``{}`` or ``null`` in
+    their bytes), which is nearly all of them.
+    """
+    errors = validate_resource(doc, where)
+    if errors:
+        return Verdict(errors)
+    empty: list[Any] = []
+    if _MAYBE_EMPTY.search(raw if raw is not None else orjson.dumps(doc)):
+        _empties(doc, None, empty)
+    errors = [Issue(f"{_spell(t, where)}: ele-1: an element has a value or children; empty arrays, empty "
+                    "objects and nulls are not FHIR", _spell(t, where), "invalid", rule="ele-1")
+              for t in empty[:MAX_ISSUES_PER_RESOURCE]]
+    errors += _contained_ids(doc, where)
+    warnings: list[Issue] = []
+    for finding in rules().check(doc):
+        (errors if finding.severity == "error" else warnings).append(_issue(finding, where))
+    warnings += _code_systems(doc, where, systems if isinstance(systems, frozenset) else frozenset(systems))
+    return Verdict(errors[:MAX_ISSUES_PER_RESOURCE], warnings[:MAX_ISSUES_PER_RESOURCE])
+
+
 def parse_json(body: bytes, where: str = "body") -> Any:
     try:
-        return orjson.loads(body)
+        return orjson.loads(body.removeprefix(BOM))
     except orjson.JSONDecodeError as exc:
         raise InvalidSubmission([Issue(f"{where}: {malformed(exc)}", where, "structure")]) from exc
 

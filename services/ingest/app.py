@@ -32,6 +32,7 @@ from services.adapters.web import CallerDep, build_authenticator, install_error_
 from services.contracts import errors
 from services.contracts.ids import RULE, is_fhir_id
 from services.fhir import validation as fhir
+from services.fhir.rules import rules as fhir_rules
 from services.ingest import bundle as bundles
 from services.ingest.body import read_body, split_lines
 from services.ingest.claims import ClaimRegistry
@@ -74,6 +75,18 @@ def require_media_type(request: Request, accepted: frozenset[str]) -> None:
         raise errors.UnsupportedMediaType(f"Content-Type must be one of: {', '.join(sorted(accepted))}")
 
 
+def _accepted(o: Any) -> dict[str, Any]:
+    """An accepted NDJSON line's answer; its warnings (severity warning) as the entry's OperationOutcome."""
+    out: dict[str, Any] = {"status": "201 Created", "location": f"{o.rtype}/{o.rid}"}
+    if o.warnings:
+        out["outcome"] = fhir.operation_outcome(o.warning_objects())
+    return out
+
+
+def _prefers_outcome(prefer: str | None) -> bool:
+    return bool(prefer) and "return=operationoutcome" in (prefer or "").replace(" ", "").lower()
+
+
 def _receipt_headers(receipt: Any) -> dict[str, str]:
     headers = {"X-Healthgov-Submission": receipt.submission_id, "X-Healthgov-Event-Id": receipt.event_id}
     if receipt.replay:
@@ -88,6 +101,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     ctx = Context(records_public_key=keys.records_hpke_public(), pseudonym_key=keys.pseudonym_key(),
                   labels_file=str(settings.labels_file), message_resources=settings.message_resources,
                   strong_systems=frozenset(settings.strong_identifier_systems),
+                  code_systems=fhir.RECOGNISED_CODE_SYSTEMS | frozenset(settings.recognised_code_systems),
                   priority=dict(settings.priority_fields))
     producer = Producer(settings.kafka_bootstrap, "healthgov-ingest")
     pool = Pool(settings.validation_workers, settings.validation_memo)
@@ -109,6 +123,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        await run_in_threadpool(fhir_rules)  # the specification's rules, compiled before the first request
         await run_in_threadpool(pool.warm_up)
         runner.start()
         if mllp is not None:
@@ -142,7 +157,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def post_bundle(request: Request, caller: CallerDep,
                           idempotency_key: str | None = Header(default=None)) -> JSONResponse:
         body = await body_of(request, caller, JSON_TYPES)
-        parsed = bundles.read_entries(fhir.parse_json(body), settings.max_bundle_entries)
+        return await submit_bundle(caller, fhir.parse_json(body), body, idempotency_key)
+
+    async def submit_bundle(caller: Any, doc: Any, body: bytes, idempotency_key: str | None) -> JSONResponse:
+        parsed = bundles.read_entries(doc, settings.max_bundle_entries)
         await run_in_threadpool(ingestor.check_bundle, parsed, caller.org)
         receipt = await run_in_threadpool(ingestor.submit_bundle, caller, parsed, body_digest(body),
                                           idempotency_key or parsed.identifier)
@@ -161,7 +179,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             return JSONResponse({"id": job.id, "status": job.state, "lines": job.lines}, status_code=202,
                                 headers={"Content-Location": url, "X-Healthgov-Submission": job.id})
         receipt, outcomes = await run_in_threadpool(ingestor.submit_ndjson, caller, lines, digest, idempotency_key)
-        entries = [{"response": {"status": "201 Created", "location": f"{o.rtype}/{o.rid}"}} if o.ok else
+        entries = [{"response": _accepted(o)} if o.ok else
                    {"response": {"status": bundles.STATUS_LINES[o.status],
                                  "outcome": fhir.operation_outcome(o.issue_objects())}} for o in outcomes]
         return BulkJSONResponse({"resourceType": "Bundle", "type": "batch-response", "entry": entries},
@@ -178,10 +196,19 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     async def one_resource(request: Request, caller: Any, rtype: str, rid: str | None,
                            key: str | None) -> JSONResponse:
+        """One resource, checked and stored as a transaction of one.
+
+        Its warnings are answered with ``Prefer: return=OperationOutcome`` (the
+        body is then the OperationOutcome) and counted in ``X-Healthgov-Warnings``
+        either way, so a sender that reads only the resource still learns of them.
+        A document Bundle is unpacked (``bundle.py``: ``read_entries``).
+        """
         if rid is not None and not is_fhir_id(rid):
             raise fhir.InvalidSubmission([fhir.Issue(f"{rtype}.id: {RULE}", f"{rtype}.id", "value")])
         body = await body_of(request, caller, JSON_TYPES)
         doc = fhir.parse_json(body)
+        if rtype == "Bundle" and rid is None and isinstance(doc, dict) and doc.get("type") == "document":
+            return await submit_bundle(caller, doc, body, key)
         if isinstance(doc, dict) and doc.get("resourceType") not in (None, rtype):
             raise fhir.InvalidSubmission([fhir.Issue("resourceType does not match the URL type", "resourceType")])
         entry = {"resource": doc, "request": {"method": "PUT" if rid else "POST",
@@ -195,8 +222,18 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                 issue.expression = (issue.expression or "").replace("Bundle.entry[0].resource", rtype) or None
             raise
         receipt = await run_in_threadpool(ingestor.submit_bundle, caller, parsed, body_digest(body), key)
-        headers = {**_receipt_headers(receipt), "Location": parsed.entries[0].location}
-        return JSONResponse(parsed.entries[0].resource, status_code=200 if rid else 201, media_type=FHIR_JSON,
+        entry = parsed.entries[0]
+        headers = {**_receipt_headers(receipt), "Location": entry.location}
+        for w in entry.warnings:
+            w.diagnostics = w.diagnostics.replace("Bundle.entry[0].resource", rtype)
+            w.expression = (w.expression or "").replace("Bundle.entry[0].resource", rtype) or None
+        if entry.warnings:
+            headers["X-Healthgov-Warnings"] = str(len(entry.warnings))
+        if _prefers_outcome(request.headers.get("prefer")):
+            issues = entry.warnings or [fhir.Issue("stored", entry.location, "informational", "information")]
+            return JSONResponse(fhir.operation_outcome(issues), status_code=200 if rid else 201,
+                                media_type=FHIR_JSON, headers=headers)
+        return JSONResponse(entry.resource, status_code=200 if rid else 201, media_type=FHIR_JSON,
                             headers=headers)
 
     @app.post("/fhir/{rtype}", openapi_extra=json_body())

@@ -6,7 +6,7 @@ import zlib
 
 from fastapi import Request
 
-from services.fhir.validation import InvalidSubmission, Issue
+from services.fhir.validation import BOM, InvalidSubmission, Issue
 
 
 def _too_large(limit: int, what: str = "request") -> InvalidSubmission:
@@ -38,8 +38,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def split_lines(body: bytes, max_lines: int) -> list[bytes]:
-    """NDJSON lines (blank ones kept, so line numbers match the sender's file)."""
-    lines = body.split(b"\n")
+    """NDJSON lines (blank ones kept, so line numbers match the sender's file); a leading UTF-8 BOM is dropped."""
+    lines = body.removeprefix(BOM).split(b"\n")
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:

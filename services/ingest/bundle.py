@@ -1,9 +1,12 @@
-"""FHIR transaction and batch Bundles: entries, ids, references, and the answer.
+"""FHIR transaction, batch and document Bundles: entries, ids, references, and the answer.
 
 A transaction is all-or-nothing: one bad entry (invalid element, broken
 reference, unsupported method) rejects the Bundle with every problem named,
 and nothing is stored. A batch is per entry: good entries are stored, bad ones
-are answered with their own OperationOutcome.
+are answered with their own OperationOutcome. A document (an International
+Patient Summary, a discharge summary) is checked whole against the
+specification's document rules, then unpacked and stored as a transaction:
+see ``document_entries`` for why.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.contracts.ids import RULE, is_fhir_id
-from services.fhir.validation import InvalidSubmission, Issue, validate_resource
+from services.fhir.validation import InvalidSubmission, Issue, check_resource
 from services.ingest import references
 
 SUPPORTED_METHODS = ("POST", "PUT")
@@ -29,6 +32,7 @@ class Entry:
     full_url: str | None = None
     method: str = "POST"
     issues: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)  # an accepted entry's warnings, answered beside it
 
     @property
     def where(self) -> str:
@@ -66,8 +70,11 @@ def read_entries(doc: Any, max_entries: int) -> ParsedBundle:
     if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle":
         raise InvalidSubmission([Issue("expected a Bundle resource at /fhir", "resourceType", "invalid")])
     kind = doc.get("type")
+    if kind == "document":
+        kind, doc = "transaction", document_entries(doc)
     if kind not in ("transaction", "batch"):
-        raise InvalidSubmission([Issue("Bundle.type must be transaction or batch", "Bundle.type", "not-supported")])
+        raise InvalidSubmission([Issue("Bundle.type must be transaction, batch or document", "Bundle.type",
+                                       "not-supported")])
     raw = doc.get("entry") or []
     if not isinstance(raw, list):
         raise InvalidSubmission([Issue("Bundle.entry must be an array", "Bundle.entry", "structure")])
@@ -93,6 +100,35 @@ def read_entries(doc: Any, max_entries: int) -> ParsedBundle:
     return ParsedBundle(kind=kind, entries=entries, identifier=_identifier(doc))
 
 
+def document_entries(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document Bundle, checked whole, as the transaction that stores its resources.
+
+    Why unpack rather than store the Bundle as one resource: the platform files,
+    authorises and labels every record by its patient compartment and its own
+    codes (consent, sensitivity, break-glass, erasure all work per resource),
+    and a Bundle is in no compartment: stored whole, a patient summary would be
+    directory data, or would need a second access model beside the one every
+    other record goes through. Unpacked as a transaction it is stored
+    atomically, its ``urn:uuid:`` references are resolved against its own
+    entries' ``fullUrl`` as a transaction's are, the Composition keeps the
+    document's structure (its sections name the stored resources), and the
+    document's identifier becomes the submission's idempotency key, so sending
+    the same document twice stores it once.
+
+    The document rules are checked before unpacking, on the Bundle as sent:
+    the specification's invariants (``bdl-9`` identifier, ``bdl-10`` date,
+    ``bdl-11`` a Composition first, ``bdl-7`` unique fullUrls) and every
+    entry's own rules; any error rejects the document whole.
+    """
+    verdict = check_resource(doc, "Bundle")
+    if verdict.errors:
+        raise InvalidSubmission(verdict.errors)
+    entries = [{"fullUrl": e.get("fullUrl"), "resource": e.get("resource"),
+                "request": {"method": "POST", "url": str((e.get("resource") or {}).get("resourceType", ""))}}
+               if isinstance(e, dict) else e for e in doc.get("entry") or []]
+    return {"resourceType": "Bundle", "type": "transaction", "identifier": doc.get("identifier"), "entry": entries}
+
+
 def _check_put(entry: Entry, url: str) -> None:
     res = entry.resource or {}
     rtype, _, rid = url.partition("?")[0].partition("/")
@@ -106,16 +142,13 @@ def _check_put(entry: Entry, url: str) -> None:
         res["id"] = rid
 
 
-def apply_validation(bundle: ParsedBundle, found: list[list[Issue]]) -> None:
-    """Attach validation results (one list per entry with a resource, in order)."""
-    with_resource = [e for e in bundle.entries if e.resource is not None]
-    for entry, issues in zip(with_resource, found, strict=True):
-        entry.issues.extend(issues)
-
-
 def validate_inline(bundle: ParsedBundle) -> None:
-    apply_validation(bundle, [validate_resource(e.resource, f"{e.where}.resource")
-                              for e in bundle.entries if e.resource is not None])
+    """Each entry's verdict: errors reject the entry, warnings are answered beside it."""
+    for e in bundle.entries:
+        if e.resource is not None:
+            verdict = check_resource(e.resource, f"{e.where}.resource")
+            e.issues.extend(verdict.errors)
+            e.warnings.extend(verdict.warnings)
 
 
 def resolve(bundle: ParsedBundle, hospital: str) -> None:
@@ -166,7 +199,10 @@ def response(bundle: ParsedBundle, submission_id: str) -> dict[str, Any]:
                 "resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in e.issues]}}})
         else:
             status = "200 OK" if e.method == "PUT" else "201 Created"
-            entries.append({"response": {"status": status, "location": e.location}})
+            answer: dict[str, Any] = {"status": status, "location": e.location}
+            if e.warnings:
+                answer["outcome"] = {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in e.warnings]}
+            entries.append({"response": answer})
     return {"resourceType": "Bundle", "type": f"{bundle.kind}-response",
             "meta": {"tag": [{"system": "https://healthgov.example/submission", "code": submission_id}]},
             "entry": entries}

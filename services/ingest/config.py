@@ -33,6 +33,9 @@ class IngestSettings(PlatformSettings):
     # Identifier systems strong enough for a hospital to name a patient it did not register (claims.py):
     # the resident identity card number (GB 11643) and, in the Synthea demo data, the US SSN.
     strong_identifier_systems: tuple[str, ...] = ("urn:oid:2.16.156.10011.1.5", "http://hl7.org/fhir/sid/us-ssn")
+    # Clinical code systems recognised beside the international ones (services/fhir/validation.py): a clinical
+    # code in none of them is accepted with a warning. The deployment's national systems go here.
+    recognised_code_systems: tuple[str, ...] = ()
     # Async $import jobs.
     job_lease_s: int = 60
     job_poll_s: float = 0.5

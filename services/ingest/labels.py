@@ -24,7 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-SENSITIVE = frozenset({"HIV", "PSY", "ETH", "SDV", "SEX", "STD", "GDIS", "NOTIFIABLE"})
+from services.contracts.vocabulary import SENSITIVE_LABELS
+
+SENSITIVE = frozenset(SENSITIVE_LABELS)
 DEFAULT_TABLE = Path(__file__).with_name("labels.json")
 _RANGE = re.compile(r"^([A-Z0-9]*?)(\d+)-\1(\d+)$")
 _NO_LABELS: frozenset[str] = frozenset()

@@ -33,7 +33,7 @@ from services.contracts.envelope import DIRECTORY_KEY, envelope_aad
 from services.contracts.events import IngestEnvelope, rfc3339, utcnow
 from services.contracts.topics import INGEST_RESOURCES, MAX_INGEST_MESSAGE_BYTES, MAX_RESOURCE_BYTES
 from services.fhir.compartment import patient_id_of
-from services.fhir.validation import Issue, malformed, validate_resource
+from services.fhir.validation import RECOGNISED_CODE_SYSTEMS, Issue, IssueTuple, check_resource, malformed
 from services.ingest import references
 from services.ingest.claims import Claim, claim_of
 from services.ingest.labels import LabelTable, load_table
@@ -60,6 +60,7 @@ class Context:
     strong_systems: frozenset[str] = frozenset()  # national identifier systems (claims.py)
     # Priority fields per resource type, for the completeness the quality report counts (report.py).
     priority: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PRIORITY_FIELDS))
+    code_systems: frozenset[str] = RECOGNISED_CODE_SYSTEMS  # clinical code systems (validation warnings)
 
     @property
     def labels(self) -> LabelTable:
@@ -76,7 +77,8 @@ class Outcome:
     index: int
     rtype: str | None = None
     rid: str | None = None
-    issues: list[tuple[str, str | None, str, str]] = field(default_factory=list)
+    issues: list[IssueTuple] = field(default_factory=list)
+    warnings: list[IssueTuple] = field(default_factory=list)  # an accepted resource's warnings
 
     @property
     def ok(self) -> bool:
@@ -91,6 +93,9 @@ class Outcome:
 
     def issue_objects(self) -> list[Issue]:
         return [Issue(*t) for t in self.issues]
+
+    def warning_objects(self) -> list[Issue]:
+        return [Issue(*t) for t in self.warnings]
 
 
 @dataclass
@@ -234,7 +239,12 @@ def seal_transaction(ctx: Context, *, submission_id: str, hospital: str,
                 key=ctx.key_for(first), resources=resources, patients=patients)
 
 
-def check_line(raw: bytes, n: int, hospital: str) -> tuple[dict[str, Any] | None, Outcome]:
+def _on_line(n: int, issues: list[Issue]) -> list[IssueTuple]:
+    return [Issue(f"line {n}: {i.diagnostics}", i.expression, i.code, i.severity, i.rule).as_tuple() for i in issues]
+
+
+def check_line(raw: bytes, n: int, hospital: str, systems: frozenset[str] = RECOGNISED_CODE_SYSTEMS,
+               ) -> tuple[dict[str, Any] | None, Outcome]:
     """Parse, validate and normalise one NDJSON line (line numbers start at 1)."""
     out = Outcome(index=n)
     try:
@@ -253,14 +263,15 @@ def check_line(raw: bytes, n: int, hospital: str) -> tuple[dict[str, Any] | None
         out.issues = [too_large(f"line {n}", rtype, size).as_tuple()]
         return None, out
     where = rtype if isinstance(rtype, str) and rtype.isidentifier() else "Resource"
-    issues = validate_resource(doc, where)
+    verdict = check_resource(doc, where, raw, systems)
+    issues = verdict.errors
     if not issues and references.needs_rewrite(raw):
         issues = references.rewrite(doc, where, full_urls=None, ids=None)
     if issues:
         out.rtype = rtype if isinstance(rtype, str) else None
-        out.issues = [Issue(f"line {n}: {i.diagnostics}", i.expression, i.code, i.severity).as_tuple()
-                      for i in issues]
+        out.issues = _on_line(n, issues)
         return None, out
+    out.warnings = _on_line(n, verdict.warnings)
     out.rtype, out.rid = rtype, ensure_id(doc, hospital)
     return doc, out
 
@@ -297,7 +308,7 @@ def claims_of(ctx: Context, resources: list[tuple[int, dict[str, Any]]]) -> list
 
 
 def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: int,
-                  lines: list[bytes], refused: dict[int, tuple[str, str | None, str, str]] | None = None,
+                  lines: list[bytes], refused: dict[int, IssueTuple] | None = None,
                   ) -> Prepared:
     """A chunk of NDJSON: every valid line sealed, every invalid one reported (runs in a worker).
 
@@ -313,11 +324,11 @@ def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: i
             prepared.outcomes.append(Outcome(index=n, issues=[refused[n]]))
             prepared.tally.rejected(None, [(refused[n][2], None)])
             continue
-        doc, outcome = check_line(raw, n, hospital)
+        doc, outcome = check_line(raw, n, hospital, ctx.code_systems)
         prepared.outcomes.append(outcome)
         if doc is not None:
             accepted.append((n, doc))
-            prepared.tally.observe(doc, priority=ctx.priority)
+            prepared.tally.observe(doc, warnings=[w[4] for w in outcome.warnings], priority=ctx.priority)
         else:
             prepared.tally.rejected(outcome.rtype, [(i[2], i[1]) for i in outcome.issues])
     prepared.claims = claims_of(ctx, accepted)
@@ -327,6 +338,11 @@ def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: i
     return prepared
 
 
-def validate_entries(docs: list[bytes], wheres: list[str]) -> list[list[tuple[str, str | None, str, str]]]:
-    """Validate serialised resources (a worker job for large Bundles)."""
-    return [[i.as_tuple() for i in validate_resource(orjson.loads(d), w)] for d, w in zip(docs, wheres, strict=True)]
+def validate_entries(docs: list[bytes], wheres: list[str], systems: frozenset[str] = RECOGNISED_CODE_SYSTEMS,
+                     ) -> list[tuple[list[IssueTuple], list[IssueTuple]]]:
+    """The verdicts on serialised resources, as (errors, warnings) tuples (a worker job for large Bundles)."""
+    out = []
+    for d, w in zip(docs, wheres, strict=True):
+        verdict = check_resource(orjson.loads(d), w, d, systems)
+        out.append(([i.as_tuple() for i in verdict.errors], [i.as_tuple() for i in verdict.warnings]))
+    return out

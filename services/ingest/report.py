@@ -12,9 +12,10 @@ and lag buckets: nothing that names or describes a patient.
 NDJSON, in the request thread for Bundles), merged, and turned into the
 report by ``build_report``, whose one call site is ``Ingestor.report``.
 
-Warnings: today's validation reports errors only; every issue whose severity
-is ``warning`` (``Issue.severity``) is counted as one. When validation returns a
-verdict with structured warnings, ``observe`` is the one hook to feed them.
+Warnings: validation's verdict (``services.fhir.validation.Verdict``) accepts a
+resource with warnings; ``observe`` counts them per resource type and per rule
+that found them (``per-1``, ``binding``, …): the rule names the specification's
+constraint, never a value, so the report stays PHI-free.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from typing import Any
 import orjson
 
 from services.contracts.events import LAG_BUCKETS_H, QualityReport, TypeQuality
+
+# The rule a warning is counted under when validation named none.
+UNNAMED_RULE = "unnamed"
 
 # Priority fields per resource type (an operator may override them: ``HEALTHGOV_PRIORITY_FIELDS``).
 # A field is "present" when the element is there and not empty; ``a|b`` accepts either (a choice type).
@@ -184,6 +188,7 @@ class _Type:
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     warnings: int = 0
+    warning_rules: Counter[str] = field(default_factory=Counter)
     fields: Counter[str] = field(default_factory=Counter)
     fields_expected: int = 0
     codings: int = 0
@@ -219,18 +224,21 @@ class Tally:
         t.rejected += 1
         t.reasons.update({reason(code, where, rtype) for code, where in issues} or {"invalid"})
 
-    def observe(self, resource: Mapping[str, Any], *, warnings: int = 0, received: datetime | None = None,
+    def observe(self, resource: Mapping[str, Any], *, warnings: Iterable[str | None] = (),
+                received: datetime | None = None,
                 priority: Mapping[str, Sequence[str]] = DEFAULT_PRIORITY_FIELDS) -> None:
-        """One accepted resource: completeness, coding, defaults, duplicates, lag.
+        """One accepted resource: validity warnings, completeness, coding, defaults, duplicates, lag.
 
-        ``warnings``: the issues of severity ``warning`` validation returned for
-        it (the hook for a structured validation verdict).
+        ``warnings``: the rule of each warning validation's verdict gave it
+        (``Issue.rule``; ``None`` for a warning no named rule raised).
         """
         rtype = str(resource.get("resourceType"))
         t = self._of(rtype)
         t.count += 1
         t.accepted += 1
-        t.warnings += warnings
+        for rule in warnings:
+            t.warnings += 1
+            t.warning_rules[rule or UNNAMED_RULE] += 1
         wanted = priority.get(rtype, ())
         t.fields_expected += len(wanted)
         for spec in wanted:
@@ -265,6 +273,7 @@ class Tally:
                          "defaults", "duplicates", "lag_unknown"):
                 setattr(t, name, getattr(t, name) + getattr(o, name))
             t.reasons.update(o.reasons)
+            t.warning_rules.update(o.warning_rules)
             t.fields.update(o.fields)
             t.lag.update(o.lag)
         # a resource repeated in two chunks is a duplicate too, found when the second chunk joins
@@ -280,7 +289,8 @@ def build_report(*, hospital: str, submission_id: str, transport: str, accepted:
         hospital=hospital, submission_id=submission_id, transport=transport,
         outcome="accepted" if accepted else "refused",
         types={k: TypeQuality(count=t.count, accepted=t.accepted, rejected=t.rejected, reasons=dict(t.reasons),
-                              warnings=t.warnings, fields=dict(t.fields), fields_expected=t.fields_expected,
+                              warnings=t.warnings, warning_rules=dict(t.warning_rules), fields=dict(t.fields),
+                              fields_expected=t.fields_expected,
                               codings=t.codings, recognised=t.recognised, defaults=t.defaults,
                               duplicates=t.duplicates, lag=dict(t.lag), lag_unknown=t.lag_unknown)
                for k, t in sorted(tally.types.items())})

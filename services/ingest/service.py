@@ -26,7 +26,7 @@ from services.contracts import errors
 from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef, rfc3339, utcnow
 from services.contracts.policy import PolicyInput, PolicyResource
 from services.contracts.topics import MAX_INGEST_MESSAGE_BYTES, QUALITY_REPORTS
-from services.fhir.validation import InvalidSubmission, Issue, validate_resource
+from services.fhir.validation import InvalidSubmission, Issue, Verdict, check_resource
 from services.ingest import bundle as bundles
 from services.ingest.claims import ClaimRegistry, Refusals
 from services.ingest.idempotency import Idempotency, Replay
@@ -164,14 +164,16 @@ class Ingestor:
         if len(with_resource) >= self.pool_threshold:
             step = max(50, len(with_resource) // (2 * max(1, self.pool.workers)))
             jobs = [([orjson.dumps(e.resource) for e in with_resource[i:i + step]],
-                     [f"{e.where}.resource" for e in with_resource[i:i + step]])
+                     [f"{e.where}.resource" for e in with_resource[i:i + step]], self.ctx.code_systems)
                     for i in range(0, len(with_resource), step)]
-            found = [[Issue(*t) for t in issues]
-                     for part in self.pool.map_ordered(validate_entries, jobs) for issues in part]
+            found = [Verdict([Issue(*t) for t in errors], [Issue(*t) for t in warnings])
+                     for part in self.pool.map_ordered(validate_entries, jobs) for errors, warnings in part]
         else:
-            found = [validate_resource(e.resource, f"{e.where}.resource") for e in with_resource]
-        for entry, issues in zip(with_resource, found, strict=True):
-            entry.issues.extend(issues)
+            found = [check_resource(e.resource, f"{e.where}.resource", systems=self.ctx.code_systems)
+                     for e in with_resource]
+        for entry, verdict in zip(with_resource, found, strict=True):
+            entry.issues.extend(verdict.errors)
+            entry.warnings.extend(verdict.warnings)
         bundles.resolve(bundle, hospital)
         try:
             bundles.require_all_good(bundle)
@@ -329,7 +331,7 @@ class Ingestor:
                 if refused:  # a transaction refused whole: nothing of it is stored
                     tally.rejected(e.resource.get("resourceType"), [(WITH_TRANSACTION, None)])
                 else:
-                    tally.observe(e.resource, priority=self.ctx.priority)
+                    tally.observe(e.resource, warnings=[w.rule for w in e.warnings], priority=self.ctx.priority)
         return tally
 
     def report(self, hospital: str, submission_id: str, tally: Tally, *, accepted: bool,

@@ -135,6 +135,10 @@ def _init_worker(memo: bool) -> None:
         install_memo()
     import fhir.resources.R4B  # noqa: F401 - load the models once per worker
 
+    from services.fhir.rules import rules
+
+    rules()  # load and compile the specification's rules once per worker, before the first request
+
     # The models are a large, permanent object graph: out of the collector's sight, a full
     # collection no longer walks them (about a sixth of a worker's CPU when it did).
     freeze_startup_heap()

@@ -16,6 +16,7 @@ throttled per account and per client address (``throttle.py``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
 from services.adapters.web import install_error_handlers
+from services.contracts import vocabulary
 from services.portal import consents, i18n, oversight, views, words
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
@@ -46,10 +48,8 @@ from services.tlog.client import AuditClient
 from services.tlog.verify import verify_log
 
 COOKIE = "healthgov_session"
-ORG_TYPES = ["hospital", "public_health", "law_enforcement", "regulator", "research", "insurer",
-             "commercial", "patient"]
-KINDS = ["disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-         "care_relationship"]
+ORG_TYPES = list(vocabulary.ORG_TYPES)
+KINDS = list(vocabulary.AUDIT_KINDS)
 # What the patient page says after a change (the redirect carries only the key).
 NOTICES = {
     "granted": N_("Your choice is saved and in force."),
@@ -85,8 +85,9 @@ def _templates(lang: str, registry: dict[str, Any]) -> Jinja2Templates:
         lang=lang, html_lang=i18n.HTML_LANG[lang], languages=i18n.LOCALES,
         when=lambda value, seconds=False: i18n.local_time(value, lang, seconds=seconds),
         day=i18n.local_date, org=lambda org_id: words.org_name(registry, org_id, lang),
-        kind_words=words.KINDS, own_kind_words=words.OWN_KINDS,
-        reason_words=words.REASONS, org_type_words=consents.ORG_TYPE_WORDS,
+        kind_words=vocabulary.AUDIT_KINDS, own_kind_words=vocabulary.OWN_AUDIT_KINDS,
+        reason_words={**vocabulary.REASONS, **vocabulary.DENY_REASONS_TO_PATIENT},
+        org_type_words=consents.ORG_TYPE_WORDS,
         purpose_words={**consents.OTHER_PURPOSES, **consents.PURPOSES},
         record_words={**words.MORE_RECORD_KINDS, **consents.RECORD_TYPES},
         notice_words=consents.NOTICE_WORDS, access_filters=words.ACCESS_FILTERS,
@@ -321,7 +322,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                                   "until": instant(flt["to"], 1) if flt["to"] else None,
                                   "accessor_org": flt["org"] or None}
         if flt["access"] == "state":
-            params["org_types"] = sorted(words.STATE_ORG_TYPES)
+            params["org_types"] = sorted(vocabulary.STATE_ORG_TYPES)
         elif flt["access"]:
             params["kinds"] = list(words.ACCESS_FILTERS[flt["access"]][1])
         return params
@@ -415,42 +416,46 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                                                           detail=exc.detail))
         return RedirectResponse(f"/me?done={'granted' if applied else 'pending'}#consents", status_code=303)
 
-    @app.post("/me/consents/{consent_id}/revoke", response_model=None)
-    async def revoke_consent(consent_id: str, request: Request,
-                             sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+    async def change_own_consent(request: Request, sid: str | None, consent_id: str,
+                                 eligible: Callable[[list[consents.ConsentRow]], set[str]],
+                                 change: Callable[[Principal, str], Any], *, refused: str, failed: str,
+                                 done: Callable[[Any], str]) -> Response:
+        """Withdraw or confirm a consent: only an ``eligible`` id from the patient's own list goes upstream.
+
+        ``refused`` and ``failed`` are msgids (marked ``N_`` where they are written) put in the reader's
+        language here; ``failed`` has a ``%(detail)s`` field for what records answered; ``done`` names the
+        page's notice.
+        """
         who = await poster(request, sid, "patient")
         if isinstance(who, Response):
             return who
         try:
             own = await run_in_threadpool(clients.my_consents, who)
-            if consent_id not in consents.revocable_ids(consents.consent_rows(own, registry)):
-                return await patient_page(request, who, 404, consent_error=tr(
-                    request, "That permission is not one of yours, or it is already withdrawn; nothing was changed."))
-            applied = await run_in_threadpool(clients.revoke_consent, who, consent_id)
+            if consent_id not in eligible(consents.consent_rows(own, registry)):
+                return await patient_page(request, who, 404, consent_error=tr(request, refused))
+            applied = await run_in_threadpool(change, who, consent_id)
         except Upstream as exc:
-            return await patient_page(request, who, exc.status,
-                                      consent_error=tr(request, "The permission could not be withdrawn: %(detail)s.",
-                                                          detail=exc.detail))
-        return RedirectResponse(f"/me?done={'revoked' if applied else 'revoke_pending'}#consents", status_code=303)
+            return await patient_page(request, who, exc.status, consent_error=tr(request, failed, detail=exc.detail))
+        return RedirectResponse(f"/me?done={done(applied)}#consents", status_code=303)
+
+    @app.post("/me/consents/{consent_id}/revoke", response_model=None)
+    async def revoke_consent(consent_id: str, request: Request,
+                             sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        return await change_own_consent(
+            request, sid, consent_id, consents.revocable_ids, clients.revoke_consent,
+            refused=N_("That permission is not one of yours, or it is already withdrawn; nothing was changed."),
+            failed=N_("The permission could not be withdrawn: %(detail)s."),
+            done=lambda applied: "revoked" if applied else "revoke_pending")
 
     @app.post("/me/consents/{consent_id}/confirm", response_model=None)
     async def confirm_consent(consent_id: str, request: Request,
                               sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
         """The patient confirms a permission their hospital recorded for them: only now is it in force."""
-        who = await poster(request, sid, "patient")
-        if isinstance(who, Response):
-            return who
-        try:
-            own = await run_in_threadpool(clients.my_consents, who)
-            if consent_id not in consents.confirmable_ids(consents.consent_rows(own, registry)):
-                return await patient_page(request, who, 404, consent_error=tr(
-                    request, "That permission is not one waiting for your confirmation; nothing was changed."))
-            await run_in_threadpool(clients.confirm_consent, who, consent_id)
-        except Upstream as exc:
-            return await patient_page(request, who, exc.status,
-                                      consent_error=tr(request, "The permission could not be confirmed: %(detail)s.",
-                                                          detail=exc.detail))
-        return RedirectResponse("/me?done=confirmed#consents", status_code=303)
+        return await change_own_consent(
+            request, sid, consent_id, consents.confirmable_ids, clients.confirm_consent,
+            refused=N_("That permission is not one waiting for your confirmation; nothing was changed."),
+            failed=N_("The permission could not be confirmed: %(detail)s."),
+            done=lambda _applied: "confirmed")
 
     @app.post("/me/care", response_model=None)
     async def grant_care(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
@@ -494,31 +499,29 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                                                           detail=exc.detail))
         return RedirectResponse("/me", status_code=303)  # the page says so once records answers 410
 
-    @app.get("/me/records.json", response_model=None)
-    def me_records(sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Any:
+    def patient_json(sid: str | None, fetch: Callable[[Principal], Any]) -> Any:
+        """The signed-in patient's own data as JSON, or the upstream refusal with its status."""
         who = signed_in(sid, "patient")
         if who is None:
             return Response(status_code=401)
         try:
-            return clients.my_records(who)
+            return fetch(who)
         except Upstream as exc:
             return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
+    @app.get("/me/records.json", response_model=None)
+    def me_records(sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Any:
+        return patient_json(sid, clients.my_records)
+
     @app.get("/me/access.json", response_model=None)
     def me_access(sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Any:
-        who = signed_in(sid, "patient")
-        if who is None:
-            return Response(status_code=401)
-        try:
-            return clients.my_access(who)
-        except Upstream as exc:
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return patient_json(sid, clients.my_access)
 
     def regulator_ctx(who: Principal, request: Request) -> dict[str, Any]:
         filters = {k: request.query_params.get(k) or None
                    for k in ("org_type", "purpose", "kind", "outcome", "patient", "cursor")}
         ctx: dict[str, Any] = {"who": who, "filters": filters, "org_types": ORG_TYPES, "kinds": KINDS,
-                               "events": [], "checkpoint": None}
+                               "outcomes": vocabulary.OUTCOMES, "events": [], "checkpoint": None}
         try:
             page_ = clients.events(who, limit=100, **filters)
             ctx["events"] = views.event_rows(page_["events"], registry)

@@ -13,21 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from services.contracts import vocabulary
 from services.portal.i18n import N_
 
-THIRD_PARTY_TYPES = ("research", "insurer", "commercial")
-ORG_TYPE_WORDS = {
-    "research": N_("research institute"), "insurer": N_("insurance company"), "commercial": N_("company"),
-    "hospital": N_("hospital"), "public_health": N_("public health authority"), "law_enforcement": N_("police"),
-    "regulator": N_("health regulator"), "patient": N_("you, through this portal"),
-}
+THIRD_PARTY_TYPES = vocabulary.THIRD_PARTY_ORG_TYPES
+ORG_TYPE_WORDS = vocabulary.ORG_TYPES
 # The purposes a third party can be given (HL7 v3 PurposeOfUse); the rest belong to care and the state.
-PURPOSES = {"HRESCH": N_("medical research"), "HPAYMT": N_("insurance claims and payments"),
-            "HMARKT": N_("marketing and commercial products")}
-OTHER_PURPOSES = {"*": N_("any purpose"), "PATRQT": N_("your own requests"), "TREAT": N_("your treatment"),
-                  "ETREAT": N_("emergency treatment"), "PUBHLTH": N_("public health"),
-                  "HLEGAL": N_("legal proceedings"),
-                  "HCOMPL": N_("regulatory checks")}
+PURPOSES = {code: vocabulary.PURPOSES[code] for code in ("HRESCH", "HPAYMT", "HMARKT")}
+OTHER_PURPOSES = {"*": vocabulary.ANY_PURPOSE,
+                  **{code: words for code, words in vocabulary.PURPOSES.items() if code not in PURPOSES}}
 RECORD_TYPES = {
     "Patient": N_("my personal details (name, birth date, address)"),
     "Condition": N_("diagnoses and health problems"),

@@ -6,6 +6,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from services.contracts import vocabulary
 from services.tlog import receipt
 
 
@@ -28,7 +29,7 @@ def record_summary(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], list[d
     return summary, sorted(conditions, key=lambda c: c["onset"], reverse=True)
 
 
-STATE_TYPES = {"public_health", "law_enforcement", "regulator"}
+STATE_TYPES = vocabulary.STATE_ORG_TYPES
 
 
 def event_rows(events: list[dict[str, Any]], registry: dict[str, Any]) -> list[dict[str, Any]]:

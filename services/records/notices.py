@@ -19,10 +19,10 @@ from sqlmodel import Session, select
 from services.adapters.sql import UnitOfWork
 from services.contracts.events import AuditEvent
 from services.contracts.policy import Decision
+from services.contracts.vocabulary import STATE_ORG_TYPES
 from services.records.care import instant
 from services.records.store import Notice
 
-STATE_ORG_TYPES = frozenset({"public_health", "law_enforcement", "regulator"})
 NOTICE_KINDS = ("first_access", "break_glass", "state_access", "on_behalf")
 
 

@@ -83,20 +83,20 @@ class ConsentRegistry:
 
     def confirm(self, caller: Caller, consent_id: str, authority: Authority) -> ConsentResult:
         """The patient confirms a permit recorded on their behalf: it comes into force."""
-        with UnitOfWork(self.engine) as uow:
-            rows = consent_versions(uow.session, self.vault.consent_index(consent_id))
-        if not rows:
-            raise NotFound(f"Consent/{consent_id} not found")
-        return self._change(caller, authority, rows[-1].patient, consent_id, rows[-1], "confirmed",
-                            consents.confirmed)
+        current = self._newest(consent_id)
+        return self._change(caller, authority, current.patient, consent_id, current, "confirmed", consents.confirmed)
 
     def revoke(self, caller: Caller, consent_id: str, authority: Authority) -> ConsentResult:
+        current = self._newest(consent_id)
+        return self._change(caller, authority, current.patient, consent_id, current, "revoked", consents.revoked)
+
+    def _newest(self, consent_id: str) -> ConsentRow:
+        """The consent's newest stored version; ``NotFound`` when there is none."""
         with UnitOfWork(self.engine) as uow:
             rows = consent_versions(uow.session, self.vault.consent_index(consent_id))
         if not rows:
             raise NotFound(f"Consent/{consent_id} not found")
-        return self._change(caller, authority, rows[-1].patient, consent_id, rows[-1], "revoked",
-                            consents.revoked)
+        return rows[-1]
 
     def _change(self, caller: Caller, authority: Authority, patient: str, consent_id: str,
                 current: ConsentRow | None, change: str, edit: Any) -> ConsentResult:

@@ -102,3 +102,14 @@ test_every_grant_has_complete_obligations if {
 	count(rules) == count(allowed_requests)
 	count({r | some r in rules}) == count(allowed_requests)
 }
+
+# Every kind of organisation the platform knows (services/contracts/vocabulary.py) has its
+# purposes here, and no other kind does.
+test_every_known_org_type_has_purposes if {
+	{t | some t, _ in access.purposes_by_org_type} == {t | some t in data.healthgov.vocabulary.org_types}
+}
+
+# The test fixtures name one caller of every known kind.
+test_fixtures_cover_every_known_org_type if {
+	{t | some t, _ in caller_of_kind} == {t | some t in data.healthgov.vocabulary.org_types}
+}

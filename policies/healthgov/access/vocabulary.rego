@@ -2,23 +2,14 @@
 # by name ("unknown_purpose", "unknown_action"), never guessed at.
 package healthgov.access
 
-# HL7 v3 PurposeOfUse (v3-ActReason) codes the platform understands.
-known_purposes := {
-	"PATRQT", # the patient's own request
-	"TREAT", # treatment
-	"ETREAT", # emergency treatment (break-glass)
-	"PUBHLTH", # public health
-	"HLEGAL", # law enforcement / legal
-	"HCOMPL", # regulatory compliance
-	"HRESCH", # research
-	"HPAYMT", # payment
-	"HMARKT", # marketing
-}
+# The codes are written once, with their wording, in services/contracts/vocabulary.py;
+# `healthgov policy manifest` copies them to data.healthgov.vocabulary
+# (policies/healthgov/vocabulary/data.json) and a unit test fails when the two disagree.
 
-known_actions := {
-	"read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer",
-	"oversight_review",
-}
+# HL7 v3 PurposeOfUse (v3-ActReason) codes the platform understands.
+known_purposes := {p | some p in data.healthgov.vocabulary.purposes}
+
+known_actions := {a | some a in data.healthgov.vocabulary.actions}
 
 # The purposes each kind of organisation may claim. A caller cannot borrow a
 # purpose that belongs to another kind of organisation (an insurer asking for
@@ -39,10 +30,10 @@ purposes_by_org_type := {
 # Third parties are the recipients a patient opt-out blocks. State access
 # (public health, law enforcement, regulator) is never blocked by an opt-out;
 # it is made visible to the patient instead.
-third_party_org_types := {"research", "insurer", "commercial"}
+third_party_org_types := {t | some t in data.healthgov.vocabulary.third_party_org_types}
 
 # HL7 v3 confidentiality codes plus our NOTIFIABLE (docs/architecture.md §4).
-sensitive_labels := {"HIV", "PSY", "ETH", "SDV", "SEX", "STD", "GDIS", "NOTIFIABLE"}
+sensitive_labels := {label | some label in data.healthgov.vocabulary.sensitive_labels}
 
 # Resources that describe the health system, not a patient.
 directory_types := {"Organization", "Location", "Practitioner", "PractitionerRole"}

@@ -84,3 +84,17 @@ def test_the_report_carries_no_identifier_or_value() -> None:
     raw = build_report(hospital="h", submission_id="s", transport="fhir", accepted=True,
                        tally=tally).model_dump_json()
     assert "Zhangsan" not in raw and "1980" not in raw and "p1" not in raw
+
+
+def test_validity_warnings_are_counted_per_type_and_rule() -> None:
+    tally = Tally()
+    tally.observe(patient(), warnings=["binding-extensible", "binding-extensible"], received=ARRIVED)
+    tally.observe(patient(id="p2", gender="male"), warnings=[None], received=ARRIVED)
+    other = Tally()
+    other.observe(encounter("2026-11-22T10:00:00Z"), warnings=["code-system"], received=ARRIVED)
+    other.observe(patient(id="p3", gender="other"), warnings=["binding-extensible"], received=ARRIVED)
+    tally.merge(other)
+    types = build_report(hospital="h", submission_id="s", transport="fhir", accepted=True, tally=tally).types
+    assert (types["Patient"].warnings, types["Patient"].warning_rules) == (4, {"binding-extensible": 3,
+                                                                               "unnamed": 1})
+    assert (types["Encounter"].warnings, types["Encounter"].warning_rules) == (1, {"code-system": 1})

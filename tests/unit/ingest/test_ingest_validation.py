@@ -91,7 +91,7 @@ def test_nested_resource_of_unknown_type_is_an_issue_not_a_crash(memo: bool,
     finally:
         validation.uninstall_memo()
     assert doc is None
-    [(diagnostics, expression, code, _)] = outcome.issues
+    [(diagnostics, expression, code, *_)] = outcome.issues
     assert diagnostics.startswith("line 7: Condition: ") and expression == "Condition" and code == "not-supported"
     assert issue.expression == "Bundle.entry[2].resource" and issue.code == "not-supported"
 

@@ -21,14 +21,14 @@ from services.cli import policy as policy_cli
 REPO = Path(__file__).resolve().parents[3]
 POLICIES = REPO / "policies"
 MANIFEST = POLICIES / "healthgov" / "manifest" / "data.json"
+VOCABULARY = "healthgov/vocabulary/data.json"
 
 
 def _independent_digest(root: Path) -> str:
-    """The digest as documented: sha256 of the sha256sum listing of the rule files."""
+    """The digest as documented: sha256 of the sha256sum listing of the rule files and the vocabulary data."""
     rules = sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*.rego")
-        if not p.name.endswith("_test.rego")
+        [p.relative_to(root).as_posix() for p in root.rglob("*.rego") if not p.name.endswith("_test.rego")]
+        + [VOCABULARY] * (root / VOCABULARY).is_file()
     )
     listing = "".join(
         f"{hashlib.sha256((root / r).read_bytes()).hexdigest()}  {r}\n" for r in rules
@@ -89,3 +89,25 @@ def test_write_manifest_round_trip(tmp_path: Path) -> None:
 )
 def test_next_version(current: str | None, today: dt.date, expected: str) -> None:
     assert policy_cli.next_version(current, today) == expected
+
+
+def test_digest_sees_a_vocabulary_change(tmp_path: Path) -> None:
+    """A purpose or action added to the vocabulary changes decisions, so it changes the version."""
+    (tmp_path / "p.rego").write_text("package p\n")
+    vocab = tmp_path / VOCABULARY
+    vocab.parent.mkdir(parents=True)
+    vocab.write_text('{"purposes": ["TREAT"]}\n')
+    before = policy_cli.policy_digest(tmp_path)
+    assert before == _independent_digest(tmp_path)
+    vocab.write_text('{"purposes": ["TREAT", "HRESCH"]}\n')
+    assert policy_cli.policy_digest(tmp_path) != before
+    assert VOCABULARY in policy_cli.file_digests(tmp_path)
+
+
+def test_manifest_check_fails_on_a_stale_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    monkeypatch.setattr(policy_cli, "vocabulary_json", lambda: '{"purposes": []}\n')
+    result = CliRunner().invoke(policy_cli.app, ["manifest", "--check"])
+    assert result.exit_code == 1
+    assert "vocabulary is stale" in result.output

@@ -9,18 +9,20 @@ import pytest
 from babel.messages.frontend import CommandLineInterface
 from babel.messages.pofile import read_po
 
+from services.contracts import vocabulary
 from services.portal import consents, i18n
 
 PORTAL = Path(i18n.__file__).parent
+VOCABULARY = Path(vocabulary.__file__)
 PLACEHOLDER = re.compile(r"%\([a-z_]+\)s")
 
 
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """The msgids in the code and templates today (what `make messages` extracts)."""
+    """The msgids in the code, templates and vocabulary today (what `make messages` extracts)."""
     pot = tmp_path_factory.mktemp("pot") / "messages.pot"
     CommandLineInterface().run(["pybabel", "-q", "extract", "-F", str(PORTAL / "babel.cfg"), "-k", "N_", "-k", "tr:2",
-                                "--no-location", "-o", str(pot), str(PORTAL)])
+                                "--no-location", "-o", str(pot), str(PORTAL), str(VOCABULARY)])
     with pot.open("rb") as f:
         return {m.id for m in read_po(f) if m.id}
 
@@ -43,7 +45,9 @@ def test_translations_keep_their_placeholders() -> None:
 
 
 def test_the_words_tables_are_marked_for_translation(extracted: set[str]) -> None:
-    for table in (consents.PURPOSES, consents.OTHER_PURPOSES, consents.RECORD_TYPES, consents.ORG_TYPE_WORDS):
+    for table in (consents.PURPOSES, consents.OTHER_PURPOSES, consents.RECORD_TYPES, consents.ORG_TYPE_WORDS,
+                  vocabulary.AUDIT_KINDS, vocabulary.OWN_AUDIT_KINDS, vocabulary.REASONS,
+                  vocabulary.DENY_REASONS_TO_PATIENT, vocabulary.SENSITIVE_LABELS):
         assert set(table.values()) <= extracted
 
 
