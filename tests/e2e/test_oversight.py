@@ -60,6 +60,8 @@ def test_a_submission_becomes_quality_metrics(stack, token, settings) -> None:  
     assert types["Patient"]["defaults"] >= 1  # gender "unknown"
     assert types["Observation"]["codings"] >= 1 and types["Observation"]["recognised"] == 0
     assert m["validity"] is not None and m["validity"] < 1
+    # the accepted Observation's local code is a validity warning (rule code-system), counted as one
+    assert m["warnings"] - before["warnings"] >= 1, (m, before)
     table = get(settings, token, "/hospitals")["hospitals"]
     assert {h["hospital"] for h in table} >= {"gy-hosp-001", "gy-hosp-004", "gy-hosp-005"}
     assert [h["rank"] for h in table] == sorted(h["rank"] for h in table)
