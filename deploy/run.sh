@@ -18,15 +18,19 @@ trap 'exit 143' TERM
 # Synthea's encounters are years old: the demo hospital's patients visit it today, which is
 # the evidence of care its clinicians read them under (docs/architecture.md §10).
 "$hg" dev admit deploy/demo/fixtures/synthea-10-patients --org gy-hosp-001
+# Four more hospitals send their own copies of the demo patients, each reporting differently (on time,
+# late, poorly coded, mostly refused), and some access behaviour for the regulator's oversight (README).
+"$hg" dev oversight-demo
 echo "demo portal accounts (username, password):"
 "$hg" portal demo-accounts deploy/demo/fixtures/synthea-10-patients
 cat <<MSG
 
-healthgov is up with the Synthea demo patients (hospital gy-hosp-001).
+healthgov is up with the Synthea demo patients (hospitals gy-hosp-001 to gy-hosp-005).
   portal   http://127.0.0.1:8000        patients and regulators (sign in with an account above)
   ingest   http://127.0.0.1:8001/docs   hospital FHIR API
   records  http://127.0.0.1:8002/docs   policy-enforced reads
   audit    http://127.0.0.1:8003/docs   transparency log
+  oversight http://127.0.0.1:8004/docs  the regulator's oversight of every hospital (API)
 Try (see README.md):
   TOKEN=\$($hg dev token --org gy-hosp-001 --sub dr-wang --role clinician --purpose TREAT)
   curl -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8002/fhir/Patient/129c6ac7-8d06-89de-ad63-0204a93e76c3/\\\$everything

@@ -3,7 +3,8 @@
 #   - the Python virtualenv with the project (editable) and its dev tools;
 #   - the Apache Kafka broker jars from Maven Central (deploy/kafka/pom.xml);
 #   - the pinned OPA binary, built with `go install` (unless `opa` is on PATH);
-#   - Debian's Chromium for the browser tests (Playwright drives the system browser, nothing is downloaded).
+#   - Debian's Chromium for the browser tests (Playwright drives the system browser, nothing is downloaded);
+#   - Chart.js from the npm registry, which the portal serves itself (closed hospital networks reach no CDN).
 # Everything lands in git-ignored directories (.venv, .cache) and is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,4 +81,19 @@ if [ ! -x "$CHROMIUM" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
     chromium fonts-noto-cjk >/dev/null
 fi
+# --- Chart.js (the regulator's console) ---------------------------------------
+CHARTJS_VERSION="${HEALTHGOV_CHARTJS_VERSION:-4.6.2}"
+CHARTJS_DIR=".cache/chartjs-${CHARTJS_VERSION}"
+if [ ! -f "$CHARTJS_DIR/.complete" ]; then
+  step "chart.js ${CHARTJS_VERSION} from the npm registry ($CHARTJS_DIR)"
+  command -v npm >/dev/null || { echo "npm is required to fetch Chart.js" >&2; exit 1; }
+  tmp=$(mktemp -d)
+  # npm pack checks the tarball against the registry's integrity hash
+  (cd "$tmp" && npm pack --silent "chart.js@${CHARTJS_VERSION}" >/dev/null)
+  rm -rf "$CHARTJS_DIR" && mkdir -p "$CHARTJS_DIR"
+  tar -xzf "$tmp"/chart.js-*.tgz -C "$CHARTJS_DIR"
+  rm -rf "$tmp"
+  touch "$CHARTJS_DIR/.complete"
+fi
+ln -sfn "chartjs-${CHARTJS_VERSION}" .cache/chartjs
 step "setup complete"

@@ -13,7 +13,7 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PORTS = {"portal": 8000, "ingest": 8001, "records": 8002, "audit": 8003, "opa": 8181,
+PORTS = {"portal": 8000, "ingest": 8001, "records": 8002, "audit": 8003, "oversight": 8004, "opa": 8181,
          "kafka": 9092, "kafka-controller": 9093}
 
 
@@ -35,6 +35,7 @@ class PlatformSettings(BaseSettings):
     records_url: str = ""
     audit_url: str = ""
     portal_url: str = ""
+    oversight_url: str = ""
 
     @model_validator(mode="after")
     def _defaults(self) -> PlatformSettings:
@@ -43,7 +44,7 @@ class PlatformSettings(BaseSettings):
         local = "http://127.0.0.1:{}"
         self.kafka_bootstrap = self.kafka_bootstrap or f"127.0.0.1:{self.port('kafka')}"
         self.opa_url = self.opa_url or local.format(self.port("opa"))
-        for name in ("portal", "ingest", "records", "audit"):
+        for name in ("portal", "ingest", "records", "audit", "oversight"):
             if not getattr(self, f"{name}_url"):
                 setattr(self, f"{name}_url", local.format(self.port(name)))
         return self

@@ -59,6 +59,8 @@ _SHAPES: dict[str, tuple[dict[str, str], list[dict[str, str]], str]] = {
                           [{"system": RESTFUL, "code": "create", "display": "create"}], "C"),
     "project": ({"system": EVENT_TYPE, "code": "rest", "display": "Restful Operation"},
                 [{"system": RESTFUL, "code": "update", "display": "update"}], "U"),
+    "break_glass_review": ({"system": EVENT_TYPE, "code": "rest", "display": "Restful Operation"},
+                           [{"system": RESTFUL, "code": "update", "display": "update"}], "U"),
 }
 
 

@@ -17,7 +17,7 @@ from services.adapters.auth import issue_token, load_registry
 from services.adapters.config import PlatformSettings
 from services.adapters.documents import ETHICS_APPROVAL, WARRANT, DocumentKind, issue_document
 from services.adapters.keys import PlatformKeys
-from services.cli import visits
+from services.cli import oversight_demo, visits
 from services.cli.stack import ComponentFailed, Stack
 
 app = typer.Typer(help="healthgov: health data governance platform", no_args_is_help=True)
@@ -50,7 +50,7 @@ def _register_subapps() -> None:
 def stack_up(
     foreground: Annotated[bool, typer.Option(help="Stay in the foreground until Ctrl-C.")] = False,
 ) -> None:
-    """Start Kafka, OPA and the four services; wait until every health check passes."""
+    """Start Kafka, OPA and the services; wait until every health check passes."""
     stack = Stack()
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console) as progress:
@@ -232,6 +232,7 @@ def dev_ethics_approval(
 
 
 dev_app.command("admit")(visits.admit_command)
+dev_app.command("oversight-demo")(oversight_demo.demo_command)
 _register_subapps()
 
 

@@ -1,4 +1,4 @@
-"""Start, stop and inspect the local platform: Kafka, OPA, the four services (and, in dev, a witness).
+"""Start, stop and inspect the local platform: Kafka, OPA, the five services (and, in dev, a witness).
 
 Each component is a background process with a pid file and a log file in the
 state directory. ``up`` waits until every health check passes; if one fails it
@@ -29,7 +29,7 @@ from services.adapters.config import REPO_ROOT, PlatformSettings
 from services.adapters.keys import PlatformKeys
 from services.contracts.topics import LARGEST_MESSAGE_BYTES
 
-SERVICES = ("portal", "ingest", "records", "audit")
+SERVICES = ("portal", "ingest", "records", "audit", "oversight")
 
 
 @dataclass

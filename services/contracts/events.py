@@ -19,6 +19,7 @@ INGEST_ENVELOPE_SCHEMA = "healthgov.ingest.envelope.v1"
 AUDIT_EVENT_SCHEMA = "healthgov.audit.event.v1"
 DEADLETTER_SCHEMA = "healthgov.deadletter.v1"
 CONSENT_CHANGE_SCHEMA = "healthgov.consent.change.v1"
+QUALITY_REPORT_SCHEMA = "healthgov.quality.report.v1"
 
 
 
@@ -149,3 +150,58 @@ class ConsentChange(BaseModel):
     sealed: str  # base64 of the sealed FHIR Consent, as it is after the change
     accessor: Accessor
     event_id: str  # the AuditEvent of kind "consent" that records the change
+
+
+class TypeQuality(BaseModel):
+    """The quality of one resource type within one submission: counts only, never content.
+
+    ``warnings`` counts the validity warnings of accepted resources and
+    ``warning_rules`` the same per rule that raised them; ``fields`` counts,
+    per priority field, the accepted resources that carry it
+    (``fields_expected`` = accepted resources x priority fields); ``codings``
+    the clinical codings seen and ``recognised`` those in a recognised code
+    system; ``lag`` counts resources per lag bucket (clinical time to arrival,
+    bucket labels in ``LAG_BUCKETS_H``), ``lag_unknown`` those without a
+    clinical time.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = Field(default_factory=dict)
+    warnings: int = 0
+    warning_rules: dict[str, int] = Field(default_factory=dict)  # per validity rule (``per-1``, ``binding``, …)
+    fields: dict[str, int] = Field(default_factory=dict)
+    fields_expected: int = 0
+    codings: int = 0
+    recognised: int = 0
+    defaults: int = 0
+    duplicates: int = 0
+    lag: dict[str, int] = Field(default_factory=dict)
+    lag_unknown: int = 0
+
+
+# Upper bounds (hours) of the lag buckets a report counts in; the last bucket is open ("inf").
+LAG_BUCKETS_H: tuple[float, ...] = (1, 6, 24, 72, 168, 720, 8760)
+
+
+class QualityReport(BaseModel):
+    """What ingest saw of one submission, accepted or refused, on ``ingest.quality.v1`` (key: hospital).
+
+    It is PHI-free by construction: resource types, counts, issue codes, field
+    names and code-system verdicts. The oversight service turns these into
+    per-hospital metrics (docs/architecture.md §14).
+    """
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    schema_: Literal["healthgov.quality.report.v1"] = Field(default=QUALITY_REPORT_SCHEMA, alias="schema")
+    report_id: str = Field(default_factory=lambda: str(uuid6.uuid7()))
+    hospital: str
+    submission_id: str
+    received_at: str = Field(default_factory=lambda: rfc3339(utcnow()))
+    transport: str = "fhir"
+    outcome: Literal["accepted", "refused"]
+    types: dict[str, TypeQuality] = Field(default_factory=dict)

@@ -46,10 +46,12 @@ INGEST_RESOURCES = Topic("ingest.resources.v1", 6, MAX_INGEST_MESSAGE_BYTES + 1 
 CONSENT_CHANGES = Topic("consent.changes.v1", 6, 10 * MiB)
 # One partition: the audit log is one total order.
 AUDIT_EVENTS = Topic("audit.events.v1", 1, 10 * MiB)
+# One PHI-free quality report per submission (counts, codes' systems, lags), keyed by hospital.
+QUALITY_REPORTS = Topic("ingest.quality.v1", 3, 1 * MiB)
 # Dead letters of the other topics' messages: the original in base64 (4/3 of it) plus the reason.
 INGEST_DEADLETTER = Topic("ingest.deadletter.v1", 1, max(
-    t.max_message_bytes for t in (INGEST_RESOURCES, CONSENT_CHANGES, AUDIT_EVENTS)) * 4 // 3 + 1 * MiB)
+    t.max_message_bytes for t in (INGEST_RESOURCES, CONSENT_CHANGES, AUDIT_EVENTS, QUALITY_REPORTS)) * 4 // 3 + 1 * MiB)
 
-ALL_TOPICS: tuple[Topic, ...] = (INGEST_RESOURCES, INGEST_DEADLETTER, CONSENT_CHANGES, AUDIT_EVENTS)
+ALL_TOPICS: tuple[Topic, ...] = (INGEST_RESOURCES, INGEST_DEADLETTER, CONSENT_CHANGES, AUDIT_EVENTS, QUALITY_REPORTS)
 # The largest record any topic accepts: the broker's replica fetch and the producer's request limit.
 LARGEST_MESSAGE_BYTES = max(t.max_message_bytes for t in ALL_TOPICS)

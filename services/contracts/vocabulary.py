@@ -45,7 +45,8 @@ PURPOSES: Final[dict[str, str]] = {
 ANY_PURPOSE: Final = N_("any purpose")  # a consent that names no purpose
 
 Action = Literal["read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer",
-                 "export", "project_apply", "project_review"]
+                 "export", "project_apply", "project_review",
+                 "oversight_review"]
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 # The kinds of organisation in the registry that may call the platform, worded for a patient.
@@ -88,7 +89,7 @@ DEIDENTIFY: Final[dict[str, str]] = {
 
 AuditKind = Literal[
     "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship", "project",
+    "care_relationship", "project", "break_glass_review",
 ]
 # What happened, per audit event kind, worded as an organisation's act: the patient's trail reads it after the
 # organisation's name ("<hospital> read your records"), a receipt as "what happened". Operators read the code.
@@ -103,6 +104,7 @@ AUDIT_KINDS: Final[dict[str, str]] = {
     "referral": N_("referred you to another hospital"),
     "care_relationship": N_("began treating you"),
     "project": N_("changed a research project"),
+    "break_glass_review": N_("judged an emergency opening of your records"),
 }
 # The kinds that read differently when the patient acted themselves, through the portal ("You, through this
 # portal, let a hospital treat you"); the rest read as in AUDIT_KINDS.
@@ -130,6 +132,7 @@ ALLOW_REASONS: Final[dict[str, str]] = {
     "directory_resource": N_("A directory entry (organisation, location, practitioner)."),
     "hospital_ingest": N_("A hospital writing records it produced itself."),
     "regulator_audit_trail": N_("A regulator reading the audit trail."),
+    "regulator_reviews_break_glass": N_("A regulator judging a break-glass access (justified or not)."),
     "patient_own_audit_events": N_("A patient reading who accessed their records."),
     "patient_manages_own_consents": N_("A patient changing their own consents."),
     "patient_confirms_own_consent": N_("A patient confirming a permit a hospital recorded on their behalf."),
@@ -187,6 +190,7 @@ DENY_REASONS: Final[dict[str, str]] = {
     "write_only_own_hospital_records": N_("A hospital may only write records it produced."),
     "not_own_audit_events": N_("A patient may only read the audit events about themselves."),
     "audit_read_not_permitted": N_("Only regulators and patients may read the audit trail."),
+    "oversight_review_not_permitted": N_("Only a regulator judges break-glass accesses."),
     "consent_write_not_permitted": N_("Only the patient or a treating clinician may change consents."),
     "consent_write_requires_treat": N_("Consents are recorded for treatment (TREAT), not break-glass."),
     "erase_only_by_patient": N_("Only the patient may erase their records."),

@@ -102,7 +102,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     ctx = Context(records_public_key=keys.records_hpke_public(), pseudonym_key=keys.pseudonym_key(),
                   labels_file=str(settings.labels_file), message_resources=settings.message_resources,
                   strong_systems=frozenset(settings.strong_identifier_systems),
-                  code_systems=fhir.RECOGNISED_CODE_SYSTEMS | frozenset(settings.recognised_code_systems))
+                  code_systems=fhir.RECOGNISED_CODE_SYSTEMS | frozenset(settings.recognised_code_systems),
+                  priority=dict(settings.priority_fields))
     producer = Producer(settings.kafka_bootstrap, "healthgov-ingest", instance_id())
     pool = Pool(settings.validation_workers, settings.validation_memo)
     ingestor = Ingestor(ctx=ctx, producer=producer, policy=PolicyClient(settings.opa_url), pool=pool,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import Field
+
 from services.adapters.config import PlatformSettings
 from services.ingest.labels import DEFAULT_TABLE
+from services.ingest.report import DEFAULT_PRIORITY_FIELDS
 
 
 class IngestSettings(PlatformSettings):
@@ -46,6 +49,8 @@ class IngestSettings(PlatformSettings):
     mllp_key: Path | None = None
     mllp_client_ca: Path | None = None
     ingest_database_url: str | None = None
+    # The fields whose presence the quality report counts, per resource type (JSON: {"Patient": ["gender"]}).
+    priority_fields: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_PRIORITY_FIELDS))
 
     @property
     def store_url(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import timedelta
@@ -163,7 +164,11 @@ class JobRunner:
         try:
             for seq, prepared in zip(seqs, self.ingestor.pool.map_ordered(prepare_lines, jobs()), strict=True):
                 prepared = self.ingestor.settle_chunk(caller, issued.popleft(), prepared, refusals)
-                self.ingestor.producer.send_all(prepared.messages)
+                # the chunk's quality report travels with it, under an id the chunk fixes (a resent chunk
+                # repeats its report, which the oversight consumer counts once)
+                report = self.ingestor.report(job.org, job.id, prepared.tally, accepted=True, transport="ndjson-job",
+                                              report_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{job.id}#{seq}")))
+                self.ingestor.producer.send_all([*prepared.messages, report])
                 self._progress(job, seq, prepared.outcomes)
                 if refusals:  # refused lines are reported per line and audited per chunk
                     AuditLog(self.ingestor.producer).publish(

@@ -37,6 +37,7 @@ from services.fhir.validation import RECOGNISED_CODE_SYSTEMS, Issue, IssueTuple,
 from services.ingest import references
 from services.ingest.claims import Claim, claim_of
 from services.ingest.labels import LabelTable, load_table
+from services.ingest.report import DEFAULT_PRIORITY_FIELDS, Tally
 
 _ID_NAMESPACE = uuid.UUID("6f0b1a52-8d0c-4c1e-9a57-3c1f0e3b9d21")
 TOO_COSTLY = "too-costly"  # the OperationOutcome issue code of what exceeds a size limit (answered 413)
@@ -57,6 +58,8 @@ class Context:
     labels_file: str
     message_resources: int = 250
     strong_systems: frozenset[str] = frozenset()  # national identifier systems (claims.py)
+    # Priority fields per resource type, for the completeness the quality report counts (report.py).
+    priority: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PRIORITY_FIELDS))
     code_systems: frozenset[str] = RECOGNISED_CODE_SYSTEMS  # clinical code systems (validation warnings)
 
     @property
@@ -103,6 +106,7 @@ class Prepared:
     outcomes: list[Outcome] = field(default_factory=list)
     resources: int = 0
     claims: list[Claim] = field(default_factory=list)  # one per accepted line, settled by the parent
+    tally: Tally = field(default_factory=Tally)  # what the submission's quality report counts (report.py)
 
 
 def ensure_id(resource: dict[str, Any], hospital: str) -> str:
@@ -318,11 +322,15 @@ def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: i
         n = first_line + i
         if refused and n in refused:
             prepared.outcomes.append(Outcome(index=n, issues=[refused[n]]))
+            prepared.tally.rejected(None, [(refused[n][2], None)])
             continue
         doc, outcome = check_line(raw, n, hospital, ctx.code_systems)
         prepared.outcomes.append(outcome)
         if doc is not None:
             accepted.append((n, doc))
+            prepared.tally.observe(doc, warnings=[w[4] for w in outcome.warnings], priority=ctx.priority)
+        else:
+            prepared.tally.rejected(outcome.rtype, [(i[2], i[1]) for i in outcome.issues])
     prepared.claims = claims_of(ctx, accepted)
     prepared.resources = len(accepted)
     prepared.messages = seal_grouped(ctx, submission_id=f"{submission_id}.{first_line}", hospital=hospital,

@@ -8,6 +8,7 @@ data, so regulators can see what each hospital sent.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,12 +20,12 @@ import uuid6
 from services.adapters import crypto
 from services.adapters.audit_log import AuditLog, audit_message
 from services.adapters.auth import Caller
-from services.adapters.kafka import Message, MessageTooLarge, Producer
+from services.adapters.kafka import BrokerUnavailable, Message, MessageTooLarge, Producer
 from services.adapters.policy import PolicyClient
 from services.contracts import errors
 from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef, rfc3339, utcnow
 from services.contracts.policy import PolicyInput, PolicyResource
-from services.contracts.topics import MAX_INGEST_MESSAGE_BYTES
+from services.contracts.topics import MAX_INGEST_MESSAGE_BYTES, QUALITY_REPORTS
 from services.fhir.validation import InvalidSubmission, Issue, Verdict, check_resource
 from services.ingest import bundle as bundles
 from services.ingest.claims import ClaimRegistry, Refusals
@@ -44,9 +45,13 @@ from services.ingest.prepare import (
     too_large,
     validate_entries,
 )
+from services.ingest.report import Tally, build_report
 from services.ingest.validation import Pool
 
 __all__ = ["Forbidden", "Ingestor", "Receipt"]
+log = logging.getLogger(__name__)
+# A good entry of a transaction refused for another entry's fault: not stored, counted as refused.
+WITH_TRANSACTION = "refused-with-transaction"
 
 
 def _status(issues: list[Issue]) -> int:
@@ -195,6 +200,7 @@ class Ingestor:
             bundles.require_all_good(bundle)
         except InvalidSubmission as exc:
             exc.status = _status(exc.issues)
+            self.report_refused(hospital, str(uuid6.uuid7()), self.bundle_tally(bundle, refused=True))
             raise
 
     def submit_bundle(self, caller: Caller, bundle: bundles.ParsedBundle, body_digest: str,
@@ -224,7 +230,8 @@ class Ingestor:
             event = ingest_event(caller=caller, submission_id=sid, kind=bundle.kind, counts=counts,
                                  rejected=len(bundle.entries) - len(bundle.good), body_digest=body_digest,
                                  transport=transport, **_planned(claim))
-            self.producer.send_all([*messages, audit_message(event)])
+            report = self.report(caller.org, sid, self.bundle_tally(bundle), accepted=True, transport=transport)
+            self.producer.send_all([*messages, audit_message(event), report])
         except MessageTooLarge as exc:  # packing keeps within the limits; a refusal is still permanent
             if claim is not None:
                 self.idempotency.release(claim)
@@ -244,6 +251,11 @@ class Ingestor:
                                      all_or_nothing=True)
         if refused:
             where = {e.index: f"{e.where}.resource" for e in good}
+            tally = Tally()
+            for e in good:
+                tally.rejected(str((e.resource or {}).get("resourceType")),
+                               [("forbidden", None) if e.index in refused.reasons else (WITH_TRANSACTION, None)])
+            self.report_refused(caller.org, str(uuid6.uuid7()), tally)
             raise self._refused(caller, str(uuid6.uuid7()), refused,
                                 [refused.issue(i, where[i]) for i in sorted(refused.reasons)])
 
@@ -280,12 +292,14 @@ class Ingestor:
         refusals: Counter[str] = Counter()
         inline = len(lines) < self.pool_threshold
         chunks = self.chunks(caller, lines, sid)
+        tally = Tally()
 
         def batches() -> Iterator[list[Message]]:
             for args, prepared in zip(chunks, self.pool.map_ordered(prepare_lines, chunks, inline=inline),
                                       strict=True):
                 prepared = self.settle_chunk(caller, args, prepared, refusals)
                 outcomes.extend(prepared.outcomes)
+                tally.merge(prepared.tally)
                 if not replay:
                     yield prepared.messages
             counts = _outcome_counts(outcomes)
@@ -295,7 +309,8 @@ class Ingestor:
                                      **_planned(claim))
                 event_box.append(event)
                 denial = [audit_message(refusal_event(caller=caller, submission_id=sid, refusals=refusals))]
-                yield [audit_message(event), *(denial if refusals else [])]
+                report = self.report(caller.org, sid, tally, accepted=True, transport="ndjson")
+                yield [audit_message(event), *(denial if refusals else []), report]
 
         try:
             self.producer.send_stream(batches())
@@ -311,6 +326,8 @@ class Ingestor:
             if claim is not None and not replay:
                 self.idempotency.release(claim)  # type: ignore[arg-type]
             issues = [i for o in outcomes for i in o.issue_objects()]
+            if not replay:
+                self.report_refused(caller.org, sid, tally, transport="ndjson")
             if refusals:  # nothing stored, and some of it refused: the refusal is the answer, audited
                 event = refusal_event(caller=caller, submission_id=sid, refusals=dict(refusals))
                 raise Refused(issues, AuditLog(self.producer).publish(event))
@@ -322,6 +339,48 @@ class Ingestor:
         if claim is not None:
             self.idempotency.done(claim, sid, event_id)
         return Receipt(sid, event_id, counts, rejected), outcomes
+
+
+    # --- the quality report (report.py) -----------------------------------------------
+
+    def bundle_tally(self, bundle: bundles.ParsedBundle, *, refused: bool = False) -> Tally:
+        """A Bundle's counts: entries with issues rejected by their codes, the others observed."""
+        tally = Tally()
+        for e in bundle.entries:
+            if e.issues:
+                tally.rejected((e.resource or {}).get("resourceType"), [(i.code, i.expression) for i in e.issues])
+            elif e.resource is not None:
+                if refused:  # a transaction refused whole: nothing of it is stored
+                    tally.rejected(e.resource.get("resourceType"), [(WITH_TRANSACTION, None)])
+                else:
+                    tally.observe(e.resource, warnings=[w.rule for w in e.warnings], priority=self.ctx.priority)
+        return tally
+
+    def report(self, hospital: str, submission_id: str, tally: Tally, *, accepted: bool,
+               transport: str = "fhir", report_id: str | None = None) -> Message:
+        """The submission's quality report as a message on ``ingest.quality.v1`` (keyed by hospital).
+
+        ``report_id``: a stable id where the same part may be sent again (an import job's chunk), so the
+        oversight consumer counts it once.
+        """
+        report = build_report(hospital=hospital, submission_id=submission_id, transport=transport,
+                              accepted=accepted, tally=tally)
+        if report_id is not None:
+            report.report_id = report_id
+        return Message(QUALITY_REPORTS.name, report.model_dump_json(by_alias=True).encode(), hospital.encode())
+
+    def report_refused(self, hospital: str, submission_id: str, tally: Tally, transport: str = "fhir") -> None:
+        """The report of a refused submission, sent on its own.
+
+        Best effort: the refusal is the hospital's answer whatever the broker
+        says, and nothing was stored that the report would have to match.
+        """
+        if not tally.types:
+            return
+        try:
+            self.producer.send(self.report(hospital, submission_id, tally, accepted=False, transport=transport))
+        except (BrokerUnavailable, MessageTooLarge) as exc:
+            log.warning("quality report of a refused submission not sent: %r", exc)
 
 
 def _planned(claim: Claim | Replay | None) -> dict[str, str]:

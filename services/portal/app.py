@@ -37,7 +37,7 @@ from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
 from services.adapters.web import install_error_handlers
 from services.contracts import vocabulary
-from services.portal import consents, i18n, views, words
+from services.portal import consents, i18n, oversight, views, words
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
@@ -600,4 +600,5 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         return Response(orjson.dumps(data, option=orjson.OPT_INDENT_2), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="healthgov-receipt-{safe}.json"'})
 
+    oversight.install(app, settings=settings, accounts=accounts, clients=clients, templates=templates, tokens=tokens)
     return app

@@ -1,6 +1,6 @@
 """Property-based calls from each service's own OpenAPI: no input may cause a server error.
 
-schemathesis reads ingest's, records' and audit's OpenAPI documents from the
+schemathesis reads ingest's, records', audit's and oversight's OpenAPI documents from the
 running platform and sends, per operation, a bounded number of generated
 requests, both valid ones and deliberately invalid ones (wrong types, values
 out of range, unexpected parameters and bodies), each with a fresh, valid
@@ -39,6 +39,7 @@ CALLERS: dict[str, Callable[[TokenFactory], str]] = {
     "ingest": lambda token: token("gy-hosp-002", "ingest", role="integration"),
     "records": lambda token: token("gy-hosp-002", "records", role="clinician", purpose="TREAT"),
     "audit": lambda token: token("gz-nhc", "audit", role="regulator", purpose="HCOMPL"),
+    "oversight": lambda token: token("gz-nhc", "oversight", role="regulator", purpose="HCOMPL"),
 }
 
 

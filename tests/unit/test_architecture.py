@@ -15,6 +15,7 @@ MAY_NAME_THE_AUDIT_TOPIC = {
     "adapters/audit_log.py",  # the one producer
     "contracts/topics.py",  # where it is defined
     "audit/app.py",  # the audit service consumes it
+    "oversight/app.py",  # the oversight service consumes it (and publishes reviews through the adapter)
 }
 
 

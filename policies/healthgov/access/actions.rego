@@ -70,6 +70,21 @@ deny contains "audit_read_not_permitted" if {
 	not input.subject.org_type in {"regulator", "patient"}
 }
 
+# -------------------------------------------------------- oversight_review
+# Judging a break-glass access (justified or not) is the regulator's: the
+# verdict is an audit event and counts in the hospital's oversight score.
+
+grants contains grant("regulator_reviews_break_glass", plain_obligations) if {
+	input.action == "oversight_review"
+	input.subject.org_type == "regulator"
+	org_type_confirmed
+}
+
+deny contains "oversight_review_not_permitted" if {
+	input.action == "oversight_review"
+	input.subject.org_type != "regulator"
+}
+
 # ----------------------------------------------------------- consent_write
 # The patient manages their own consents; a treating clinician may record one
 # on the patient's behalf, and the patient is told.

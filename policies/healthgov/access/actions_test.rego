@@ -78,6 +78,29 @@ test_suspended_hospital_cannot_write if {
 	d.reasons == ["org_suspended"]
 }
 
+# -------------------------------------------------------- oversight_review
+
+break_glass_review(request) := with_fields(request, {
+	"action": "oversight_review",
+	"resource": {"patient": "p1", "type": "AuditEvent", "hospital": "gy-hosp-001"},
+})
+
+test_regulator_reviews_break_glass if {
+	d := decide(break_glass_review(regulator))
+	allowed_by(d, "regulator_reviews_break_glass")
+	d.obligations == no_obligations
+}
+
+test_hospital_cannot_review_break_glass if {
+	d := decide(break_glass_review(clinician))
+	d.reasons == ["oversight_review_not_permitted"]
+}
+
+test_patient_cannot_review_break_glass if {
+	d := decide(break_glass_review(patient))
+	d.reasons == ["oversight_review_not_permitted"]
+}
+
 # --------------------------------------------------------------- audit_read
 
 test_regulator_reads_audit_trail if {

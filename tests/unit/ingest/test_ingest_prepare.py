@@ -138,3 +138,13 @@ def test_chunks_are_bounded_in_lines_and_bytes() -> None:
     assert ranges[0] == (0, 20) and ranges[-1] == (60, 61)  # a line longer than the budget goes alone
     assert [i for a, b in ranges for i in range(a, b)] == list(range(len(lines)))
     assert all(b - a <= 20 and (b - a == 1 or sum(len(x) + 1 for x in lines[a:b]) <= 12_000) for a, b in ranges)
+
+
+def test_the_quality_report_counts_the_validity_warnings_of_accepted_lines(ctx: Context) -> None:
+    warned = {"resourceType": "Patient", "id": "w1", "gender": "female",
+              "maritalStatus": {"coding": [{"system": "http://x.example", "code": "Q"}]}}
+    clean = {"resourceType": "Patient", "id": "w2", "gender": "male"}
+    prepared = prepare_lines(ctx, "gy-hosp-001", "sub", 1, [orjson.dumps(warned), orjson.dumps(clean)])
+    assert [len(o.warnings) for o in prepared.outcomes] == [1, 0]
+    t = prepared.tally.types["Patient"]
+    assert (t.accepted, t.warnings, dict(t.warning_rules)) == (2, 1, {"binding-extensible": 1})

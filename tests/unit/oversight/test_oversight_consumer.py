@@ -1,0 +1,112 @@
+"""The consumers fold reports and events into counters once, however often they arrive (SQLite in a temp dir)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from services.contracts.events import Accessor, AuditDecision, AuditEvent, QualityReport, ResourceRef, TypeQuality
+from services.oversight import store
+from services.oversight.consumer import AuditHandler, QualityHandler
+from services.oversight.rules import Thresholds
+
+NIGHT = datetime(2026, 11, 22, 17, 0, tzinfo=UTC)  # 01:00 in Asia/Shanghai
+
+
+@dataclass
+class Rec:
+    value: bytes
+    topic: str = "t"
+    partition: int = 0
+    offset: int = 0
+    key: bytes | None = None
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send_all(self, messages: list[object]) -> None:
+        self.sent.extend(messages)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    return store.make_engine(f"sqlite:///{tmp_path / 'oversight.db'}")
+
+
+def report(rid: str) -> Rec:
+    rep = QualityReport(report_id=rid, hospital="h1", submission_id="s", outcome="accepted",
+                        received_at="2026-11-22T10:00:00Z",
+                        types={"Patient": TypeQuality(count=2, accepted=1, rejected=1, reasons={"required": 1},
+                                                      lag={"1": 1})})
+    return Rec(rep.model_dump_json(by_alias=True).encode())
+
+
+def test_reports_are_counted_once_and_poison_is_dead_lettered(engine: Engine) -> None:
+    sink = Sink()
+    handler = QualityHandler(engine, sink)
+    handler([report("r1"), report("r2"), Rec(b"{not json")])
+    handler([report("r1")])  # redelivered
+    with engine.connect() as conn:
+        row = conn.execute(select(store.quality)).one()
+        reasons = conn.execute(select(store.reason.c.reason, store.reason.c.n)).all()
+    assert (row.hospital, row.day, row.rtype, row.resources, row.rejected, row.lag_1) == (
+        "h1", "2026-11-22", "Patient", 4, 2, 2)
+    assert reasons == [("required", 2)]
+    assert len(sink.sent) == 1
+
+
+def read(i: int, at: datetime, *, kind: str = "disclosure", who: str = "dr-li", patient: str = "p1") -> Rec:
+    ev = AuditEvent(event_id=f"00000000-0000-7000-8000-{i:012d}", occurred_at=at.isoformat().replace("+00:00", "Z"),
+                    kind=kind, accessor=Accessor(id=who, org="gy-hosp-001", org_type="hospital", role="clinician"),
+                    purpose="ETREAT" if kind == "break_glass" else "TREAT", patient=patient,
+                    resources=[ResourceRef(type="Condition", id="c1", version="1")],
+                    decision=AuditDecision(allow=kind != "denial"),
+                    details={"break_glass_reason": "unconscious"} if kind == "break_glass" else {})
+    return Rec(ev.canonical())
+
+
+def test_a_burst_of_reads_raises_flags_once_and_break_glass_opens_a_review(engine: Engine) -> None:
+    handler = AuditHandler(engine, Sink(), thresholds=Thresholds(), review_days=7)
+    burst = [read(i, NIGHT + timedelta(seconds=i)) for i in range(12)]
+    handler(burst[:6])
+    handler([*burst[6:], read(99, NIGHT, kind="break_glass", who="dr-wu")])
+    sink = handler.dead_letters
+    handler([*burst, Rec(b"not an event")])  # redelivered: nothing counts twice; poison skipped
+    assert handler.skipped == 1 and sink.sent == []  # the audit service dead-letters its own topic's poison
+    with engine.connect() as conn:
+        flags = {r.rule: r for r in conn.execute(select(store.flag)).all()}
+        reads = conn.execute(select(store.access.c.reads).where(store.access.c.accessor_id == "dr-li")).scalar()
+        review = conn.execute(select(store.review)).one()
+    assert reads == 12
+    assert set(flags) == {"repeated_record", "after_hours_burst"}  # p1 has no care, but is one patient
+    assert len(flags["repeated_record"].event_ids) > 2
+    assert (review.accessor_id, review.state, review.reason) == ("dr-wu", "open", "unconscious")
+    assert review.due_at.replace(tzinfo=UTC) == NIGHT + timedelta(days=7)
+    assert handler.flags_raised == 2
+
+
+def test_a_review_event_judges_its_break_glass_once_and_a_malformed_one_changes_nothing(engine: Engine) -> None:
+    handler = AuditHandler(engine, Sink(), thresholds=Thresholds(), review_days=7)
+    broke = read(1, NIGHT, kind="break_glass", who="dr-wu")
+    handler([broke])
+    reviewed = "00000000-0000-7000-8000-000000000001"
+
+    def review(i: int, details: dict[str, object]) -> Rec:
+        return Rec(AuditEvent(event_id=f"00000000-0000-7000-9000-{i:012d}", kind="break_glass_review",
+                              accessor=Accessor(id="insp", org="gz-nhc", org_type="regulator", role="regulator"),
+                              details=details).canonical())
+
+    handler([review(1, {"reviewed_event": reviewed})])  # no verdict: ignored, not a poison batch
+    with engine.connect() as conn:
+        assert conn.execute(select(store.review.c.state)).scalar() == "open"
+    handler([review(2, {"reviewed_event": reviewed, "verdict": "not_justified", "note": "no emergency"})])
+    with engine.connect() as conn:
+        row = conn.execute(select(store.review)).one()
+    assert (row.state, row.note, row.reviewer) == ("not_justified", "no emergency", "gz-nhc/insp")
