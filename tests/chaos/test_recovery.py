@@ -30,7 +30,8 @@ from sqlalchemy import create_engine, text
 
 from services.audit.config import AuditSettings
 from services.contracts.topics import INGEST_RESOURCES
-from tests.conftest import TEN, auth, wait_for
+from tests.conftest import TEN, auth, first_patient, wait_for
+from tests.integration.records.support import fresh_patient, ingest
 
 BOUND_S = 10.0
 BULK = ("Encounter", "DocumentReference", "MedicationRequest", "Procedure")
@@ -138,10 +139,19 @@ def _in_log(settings: Any, event_id: str) -> bool:
                      timeout=10).status_code == 200
 
 
-def _submit_and_time(loaded: dict[str, Any], token: Callable[..., str], settings: Any,
+@pytest.fixture(scope="module")
+def own_patient(loaded, settings, token) -> str:  # type: ignore[no-untyped-def]
+    """A patient of these tests alone: the Conditions they add must not change what other tests count of the
+    demo patients (the walking skeleton reads every demo resource back and compares the counts)."""
+    patient = fresh_patient(first_patient())
+    ingest(settings, token, patient)
+    return str(patient["id"])
+
+
+def _submit_and_time(patient_id: str, token: Callable[..., str], settings: Any,
                      since: float) -> tuple[float, float]:
-    """Submit a new Condition of a loaded patient; seconds from ``since`` until it is readable and audited."""
-    cid, bundle = _condition_bundle(loaded["patient_ids"][0])
+    """Submit a new Condition of the tests' own patient; seconds from ``since`` until it is readable and audited."""
+    cid, bundle = _condition_bundle(patient_id)
     r = httpx.post(f"{settings.ingest_url}/fhir", json=bundle, timeout=30,
                    headers=auth(token("gy-hosp-001", "ingest", role="integration")))
     assert r.status_code == 200, r.text
@@ -171,20 +181,20 @@ def restore(stack: Any):  # type: ignore[no-untyped-def]
             stack.start(name)
 
 
-def test_ingest_killed_mid_transaction_holds_nobody_up(loaded, stack, token, settings, restore) -> None:
+def test_ingest_killed_mid_transaction_holds_nobody_up(own_patient, stack, token, settings, restore) -> None:
     killed = _kill_mid_send(stack, settings, token)
     # The validation workers die with their parent; nothing is left for `stack down` to miss.
     wait_for(lambda: not any(_alive(w) for w in killed["workers"]), 5, "the validation workers to exit")
     restarted = _restart(stack, "ingest")
-    readable, audited = _submit_and_time(loaded, token, settings, restarted)
+    readable, audited = _submit_and_time(own_patient, token, settings, restarted)
     assert readable <= BOUND_S and audited <= BOUND_S
 
 
 @pytest.mark.parametrize("name", ["records", "audit"])
-def test_consumer_killed_and_restarted_resumes_at_once(name, loaded, stack, token, settings, restore) -> None:
+def test_consumer_killed_and_restarted_resumes_at_once(name, own_patient, stack, token, settings, restore) -> None:
     _kill9(stack, name)
     restarted = _restart(stack, name)
-    readable, audited = _submit_and_time(loaded, token, settings, restarted)
+    readable, audited = _submit_and_time(own_patient, token, settings, restarted)
     assert readable <= BOUND_S and audited <= BOUND_S
 
 
