@@ -1,10 +1,8 @@
-"""Alembic migrations of the records schema, for SQLite and PostgreSQL.
+"""Alembic migrations of the records schema, for SQLite and PostgreSQL (run by ``adapters.migrations``).
 
 The records service shares its database with other services, so its revision
 lives in its own version table (``records_alembic_version``) and only tables
-named ``records_*`` are ever compared or touched. ``upgrade`` is what every
-records process runs before first use; on PostgreSQL an advisory lock makes
-concurrent starts wait for one another instead of racing.
+named ``records_*`` are ever compared or touched.
 
 A database made before migrations existed (the walking skeleton's
 ``create_all``) is adopted: it is stamped at the baseline revision, then
@@ -17,62 +15,28 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
 
-HERE = Path(__file__).resolve().parent
-VERSION_TABLE = "records_alembic_version"
+from services.adapters.migrations import Schema
+
 BASELINE = "0001"
-# Any 64-bit number unique to this schema: the PostgreSQL advisory lock id.
-_LOCK_ID = 0x68676F7672656373  # "hgovrecs"
+_VERSION_TABLE = "records_alembic_version"
 
 
-def include_object(obj, name, type_, reflected, compare_to) -> bool:  # type: ignore[no-untyped-def]
-    """Only the records tables are ours: the audit tables share the database."""
+def _tables() -> frozenset[str]:
     from services.records.store import RECORDS_TABLE_NAMES
 
-    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
-    return table is None or table in RECORDS_TABLE_NAMES
+    return frozenset(RECORDS_TABLE_NAMES)
 
 
-def config(connection: Connection | None = None) -> Config:
-    """An Alembic config that needs no ini file (the CLI and tests use it too)."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(HERE))
-    cfg.attributes["connection"] = connection
-    return cfg
+def _adopt(conn: Connection, cfg: Config) -> None:
+    tables = set(inspect(conn).get_table_names())
+    if _VERSION_TABLE not in tables and "records_resource" in tables:
+        command.stamp(cfg, BASELINE)
 
 
-def head() -> str:
-    """The newest revision in this directory."""
-    rev = ScriptDirectory.from_config(config()).get_current_head()
-    assert rev is not None
-    return rev
-
-
-def current(engine: Engine) -> str | None:
-    """The revision the database is at, or None when it was never migrated."""
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-
-
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the records schema to ``revision`` (idempotent, safe to race)."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-        cfg = config(conn)
-        tables = set(inspect(conn).get_table_names())
-        if VERSION_TABLE not in tables and "records_resource" in tables:
-            command.stamp(cfg, BASELINE)
-        command.upgrade(cfg, revision)
-
-
-def downgrade(engine: Engine, revision: str) -> None:
-    """Take the records schema back to ``revision`` (``base`` drops every records table)."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-        command.downgrade(config(conn), revision)
+SCHEMA = Schema(Path(__file__).resolve().parent, _VERSION_TABLE, 0x68676F7672656373, _tables, _adopt)  # "hgovrecs"
+VERSION_TABLE = SCHEMA.version_table
+include_object, config, head, current = SCHEMA.include_object, SCHEMA.config, SCHEMA.head, SCHEMA.current
+upgrade, downgrade = SCHEMA.upgrade, SCHEMA.downgrade
