@@ -28,13 +28,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from audit_common import events, scratch_database, table
+from audit_common import events, produce, raw_kafka, scratch_database, table
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from sqlalchemy import MetaData, Table, insert, text
 
 from services.adapters.config import PlatformSettings
-from services.adapters.kafka import ConsumerLoop, Message, Producer, ensure_topics
+from services.adapters.kafka import ConsumerLoop, Producer, ensure_topics
 from services.audit import store
 from services.audit.checkpoints import Checkpointer, CheckpointStore
 from services.audit.consumer import AuditHandler
@@ -45,29 +45,6 @@ from services.contracts.topics import Topic
 BATCH = 2000  # the audit consumer's max_poll_records
 _PG_TYPES = {"idx": "int8", "body": "bytea"}
 
-
-def produce(bootstrap: str, topic: Topic, bodies: list[bytes]) -> float:
-    producer = Producer(bootstrap, "audit-bench")
-    started = time.perf_counter()
-    for i in range(0, len(bodies), 10_000):
-        producer.send_all([Message(topic.name, b) for b in bodies[i:i + 10_000]])
-    elapsed = time.perf_counter() - started
-    producer.close()
-    return len(bodies) / elapsed
-
-
-def raw_kafka(bootstrap: str, topic: Topic, n: int) -> float:
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=BATCH,
-                      fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
-    tp = TopicPartition(topic.name, 0)
-    c.assign([tp])
-    c.seek_to_beginning(tp)
-    seen, started = 0, time.perf_counter()
-    while seen < n:
-        seen += sum(len(v) for v in c.poll(timeout_ms=1000).values())
-    elapsed = time.perf_counter() - started
-    c.close()
-    return n / elapsed
 
 
 def raw_db(url: str, bodies: list[bytes]) -> float:
@@ -167,8 +144,8 @@ def main() -> None:
     try:
         print(f"{args.n} events of {sum(map(len, bodies)) // args.n} bytes; store {args.store}; "
               f"checkpoint every {args.interval:g}s", flush=True)
-        produced = produce(bootstrap, topic, bodies)
-        kafka_ceiling = raw_kafka(bootstrap, topic, args.n)
+        produced = produce(bootstrap, topic, bodies, "audit-bench")
+        kafka_ceiling = raw_kafka(bootstrap, topic, args.n, BATCH)
         with tempfile.TemporaryDirectory() as tmp, scratch_database(args.store, Path(tmp)) as url:
             store.migrate(url)
             db_ceiling = raw_db(url, bodies)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from services.adapters.config import PlatformSettings
+from services.adapters.kafka import Message, Producer
 from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef
+from services.contracts.topics import Topic
 from services.tlog.canonical import canonical_json
 
 _PLACEHOLDER_ID = "00000000-0000-7000-8000-000000000000"
@@ -90,3 +94,29 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([line.format(*header), line.format(*("-" * w for w in widths)),
                       *(line.format(*r) for r in rows)])
+
+
+def produce(bootstrap: str, topic: Topic, bodies: list[bytes], client: str) -> float:
+    """Publish ``bodies`` as the platform does (acks=all, idempotent); messages/s."""
+    producer = Producer(bootstrap, client)
+    started = time.perf_counter()
+    for i in range(0, len(bodies), 10_000):
+        producer.send_all([Message(topic.name, b) for b in bodies[i:i + 10_000]])
+    elapsed = time.perf_counter() - started
+    producer.close()
+    return len(bodies) / elapsed
+
+
+def raw_kafka(bootstrap: str, topic: Topic, n: int, batch: int) -> float:
+    """The ceiling under a consumer: ``n`` records of partition 0 fetched and nothing else done; records/s."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=batch,
+                      fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
+    tp = TopicPartition(topic.name, 0)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    seen, started = 0, time.perf_counter()
+    while seen < n:
+        seen += sum(len(v) for v in c.poll(timeout_ms=1000).values())
+    elapsed = time.perf_counter() - started
+    c.close()
+    return n / elapsed

@@ -29,14 +29,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from audit_common import percentile, scratch_database, table
+from audit_common import percentile, produce, raw_kafka, scratch_database, table
 from cpu import ComponentClock
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from services.adapters.auth import issue_token
 from services.adapters.config import PlatformSettings
-from services.adapters.kafka import ConsumerLoop, Message, Producer, ensure_topics
+from services.adapters.kafka import ConsumerLoop, Producer, ensure_topics
 from services.adapters.keys import PlatformKeys
 from services.contracts.events import Accessor, AuditDecision, AuditEvent, ResourceRef
 from services.contracts.topics import Topic
@@ -80,29 +80,6 @@ def events(n: int, accessors: int, hospitals: int, seed: int = 7) -> list[bytes]
         out.append(body.replace(_ORG.encode(), org.encode()).replace(_PATIENT.encode(), rnd.choice(patients).encode()))
     return out
 
-
-def produce(bootstrap: str, topic: Topic, bodies: list[bytes]) -> float:
-    producer = Producer(bootstrap, "oversight-bench")
-    started = time.perf_counter()
-    for i in range(0, len(bodies), 10_000):
-        producer.send_all([Message(topic.name, b) for b in bodies[i:i + 10_000]])
-    elapsed = time.perf_counter() - started
-    producer.close()
-    return len(bodies) / elapsed
-
-
-def raw_kafka(bootstrap: str, topic: Topic, n: int) -> float:
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=BATCH,
-                      fetch_max_bytes=32 * 1024 * 1024)
-    tp = TopicPartition(topic.name, 0)
-    c.assign([tp])
-    c.seek_to_beginning(tp)
-    seen, started = 0, time.perf_counter()
-    while seen < n:
-        seen += sum(len(v) for v in c.poll(timeout_ms=1000).values())
-    elapsed = time.perf_counter() - started
-    c.close()
-    return n / elapsed
 
 
 class Clocked:
@@ -195,9 +172,9 @@ def main() -> None:
     bodies = events(args.n, args.accessors, args.hospitals)
     ensure_topics(settings.kafka_bootstrap, [topic])
     try:
-        produced = produce(settings.kafka_bootstrap, topic, bodies)
+        produced = produce(settings.kafka_bootstrap, topic, bodies, "oversight-bench")
         del bodies
-        ceiling = raw_kafka(settings.kafka_bootstrap, topic, args.n)
+        ceiling = raw_kafka(settings.kafka_bootstrap, topic, args.n, BATCH)
         with scratch_database("postgresql", Path(tempfile.gettempdir())) as url:
             out = pipeline(url, settings.kafka_bootstrap, topic, args.n)
             print(table([
