@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything healthgov needs on a fresh machine, idempotently:
-#   - the Python virtualenv with the project (editable) and its dev tools;
+#   - the Python virtualenv with the project (editable) and its dev tools, every file checked against
+#     the hashes in requirements.lock;
 #   - the Apache Kafka broker jars from Maven Central (deploy/kafka/pom.xml);
 #   - the pinned OPA binary, built with `go install` (unless `opa` is on PATH);
 #   - Debian's Chromium for the browser tests (Playwright drives the system browser, nothing is downloaded);
@@ -16,12 +17,19 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # --- Python ------------------------------------------------------------------
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Every distribution comes from requirements.lock and must match its hash (`make lock` writes it from
+# pyproject.toml); the project itself is then installed without reaching the index, so a dependency that
+# pyproject.toml names but the lock lacks is an error here, not a silent unpinned download.
+stamp=.venv/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  step "python virtualenv (.venv)"
+  step "python virtualenv (.venv) from requirements.lock"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements.lock
+  PIP_FIND_LINKS= .venv/bin/python -m pip install -q --no-index --no-build-isolation -e '.[dev]' || {
+    echo "requirements.lock does not satisfy pyproject.toml: run 'make lock' and commit requirements.lock" >&2
+    exit 1
+  }
+  .venv/bin/python -m pip check
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 

@@ -30,6 +30,14 @@ echo "==> lint: ruff, import contracts (pyproject.toml)"
 .venv/bin/ruff check services tests bench
 .venv/bin/lint-imports
 
+echo "==> dependencies: pip-audit of requirements.lock"
+audit=0; ./deploy/audit-deps.sh || audit=$?
+if [ "$audit" -eq 3 ] && [ "${HEALTHGOV_DEPS_AUDIT:-report}" != require ]; then
+  echo "    (reported, not failed: set HEALTHGOV_DEPS_AUDIT=require where the advisory API is reachable)"
+elif [ "$audit" -ne 0 ]; then
+  exit "$audit"
+fi
+
 echo "==> policies: opa check, fmt, test"
 "$opa" check --strict policies/
 "$opa" fmt --list --fail policies/
