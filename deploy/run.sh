@@ -34,6 +34,6 @@ healthgov is up with the Synthea demo patients (hospitals gy-hosp-001 to gy-hosp
 Try (see README.md):
   TOKEN=\$($hg dev token --org gy-hosp-001 --sub dr-wang --role clinician --purpose TREAT)
   curl -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8002/fhir/Patient/129c6ac7-8d06-89de-ad63-0204a93e76c3/\\\$everything
-Press Ctrl-C to stop.
+A supervisor restarts any component that crashes. Press Ctrl-C to stop.
 MSG
-while true; do sleep 1; done
+"$hg" stack supervise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from services.adapters.documents import ETHICS_APPROVAL, WARRANT, DocumentKind, 
 from services.adapters.keys import PlatformKeys
 from services.cli import oversight_demo, visits
 from services.cli.stack import ComponentFailed, Stack
+from services.cli.supervisor import Supervisor, component_lock, write_pidfile
 
 app = typer.Typer(help="healthgov: health data governance platform", no_args_is_help=True)
 stack_app = typer.Typer(help="Start, stop and inspect the local platform.", no_args_is_help=True)
@@ -107,14 +109,39 @@ def stack_restart(name: Annotated[str, typer.Argument(help="The component, e.g. 
         console.print(f"[red]no component {name}[/red]; components: {', '.join(stack.components)}")
         raise typer.Exit(2)
     stack.prepare_state()
-    stack.stop(name)
     started = time.monotonic()
     try:
-        stack.start(name)
+        with component_lock(stack.run_dir, name):  # a running supervisor waits for this restart
+            stack.stop(name)
+            started = time.monotonic()
+            stack.start(name)
     except ComponentFailed as exc:
         console.print(f"[red]{name} failed to start[/red]; last log lines:\n{exc.tail}")
         raise typer.Exit(1) from exc
     console.print(f"  [green]✔[/green] {name} restarted in {time.monotonic() - started:.1f}s")
+
+
+@stack_app.command("supervise")
+def stack_supervise(
+    interval: Annotated[float, typer.Option(help="Seconds between checks.")] = 1.0,
+) -> None:
+    """Restart any component of the running stack that crashes, until Ctrl-C (the components keep running)."""
+    stack = Stack()
+    stopping = False
+
+    def handler(_sig: int, _frm: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    pidfile = write_pidfile(stack.run_dir)
+    console.print(f"supervising {', '.join(stack.components)}; Ctrl-C stops the supervisor, not the platform")
+    try:
+        Supervisor(stack, log=lambda line: console.print(line, highlight=False)).run(interval, lambda: stopping)
+    finally:
+        if pidfile.read_text().strip() == str(os.getpid()):
+            pidfile.unlink(missing_ok=True)
 
 
 @stack_app.command("status")

@@ -27,6 +27,7 @@ import httpx
 from services.adapters.auth import load_registry
 from services.adapters.config import REPO_ROOT, PlatformSettings
 from services.adapters.keys import PlatformKeys
+from services.cli.supervisor import stop_supervisor
 from services.contracts.topics import LARGEST_MESSAGE_BYTES
 
 SERVICES = ("portal", "ingest", "records", "audit", "oversight")
@@ -318,6 +319,7 @@ class Stack:
             self.start(name)
 
     def down(self) -> None:
+        stop_supervisor(self.run_dir)  # or it would start again what is being stopped
         for name in reversed(list(self.components)):
             self.stop(name)
 

@@ -247,6 +247,37 @@ def _subreaper(on: bool) -> None:
     assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
 
 
+@pytest.fixture
+def supervisor(stack: Any):  # type: ignore[no-untyped-def]
+    """``healthgov stack supervise`` running beside the stack, stopped (not the platform) afterwards."""
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "healthgov"), "stack", "supervise", "--interval", "0.3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    wait_for(lambda: (stack.run_dir / "supervisor.pid").exists(), 30, "the supervisor to start")
+    yield proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_supervisor_restarts_a_crashed_component_by_itself(own_patient, stack, token, settings, supervisor,
+                                                           restore) -> None:
+    killed = _kill9(stack, "records")
+    crashed = time.monotonic()
+    wait_for(lambda: stack.pid("records") not in (None, killed) and stack.status()["records"]["healthy"], 60,
+             "the supervisor to start records again")
+    back = time.monotonic()
+    print(f"\nrecords back by itself {back - crashed:.1f}s after kill -9")
+    readable, audited = _submit_and_time(own_patient, token, settings, back)
+    assert readable <= BOUND_S and audited <= BOUND_S
+    # Stopping the supervisor leaves the platform running.
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(30) == 0
+    assert "records is up again" in (supervisor.stdout.read() if supervisor.stdout else "")
+    assert stack.status()["records"]["healthy"]
+    assert not (stack.run_dir / "supervisor.pid").exists()
+
+
 def _stack_up() -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(Path(sys.executable).parent / "healthgov"), "stack", "up"],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
