@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +45,8 @@ BROKER_PORT_STEP = 2
 MAX_REPLICAS = 9
 MAX_BROKERS = 9
 TOPOLOGY_FILE = "topology.json"
+START_S = 90.0  # how long a component may take to answer healthy once launched
+CLUSTER_START_S = 240.0  # a cluster's brokers: three JVMs at once, then a controller election
 
 
 @dataclass(frozen=True)
@@ -457,14 +460,27 @@ class Stack:
         orgs = list(load_registry(self.settings.registry_file)["orgs"])
         PlatformKeys(self.state).ensure_all(orgs)
 
-    def start(self, name: str, timeout_s: float = 90) -> None:
-        """Start one component and wait for its health check; raise with its log tail."""
+    def start(self, name: str, timeout_s: float | None = None) -> None:
+        """Start one component and wait for its health check; raise with its log tail.
+
+        The wait is counted from the launch, after the component's preparation
+        (formatting a broker's storage is a JVM run of its own). A broker of a
+        cluster waits longer (``CLUSTER_START_S``): its quorum's JVMs start at
+        once and must elect a controller before any of them answers.
+        """
         comp = self.components[name]
-        if name in self.brokers and self.topology.brokers > 1:
-            # No broker of a cluster is healthy without a quorum of controllers: the dead ones start together.
-            for other in self.brokers:
-                if other != name and self.pid(other) is None:
-                    self._launch(other, self.components[other])
+        clustered = name in self.brokers and self.topology.brokers > 1
+        timeout_s = timeout_s or (CLUSTER_START_S if clustered else START_S)
+        if clustered:
+            # No broker of a cluster is healthy without a quorum of controllers: the dead ones start together
+            # (formatted with one cluster id, made here before they race for it).
+            self._cluster_id()
+            others = [threading.Thread(target=self._launch, args=(other, self.components[other]))
+                      for other in self.brokers if other != name and self.pid(other) is None]
+            for t in others:
+                t.start()
+            for t in others:
+                t.join()
         launched = False
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -475,6 +491,7 @@ class Stack:
                     break
                 self._launch(name, comp)
                 launched = True
+                deadline = time.monotonic() + timeout_s
             if comp.healthy():
                 comp.after_start()
                 return

@@ -42,6 +42,8 @@ from services.contracts.topics import INGEST_RESOURCES
 from tests.conftest import auth, first_patient, wait_for
 from tests.integration.records.support import fresh_patient
 
+# Starting a second platform of three JVMs takes minutes on a loaded 2-core machine; the load itself a minute.
+pytestmark = pytest.mark.timeout(1200)
 CLUSTER_PORT_SHIFT = 50  # inside the engineer's +0..+99 band: the cluster's ports never meet the outer stack's
 HOSPITAL = "gy-hosp-001"
 LOAD_S = 24.0  # the load runs this long; the crash happens KILL_AT_S into it and the restart RESTART_AT_S
@@ -298,7 +300,7 @@ def _leader(c: Cluster, partition: int) -> int:
         [topic] = admin.describe_topics([INGEST_RESOURCES.name])
     finally:
         admin.close()
-    return next(int(p["leader"]) for p in topic["partitions"] if p["partition"] == partition)
+    return next(int(p["leader_id"]) for p in topic["partitions"] if p["partition_index"] == partition)
 
 
 def _kill9(stack: Stack, name: str) -> None:
@@ -331,27 +333,33 @@ def test_killing_the_partition_leader_under_load_loses_nothing(cluster: Cluster)
     _assert_all_well(c, load, c.settings.records_url)
 
 
-def _member_of(c: Cluster, partition: int) -> str:
-    """The records process (stack component) whose consumer holds ``partition`` of ingest.resources.v1."""
+def _members(c: Cluster) -> dict[str, set[int]]:
+    """The records processes (stack components) of the consumer group, with their ingest.resources.v1 partitions."""
     admin = KafkaAdminClient(bootstrap_servers=c.stack.bootstrap)
     try:
-        [group] = admin.describe_consumer_groups(["healthgov-records"])
+        group = admin.describe_groups(["healthgov-records"])["healthgov-records"]
     finally:
         admin.close()
-    for member in group.members:
-        assignment = member.member_assignment
-        owned = {p for topic, ps in assignment.assignment if topic == INGEST_RESOURCES.name for p in ps}
-        if partition in owned:
-            instance = (member.group_instance_id or "").rsplit("-", 1)[-1]
-            return "records" if instance == "0" else f"records-{int(instance) + 1}"
-    raise AssertionError(f"no member of healthgov-records holds partition {partition}: {group}")
+    out: dict[str, set[int]] = {}
+    for member in group["members"]:
+        instance = int((member["group_instance_id"] or "").rsplit("-", 1)[-1])
+        owned = {p for a in (member["member_assignment"] or {}).get("assigned_partitions", [])
+                 if a["topic"] == INGEST_RESOURCES.name for p in a["partitions"]}
+        out["records" if instance == 0 else f"records-{instance + 1}"] = owned
+    return out
+
+
+def _member_of(c: Cluster, partition: int) -> str | None:
+    """The records process whose consumer holds ``partition`` of ingest.resources.v1 (None: nobody, mid-rebalance)."""
+    return next((name for name, owned in _members(c).items() if partition in owned), None)
 
 
 def test_killing_one_of_two_records_consumers_the_other_takes_over(cluster: Cluster) -> None:
     c = cluster
     partition = _partition_of_patient(c)
-    wait_for(lambda: len(_group_members(c)) == 2, 30, "both records processes in the group")
+    wait_for(lambda: sum(bool(p) for p in _members(c).values()) == 2, 30, "both records processes in the group")
     victim = _member_of(c, partition)
+    assert victim is not None
     survivor = "records-2" if victim == "records" else "records"
     read_base = c.stack.components[survivor].url
     print(f"partition {partition} is consumed by {victim}: kill -9 it, {survivor} must take over")
@@ -372,12 +380,3 @@ def test_killing_one_of_two_records_consumers_the_other_takes_over(cluster: Clus
     finally:
         if c.stack.pid(victim) is None:
             c.stack.start(victim)
-
-
-def _group_members(c: Cluster) -> list[Any]:
-    admin = KafkaAdminClient(bootstrap_servers=c.stack.bootstrap)
-    try:
-        [group] = admin.describe_consumer_groups(["healthgov-records"])
-    finally:
-        admin.close()
-    return list(group.members)
