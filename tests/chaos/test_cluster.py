@@ -64,7 +64,7 @@ class Cluster:
         private, _ = self.keys.org_signer(HOSPITAL)
         return issue_token(org=HOSPITAL, private_key=private, subject="dr-chaos", audience=aud,
                            role=kw.pop("role", "clinician"), patient=None, purpose=kw.pop("purpose", "TREAT"),
-                           ttl_s=600, extra=None)
+                           ttl_s=120, extra=None)
 
     def ingest_token(self) -> str:
         return self.token("ingest", role="integration", purpose=None)
