@@ -50,6 +50,7 @@ LOAD_S = 24.0  # the load runs this long; the crash happens KILL_AT_S into it an
 KILL_AT_S = 5.0
 RESTART_AT_S = 13.0
 SETTLE_S = 90.0  # after the load: every acknowledged submission readable, every event in the log, within this
+START_S = 300.0  # per component: ingest compiles the specification's rules and warms its workers before answering
 
 
 @dataclass
@@ -110,7 +111,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         try:
             started = time.monotonic()
             stack.save_topology()
-            stack.up()
+            stack.prepare_state()
+            for name in stack.components:  # `stack up`, with room for a second platform's start on a busy machine
+                stack.start(name, timeout_s=START_S)
             print(f"\n3-broker cluster with 2 records processes up in {time.monotonic() - started:.1f}s")
             c = Cluster(stack=stack, settings=settings, keys=PlatformKeys(state))
             patient = fresh_patient(first_patient())
