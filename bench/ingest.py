@@ -30,6 +30,13 @@ throughput (acknowledged and stored), every type's accepted and rejected counts,
 rejections grouped by reason, and the peak resident memory of every process of
 the platform (each validation worker on its own) over the whole load.
 
+``--scale`` measures how records scales out, on a stack started with
+``healthgov stack up --records 2`` (any number of brokers): NDJSON end to end
+with one records consumer (the other process is stopped and the group has
+rebalanced), then with two (it is started again and has rejoined), then the raw
+producer on the same cluster, all in one run. "stored" counts every records
+process's resources.
+
 ``--consumer postgresql|sqlite`` measures instead the records consumer alone, in
 this process, without the platform (PostgreSQL only needs HEALTHGOV_DATABASE_URL):
 the messages ingest would send for ``--copies`` sets are sealed first, then
@@ -58,9 +65,11 @@ import httpx
 import orjson
 
 from services.adapters.auth import issue_token
-from services.adapters.config import REPO_ROOT, PlatformSettings
+from services.adapters.config import REPO_ROOT
 from services.adapters.keys import PlatformKeys
 from services.cli.ingest import patients_first
+from services.cli.stack import Stack, replica_name
+from services.contracts.topics import INGEST_RESOURCES
 from services.fhir.compartment import DIRECTORY_TYPES, patient_id_of
 from services.ingest.labels import DEFAULT_TABLE
 from services.ingest.prepare import Context, prepare_lines
@@ -97,7 +106,8 @@ def fixture_lines(copies: int) -> list[bytes]:
 
 class Platform:
     def __init__(self) -> None:
-        self.s = PlatformSettings()
+        self.stack = Stack()
+        self.s = self.stack.settings  # its Kafka bootstrap names every broker of the stack
         self.keys = PlatformKeys(self.s.state_dir)
         self.private = self.keys.org_signer(HOSPITAL)[0]
         self.http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=16))
@@ -106,8 +116,15 @@ class Platform:
         return issue_token(org=HOSPITAL, private_key=self.private, subject="bench", audience=aud,
                            role=kw.pop("role", "integration"), **kw)
 
+    def records(self) -> list[str]:
+        """The records processes that are running (a stack may run several in one consumer group)."""
+        names = [replica_name("records", k) for k in range(1, self.stack.topology.records + 1)]
+        return [n for n in names if self.stack.pid(n) is not None]
+
     def stored(self) -> int:
-        return int(self.http.get(f"{self.s.records_url}/healthz").json()["stored"])
+        """Resources stored since start by every running records process together."""
+        return sum(int(self.http.get(f"{self.stack.components[n].url}/healthz").json()["stored"])
+                   for n in self.records())
 
     def post(self, path: str, body: bytes, ctype: str) -> float:
         t = time.perf_counter()
@@ -194,14 +211,18 @@ def raw_producer(p: Platform, lines: list[bytes], chunk: int) -> dict[str, float
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    from services.adapters.kafka import replication_for
+
     ctx = Context(records_public_key=p.keys.records_hpke_public(), pseudonym_key=p.keys.pseudonym_key(),
                   labels_file=str(DEFAULT_TABLE))
     messages = [m for i in range(0, len(lines), chunk)
                 for m in prepare_lines(ctx, HOSPITAL, "bench", i + 1, lines[i:i + chunk]).messages]
     topic = "bench.raw-producer"
     admin = KafkaAdminClient(bootstrap_servers=p.s.kafka_bootstrap)
+    # Replicated as the platform's topics are on this cluster: the ceiling pays the same acks=all round trips.
+    replicas, min_insync = replication_for(p.stack.topology.brokers)
     with contextlib.suppress(TopicAlreadyExistsError):
-        admin.create_topics([NewTopic(topic, 6, 1)])
+        admin.create_topics([NewTopic(topic, 6, replicas, topic_configs={"min.insync.replicas": str(min_insync)})])
     admin.close()
     producer = KafkaProducer(bootstrap_servers=p.s.kafka_bootstrap, acks="all", enable_idempotence=True,
                              linger_ms=2, batch_size=256 * 1024, max_request_size=8 * 1024 * 1024)
@@ -346,6 +367,52 @@ def population_load(p: Platform, copies: int, chunk: int, clients: int) -> None:
         print(f"  {name:34} {mb:7.0f}")
 
 
+def group_members(p: Platform) -> int:
+    """Members of the records consumer group that hold partitions of ingest.resources.v1."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=p.s.kafka_bootstrap)
+    try:
+        group = admin.describe_groups(["healthgov-records"])["healthgov-records"]
+    finally:
+        admin.close()
+    return sum(1 for m in group["members"]
+               if any(a["topic"] == INGEST_RESOURCES.name and a["partitions"]
+                      for a in (m["member_assignment"] or {}).get("assigned_partitions", [])))
+
+
+def await_members(p: Platform, n: int, timeout_s: float = 120) -> float:
+    """Wait until ``n`` records consumers share the partitions; return how long the rebalance took."""
+    started = time.perf_counter()
+    while group_members(p) != n:
+        if time.perf_counter() - started > timeout_s:
+            raise SystemExit(f"the records group did not settle at {n} member(s)")
+        time.sleep(0.5)
+    return time.perf_counter() - started
+
+
+def scale(p: Platform, copies: int, chunk: int, clients: int) -> None:
+    """NDJSON end to end with 1 and 2 records consumers and the raw producer, on the same cluster in one run."""
+    if p.stack.topology.records < 2:
+        raise SystemExit("--scale needs a stack started with `healthgov stack up --records 2`")
+    second = replica_name("records", 2)
+    rows: list[tuple[str, dict[str, float]]] = []
+    p.stack.stop(second)
+    # A static member that stops is replaced only after the session timeout: the rebalance is part of the setup.
+    print(f"records group: 1 member after {await_members(p, 1):.1f}s")
+    rows.append(("NDJSON, 1 records consumer", ndjson(p, fixture_lines(copies), chunk, clients)))
+    p.stack.start(second)
+    print(f"records group: 2 members after {await_members(p, 2):.1f}s")
+    rows.append(("NDJSON, 2 records consumers", ndjson(p, fixture_lines(copies), chunk, clients)))
+    ceiling = raw_producer(p, fixture_lines(copies), chunk)
+    brokers = p.stack.topology.brokers
+    print(f"\n{brokers} broker(s); {'path':36} {'resources/s':>12} {'acked/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for label, r in rows:
+        print(f"{'':13}{label:36} {r['rate']:12.0f} {r['ack_rate']:9.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f}")
+    print(f"{'':13}{'raw producer, same cluster':36} {ceiling['rate']:12.0f}  "
+          f"{ceiling['msg_rate']:.0f} msg/s, {ceiling['mb_s']:.1f} MB/s, acks=all")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=2, help="copies of the 10-patient set (fresh ids each)")
@@ -362,7 +429,18 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=None, metavar="COPIES",
                     help="load a Synthea-sized population of COPIES x 18,644 resources (24 types) and report "
                          "throughput, rejections by reason and peak RSS per process (22 copies: 410,168)")
+    ap.add_argument("--scale", action="store_true",
+                    help="NDJSON with 1 then 2 records consumers beside the raw producer, same cluster and run "
+                         "(needs `healthgov stack up --records 2`)")
     args = ap.parse_args()
+    if args.scale:
+        p = Platform()
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+        if args.warmup:
+            ndjson(p, fixture_lines(args.warmup), args.chunk, args.clients)
+        scale(p, args.copies, args.chunk, args.clients)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     if args.population:
         population_load(Platform(), args.population, args.chunk, args.clients)
         return

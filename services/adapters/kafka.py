@@ -481,26 +481,42 @@ class ConsumerLoop:
             consumer.close(autocommit=False)
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[Topic] = ALL_TOPICS) -> None:
-    """Create the platform's topics with their partition counts and size limits (idempotent).
+def replication_for(brokers: int) -> tuple[int, int]:
+    """The replication factor and ``min.insync.replicas`` of the platform's topics on ``brokers`` brokers.
+
+    Three copies, two of which must have a message before it is acknowledged
+    (producers send with ``acks=all``): one broker may die, or be restarted,
+    without losing an acknowledged message and without refusing writes. A
+    smaller cluster keeps what it can: one broker (the local default) has one
+    copy, two brokers two copies of which one suffices.
+    """
+    replicas = max(1, min(3, brokers))
+    return replicas, 2 if replicas >= 3 else 1
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[Topic] = ALL_TOPICS, brokers: int = 1) -> None:
+    """Create the platform's topics with their partition counts, size limits and replication (idempotent).
 
     Topics that exist already (a state directory from an older version) get
-    their size limits set again, so the limits in ``services/contracts/topics.py``
-    hold whatever the topic was created with.
+    their settings again, so the limits in ``services/contracts/topics.py``
+    hold whatever the topic was created with. ``brokers`` is the cluster's
+    size: its topics are replicated as ``replication_for`` says.
     """
+    replicas, min_insync = replication_for(brokers)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="healthgov-admin")
     try:
         topics = list(topics)
+        configs = {t.name: {**t.configs, "min.insync.replicas": str(min_insync)} for t in topics}
         existing = set(admin.list_topics())
         wanted = {
-            t.name: {"num_partitions": t.partitions, "replication_factor": 1, "configs": t.configs}
+            t.name: {"num_partitions": t.partitions, "replication_factor": replicas, "configs": configs[t.name]}
             for t in topics
             if t.name not in existing
         }
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted, timeout_ms=30000, wait_for_metadata=True)
-        older = [ConfigResource(ConfigResourceType.TOPIC, t.name, configs=t.configs)
+        older = [ConfigResource(ConfigResourceType.TOPIC, t.name, configs=configs[t.name])
                  for t in topics if t.name in existing]
         if older:
             admin.alter_configs(older)

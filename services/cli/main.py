@@ -19,7 +19,7 @@ from services.adapters.config import PlatformSettings
 from services.adapters.documents import ETHICS_APPROVAL, WARRANT, DocumentKind, issue_document
 from services.adapters.keys import PlatformKeys
 from services.cli import oversight_demo, visits
-from services.cli.stack import ComponentFailed, Stack
+from services.cli.stack import ComponentFailed, Stack, TopologyMismatch
 from services.cli.supervisor import Supervisor, component_lock, write_pidfile
 
 app = typer.Typer(help="healthgov: health data governance platform", no_args_is_help=True)
@@ -51,9 +51,19 @@ def _register_subapps() -> None:
 @stack_app.command("up")
 def stack_up(
     foreground: Annotated[bool, typer.Option(help="Stay in the foreground until Ctrl-C.")] = False,
+    brokers: Annotated[int | None, typer.Option(help="Kafka brokers; 3 replicate every topic 3 times "
+                                                     "(min.insync.replicas=2). Default: as last started, else 1.")]
+    = None,
+    records: Annotated[int | None, typer.Option(help="records processes in one consumer group.")] = None,
+    ingest: Annotated[int | None, typer.Option(help="ingest processes (stateless replicas).")] = None,
 ) -> None:
     """Start Kafka, OPA and the services; wait until every health check passes."""
-    stack = Stack()
+    try:
+        stack = Stack().with_topology(brokers, records, ingest)
+        stack.save_topology()
+    except (ValueError, TopologyMismatch) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task("starting", total=len(stack.components))
