@@ -21,9 +21,11 @@ row (``records_export_job``) that a worker thread runs patient by patient:
 - only the patients the project's cohort criteria admit (``cohort.py``) are
   members of its Group; the others are neither exported nor counted;
 - each included patient gets an audit event (``disclosure``, naming the
-  project) and, through the gate, a ``research_use`` notice; the export as a
-  whole gets one event naming the project, recipient, counts and the SHA-256
-  of each output file.
+  project and the export) and, through the gate, a ``research_use`` notice;
+  a batch's events are published in one Kafka transaction (one round trip per
+  batch, not per patient) before its parts commit; the export as a whole gets
+  one event naming the project, recipient, counts and the SHA-256 of each
+  output file.
 
 Excluded patients are counted by reason, never named.
 """
@@ -55,7 +57,7 @@ from services.contracts.policy import Decision, Legal
 from services.records import deident
 from services.records.access import DIRECTORY_KEY, Asker, Authority, load_facts
 from services.records.cohort import Cohort, CohortInvalid
-from services.records.gate import Gate
+from services.records.gate import Gate, audit_event
 from services.records.projects import ProjectRegistry, facts, utc
 from services.records.store import ExportJob, ExportPart, Project, Record, newest_per_key
 from services.records.vault import Shredded, Vault
@@ -358,11 +360,13 @@ class Exporter:
             decision = Decision(allow=True, reasons=["research_project_export"])
             decision.obligations.notify_patient = True
             decision.obligations.deidentify = project.deidentify  # type: ignore[assignment]
-            for patient, refs in batch.included:
-                self.gate.record(kind="disclosure", caller=caller, authority=authority, patient=patient,
-                                 decision=decision, resources=refs,
-                                 details={"project": project.id, "export": job.id, "deidentified": project.deidentify},
-                                 session=s)
+            # One event per included patient (their trail, their notice, their Merkle leaf), all published in
+            # one transaction before the batch's parts and cursor commit: no part is stored without its events.
+            self.gate.record_all([audit_event(kind="disclosure", caller=caller, authority=authority, patient=patient,
+                                              decision=decision, resources=refs, details={
+                                                  "project": project.id, "export": job.id,
+                                                  "deidentified": project.deidentify})
+                                  for patient, refs in batch.included], decision, session=s)
             row.cursor, row.patients_done = cursor, row.patients_done + len(batch.included) + sum(
                 batch.excluded.values())
             row.excluded = _merge(row.excluded, batch.excluded)
