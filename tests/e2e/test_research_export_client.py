@@ -39,7 +39,7 @@ def jwks_of(keys, org: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
 def smart_fetch(settings, tmp_path: Path, jwks: dict[str, Any], group: str, *extra: str,  # type: ignore[no-untyped-def]
                 client: str = RESEARCH) -> subprocess.CompletedProcess[str]:
-    key = tmp_path / "jwks.json"
+    key = tmp_path / "org.jwks"  # smart-fetch tells a JWKS from a PEM by the file name
     key.write_text(json.dumps(jwks))
     return subprocess.run(
         [str(SMART_FETCH), "bulk", "--fhir-url", f"{settings.records_url}/fhir", "--group", group,
