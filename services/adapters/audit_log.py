@@ -49,3 +49,13 @@ class AuditLog:
         else:
             self.producer.send(audit_message(event))
         return event.event_id
+
+    def publish_all(self, events: Sequence[AuditEvent]) -> list[str]:
+        """Publish many events in one transaction: all are logged or none is (one broker round trip, not N).
+
+        For acts made of many accountable parts at once, such as a research
+        export's per-patient disclosures: each part keeps its own event (its
+        own Merkle leaf, in its patient's trail) without one acks=all wait each.
+        """
+        self.producer.send_all([audit_message(e) for e in events])
+        return [e.event_id for e in events]

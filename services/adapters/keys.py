@@ -123,6 +123,10 @@ class PlatformKeys:
         """Ingest's own key for accepted bulk-import data waiting to be published."""
         return self._secret("ingest-spool")
 
+    def records_token_key(self) -> bytes:
+        """Records' key for the access tokens it issues to Bulk Data clients (SMART Backend Services)."""
+        return self._secret("records-access-token")
+
     def portal_key(self) -> bytes:
         """The portal's key for its own account data (sealed patient references)."""
         return self._secret("portal")

@@ -228,6 +228,7 @@ NOTICE_WORDS = {
     "break_glass": N_("opened your records in an emergency (break-glass); the access is reviewed"),
     "state_access": N_("a public body read your records under the law"),
     "on_behalf": N_("acted on your behalf (a permission or a referral)"),
+    "research_use": N_("included your records, de-identified, in an approved research project"),
 }
 
 

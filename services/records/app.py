@@ -56,6 +56,7 @@ from services.records.projects import ProjectRegistry
 from services.records.referrals import Referrals
 from services.records.registry import ConsentRegistry
 from services.records.service import Reader, ReadRequest
+from services.records.smart import TokenService, install_smart_routes
 from services.records.store import make_engine, read_engine
 from services.records.vault import Vault
 
@@ -211,7 +212,8 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         return informational(201 if created else 200, "informational", f"{hospital} now has a care relationship",
                              {EVENT_HEADER: event_id})
 
-    install_export_routes(app, projects, exporter, authority)
+    bulk_caller = install_smart_routes(app, TokenService(app_keys, keys.records_token_key()))
+    install_export_routes(app, projects, exporter, authority, bulk_caller)
 
     # --- generic FHIR reads -------------------------------------------------------------
 

@@ -19,12 +19,12 @@ from email.utils import format_datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from services.adapters.auth import Caller
-from services.adapters.web import MAX_INT64, CallerDep, json_body
+from services.adapters.web import MAX_INT64, CallerDep, current_caller, json_body
 from services.contracts import errors
 from services.contracts.events import rfc3339
 from services.records.authority import AuthorityReader
@@ -88,8 +88,14 @@ def outcome_lines(job: ExportJob) -> bytes:
 
 
 def install_export_routes(app: FastAPI, projects: ProjectRegistry, exporter: Exporter,
-                          authority: AuthorityReader) -> None:
-    """Register the routes (before the generic ``/fhir/{type}`` routes, which would otherwise match)."""
+                          authority: AuthorityReader, bulk_caller: Any = None) -> None:
+    """Register the routes (before the generic ``/fhir/{type}`` routes, which would otherwise match).
+
+    ``bulk_caller`` (``smart.install_smart_routes``) lets the kick-off, status,
+    cancel and download routes also accept a SMART Backend Services access
+    token, which a Bulk Data client reuses across its requests.
+    """
+    bulk = bulk_caller or Depends(current_caller)
 
     @app.post("/projects", status_code=201, openapi_extra=json_body())
     async def apply(request: Request, caller: CallerDep) -> Response:
@@ -131,25 +137,25 @@ def install_export_routes(app: FastAPI, projects: ProjectRegistry, exporter: Exp
         return Response(status_code=202, headers={"Content-Location": f"{_base(request)}/export-jobs/{job_id}"})
 
     @app.get("/fhir/$export")
-    async def export_system(request: Request, caller: CallerDep, project: Annotated[str | None, Query()] = None,
+    async def export_system(request: Request, caller: Caller = bulk, project: Annotated[str | None, Query()] = None,
                             _type: Annotated[str | None, Query(alias="_type")] = None,
                             _since: Annotated[str | None, Query(alias="_since")] = None) -> Response:
         return await kickoff(request, caller, project, _type, _since)
 
     @app.get("/fhir/Patient/$export")
-    async def export_patients(request: Request, caller: CallerDep, project: Annotated[str | None, Query()] = None,
+    async def export_patients(request: Request, caller: Caller = bulk, project: Annotated[str | None, Query()] = None,
                               _type: Annotated[str | None, Query(alias="_type")] = None,
                               _since: Annotated[str | None, Query(alias="_since")] = None) -> Response:
         return await kickoff(request, caller, project, _type, _since)
 
     @app.get("/fhir/Group/{gid}/$export")
-    async def export_group(gid: str, request: Request, caller: CallerDep,
+    async def export_group(gid: str, request: Request, caller: Caller = bulk,
                            _type: Annotated[str | None, Query(alias="_type")] = None,
                            _since: Annotated[str | None, Query(alias="_since")] = None) -> Response:
         return await kickoff(request, caller, gid, _type, _since)
 
     @app.get("/export-jobs/{jid}")
-    async def status(jid: str, request: Request, caller: CallerDep) -> Response:
+    async def status(jid: str, request: Request, caller: Caller = bulk) -> Response:
         job = await run_in_threadpool(exporter.job_of, caller, jid)
         if job.status in ("queued", "running"):
             done = f"{job.patients_done}/{job.patients_total or '?'} patients"
@@ -166,17 +172,17 @@ def install_export_routes(app: FastAPI, projects: ProjectRegistry, exporter: Exp
         raise errors.NotFound(f"the export was {job.status}")
 
     @app.delete("/export-jobs/{jid}", status_code=202)
-    async def cancel(jid: str, caller: CallerDep) -> Response:
+    async def cancel(jid: str, caller: Caller = bulk) -> Response:
         await run_in_threadpool(exporter.cancel, caller, jid)
         return Response(status_code=202)
 
     @app.get("/export-jobs/{jid}/files/outcome")
-    async def outcome(jid: str, caller: CallerDep) -> Response:
+    async def outcome(jid: str, caller: Caller = bulk) -> Response:
         job = await run_in_threadpool(exporter.job_of, caller, jid)
         if job.status != "completed":
             raise errors.NotFound("no such file")
         return Response(outcome_lines(job), media_type=NDJSON)
 
     @app.get("/export-jobs/{jid}/files/{part}")
-    async def download(jid: str, part: Annotated[int, Path(ge=1, le=MAX_INT64)], caller: CallerDep) -> Response:
+    async def download(jid: str, part: Annotated[int, Path(ge=1, le=MAX_INT64)], caller: Caller = bulk) -> Response:
         return Response(await run_in_threadpool(exporter.download, caller, jid, part), media_type=NDJSON)

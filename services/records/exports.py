@@ -18,10 +18,14 @@ row (``records_export_job``) that a worker thread runs patient by patient:
   own AES-256-GCM key (wrapped by the KEK): no plaintext reaches the database
   or the disk. The cursor (the last patient stored) advances in the same
   transaction as the parts, so a restart resumes after it;
+- only the patients the project's cohort criteria admit (``cohort.py``) are
+  members of its Group; the others are neither exported nor counted;
 - each included patient gets an audit event (``disclosure``, naming the
-  project) and, through the gate, a ``research_use`` notice; the export as a
-  whole gets one event naming the project, recipient, counts and the SHA-256
-  of each output file.
+  project and the export) and, through the gate, a ``research_use`` notice;
+  a batch's events are published in one Kafka transaction (one round trip per
+  batch, not per patient) before its parts commit; the export as a whole gets
+  one event naming the project, recipient, counts and the SHA-256 of each
+  output file.
 
 Excluded patients are counted by reason, never named.
 """
@@ -52,7 +56,8 @@ from services.contracts.ids import is_fhir_id
 from services.contracts.policy import Decision, Legal
 from services.records import deident
 from services.records.access import DIRECTORY_KEY, Asker, Authority, load_facts
-from services.records.gate import Gate
+from services.records.cohort import Cohort, CohortInvalid
+from services.records.gate import Gate, audit_event
 from services.records.projects import ProjectRegistry, facts, utc
 from services.records.store import ExportJob, ExportPart, Project, Record, newest_per_key
 from services.records.vault import Shredded, Vault
@@ -244,6 +249,11 @@ class Exporter:
             self._fail(job.id, f"ethics approval refused: {exc.reason}")
             return
         authority = Authority(purpose="HRESCH", legal=Legal(ethics_approval=approval), request_id=job.id)
+        try:
+            cohort = Cohort.parse(orjson.loads(project.cohort))
+        except CohortInvalid as exc:  # never export past criteria that cannot be read: fail closed
+            self._fail(job.id, f"cohort criteria: {exc}")
+            return
         key = self._key(job)
         while not self._stop.is_set():
             current = self.projects.get(job.project)
@@ -256,21 +266,23 @@ class Exporter:
                 return
             batch = Batch()
             for patient in patients:
-                self._one_patient(batch, caller, authority, project, job, patient)
+                self._one_patient(batch, caller, authority, project, job, cohort, patient)
             if not self._store(job, batch, key, patients[-1], caller, authority, project):
                 return  # cancelled meanwhile
             job.cursor = patients[-1]
 
     def _one_patient(self, batch: Batch, caller: Caller, authority: Authority, project: Project, job: ExportJob,
-                     patient: str) -> None:
+                     cohort: Cohort, patient: str) -> None:
         types = set(orjson.loads(job.types))
+        since = utc(job.since) if job.since is not None else None
         with Session(self.engine) as s:
+            # Membership is decided on the patient's whole record (not only on what changed since ``_since``),
+            # so the cohort's types are read in full; only the requested types are exported.
             query = select(Record).where(Record.patient == patient,
-                                         Record.rtype.in_(sorted(types)))  # type: ignore[attr-defined]
-            if job.since is not None:
-                query = query.where(Record.created_at >= job.since)
-            rows = sorted(newest_per_key(s.exec(query).all(), key=lambda r: r.rid_index,
-                                         version=lambda r: r.version).values(), key=lambda r: r.pk or 0)
+                                         Record.rtype.in_(sorted(types | cohort.needs())))  # type: ignore[attr-defined]
+            newest = sorted(newest_per_key(s.exec(query).all(), key=lambda r: r.rid_index,
+                                           version=lambda r: r.version).values(), key=lambda r: r.pk or 0)
+            rows = [r for r in newest if r.rtype in types and (since is None or utc(r.created_at) >= since)]
             if not rows:
                 return
             state = load_facts(s, self.vault, patient, caller.org)
@@ -278,10 +290,16 @@ class Exporter:
                 batch.excluded["erased"] = batch.excluded.get("erased", 0) + 1
                 return
             try:
-                plains = [self.vault.open_row(s, r, state.key) for r in rows]
+                wanted = {r.pk for r in rows}
+                opened = {r.pk: self.vault.open_row(s, r, state.key) for r in newest
+                          if r.pk in wanted or r.rtype in cohort.needs()}
             except Shredded:
                 batch.excluded["erased"] = batch.excluded.get("erased", 0) + 1
                 return
+        if not cohort.admits((p.resource for p in opened.values() if p.row.rtype in cohort.needs()),
+                             utc(job.transaction_time).date()):
+            return  # not in the project's Group: not a member, so neither exported nor counted as excluded
+        plains = [opened[r.pk] for r in rows]
         asker = Asker(self.policy, self.vault, caller, "read", authority, patient, state)
         asker.prefetch((p.row.rtype, p.labels, p.row.hospital) for p in plains)
         pseudo = self.vault.recipient_pseudonym(f"project:{project.id}", patient)
@@ -342,11 +360,13 @@ class Exporter:
             decision = Decision(allow=True, reasons=["research_project_export"])
             decision.obligations.notify_patient = True
             decision.obligations.deidentify = project.deidentify  # type: ignore[assignment]
-            for patient, refs in batch.included:
-                self.gate.record(kind="disclosure", caller=caller, authority=authority, patient=patient,
-                                 decision=decision, resources=refs,
-                                 details={"project": project.id, "export": job.id, "deidentified": project.deidentify},
-                                 session=s)
+            # One event per included patient (their trail, their notice, their Merkle leaf), all published in
+            # one transaction before the batch's parts and cursor commit: no part is stored without its events.
+            self.gate.record_all([audit_event(kind="disclosure", caller=caller, authority=authority, patient=patient,
+                                              decision=decision, resources=refs, details={
+                                                  "project": project.id, "export": job.id,
+                                                  "deidentified": project.deidentify})
+                                  for patient, refs in batch.included], decision, session=s)
             row.cursor, row.patients_done = cursor, row.patients_done + len(batch.included) + sum(
                 batch.excluded.values())
             row.excluded = _merge(row.excluded, batch.excluded)

@@ -92,6 +92,21 @@ class Gate:
                             resources=resources, body=body, details=details)
         return self.record_event(event, decision, together=together, session=session)
 
+    def record_all(self, events: Sequence[AuditEvent], decision: Decision | None, *,
+                   session: Session | None = None) -> list[AuditEvent]:
+        """Publish the events of many allowed acts in one transaction, then owe each patient its notice.
+
+        All or none is logged: if the broker refuses, nothing was published and
+        no notice is written, so the caller must release nothing.
+        """
+        if not events:
+            return []
+        self.log.publish_all(events)
+        notices = [n for n in (notice_for(e, decision) for e in events) if n is not None]
+        if notices and self.outbox is not None:
+            self.outbox.add(notices, session)
+        return list(events)
+
     def record_event(self, event: AuditEvent, decision: Decision | None = None, *,
                      together: Sequence[Message] = (), session: Session | None = None) -> AuditEvent:
         """Publish a prepared event (e.g. one the ingest consumer builds for a hospital)."""

@@ -29,6 +29,7 @@ from services.contracts.events import rfc3339, utcnow
 from services.contracts.ids import is_fhir_id
 from services.contracts.policy import Decision, PolicyInput, PolicyResource
 from services.records.access import Authority
+from services.records.cohort import Cohort, CohortInvalid
 from services.records.gate import Gate
 from services.records.store import Project
 
@@ -73,8 +74,10 @@ def _terms(doc: dict[str, Any]) -> tuple[list[str], str, dict[str, Any], datetim
     if level not in LEVELS:
         raise errors.Invalid(f"'deidentify' must be one of {list(LEVELS)}")
     cohort = doc.get("cohort", {})
-    if not isinstance(cohort, dict):
-        raise errors.Invalid("'cohort' must be an object of cohort criteria")
+    try:
+        Cohort.parse(cohort)
+    except CohortInvalid as exc:
+        raise errors.Invalid(str(exc)) from exc
     raw = doc.get("expires")
     try:
         expires = datetime.fromisoformat(raw) if isinstance(raw, str) else None

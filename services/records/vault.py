@@ -3,7 +3,8 @@
 Data keys are created on a patient's first record, wrapped by the active KEK
 and cached unwrapped in memory only. The cache is checked against the
 database on every use, so a key shredded or rewrapped by another process is
-never served from memory. Rotation rewraps every data key under a new KEK;
+never served from memory. Rotation rewraps every data key (and the key of
+every live export job) under a new KEK;
 shredding destroys a patient's wrapped key, after which their rows (records
 and consents, in the database and on the broker) are noise.
 """
@@ -22,9 +23,11 @@ from sqlmodel import Session, select
 from services.adapters import crypto
 from services.adapters.keys import KeyProvider
 from services.contracts import errors
-from services.records.store import ConsentRow, KeyRow, PatientKey, Record, RecordRow, _now
+from services.records.store import ConsentRow, ExportJob, KeyRow, PatientKey, Record, RecordRow, _now
 
 log = logging.getLogger(__name__)
+
+LIVE_EXPORTS = ("queued", "running", "completed")  # jobs whose key still opens output someone may download
 
 
 class Shredded(errors.Gone):
@@ -187,6 +190,14 @@ class Vault:
             row.wrapped, row.kek_id = crypto.wrap_key(new_kek, key), new_kid
             session.add(row)
             count += 1
+        # An export job's key is wrapped by the KEK too: its output stays downloadable after a rotation.
+        jobs = select(ExportJob).where(ExportJob.kek_id != new_kid,
+                                       ExportJob.status.in_(LIVE_EXPORTS))  # type: ignore[attr-defined]
+        for job in session.exec(jobs).all():
+            key = crypto.unwrap_key(self.keyring.get(job.kek_id), job.wrapped_key)
+            job.wrapped_key, job.kek_id = crypto.wrap_key(new_kek, key), new_kid
+            session.add(job)
+            count += 1
         return count
 
     def rotate(self, engine: Any, announce: Any = None) -> Rotation:
@@ -207,7 +218,8 @@ class Vault:
             s.commit()
         with Session(engine) as s:
             if s.get_bind().dialect.name == "postgresql":
-                s.exec(text("LOCK TABLE records_patient_key IN SHARE ROW EXCLUSIVE MODE"))  # type: ignore[call-overload]
+                s.exec(text("LOCK TABLE records_patient_key, records_export_job"  # type: ignore[call-overload]
+                            " IN SHARE ROW EXCLUSIVE MODE"))
             else:
                 s.exec(text("UPDATE records_patient_key SET kek_id = kek_id WHERE 1 = 0"))  # type: ignore[call-overload]
             late_count = self._rewrap(s, new_kid, new_kek)
@@ -226,4 +238,6 @@ class Vault:
     def _retirable(self, session: Session, active: str) -> set[str]:
         """Every KEK in the keyring except the active one, if no live data key uses it."""
         in_use = set(session.exec(select(PatientKey.kek_id).where(PatientKey.wrapped.is_not(None))).all())  # type: ignore[union-attr]
+        in_use |= set(session.exec(select(ExportJob.kek_id).where(
+            ExportJob.status.in_(LIVE_EXPORTS))).all())  # type: ignore[attr-defined]
         return {k for k in self.keyring.kids() if k != active and k not in in_use}

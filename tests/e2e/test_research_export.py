@@ -30,6 +30,7 @@ from tests.integration.records.support import (
 )
 
 RESEARCH = "gz-uni-research"
+DIABETES = "44054006"
 TYPES = ["Condition", "Encounter", "Observation", "Patient"]
 
 
@@ -46,9 +47,9 @@ def as_patient(token, pid: str) -> dict[str, str]:  # type: ignore[no-untyped-de
 
 
 def apply(settings, token, documents, *, level: str = "safe_harbor", types: list[str] | None = None,  # type: ignore[no-untyped-def]
-          expires: datetime | None = None) -> dict[str, Any]:
+          expires: datetime | None = None, cohort: dict[str, Any] | None = None) -> dict[str, Any]:
     body = {"title": "Hypertension outcomes in Guizhou", "purpose": "Cohort study of blood pressure control",
-            "types": types or TYPES, "deidentify": level, "cohort": {"condition": HYPERTENSION},
+            "types": types or TYPES, "deidentify": level, "cohort": cohort or {},
             "expires": (expires or datetime.now(UTC) + timedelta(days=30)).isoformat()}
     r = httpx.post(f"{settings.records_url}/projects", json=body, timeout=30,
                    headers=researcher(token, **{"X-Ethics-Approval": documents.ethics_approval(project="htn")}))
@@ -222,3 +223,31 @@ def test_pseudonyms_are_stable_within_a_project_and_differ_between_projects(load
     first, again, elsewhere = patient_ids(approved["id"]), patient_ids(approved["id"]), patient_ids(other["id"])
     assert first and first == again
     assert not first & elsewhere
+
+
+def test_only_the_cohort_is_exported(loaded, ten_patients, opted_out, settings, token, documents) -> None:  # type: ignore[no-untyped-def]
+    """A hypertension cohort: a patient with hypertension in 2019 is in, one with diabetes and the fixtures are not."""
+    member, other = fresh_patient(first_patient()), fresh_patient(first_patient())
+    in_cohort, outside = condition(member["id"], HYPERTENSION, "2019-05-01"), condition(other["id"], DIABETES,
+                                                                                           "2019-05-01")
+    ingest(settings, token, member, in_cohort)
+    ingest(settings, token, other, outside)
+    bad = httpx.post(f"{settings.records_url}/projects", timeout=30, json={
+        "title": "t", "purpose": "p", "types": ["Patient"], "deidentify": "safe_harbor",
+        "cohort": {"diagnosis": HYPERTENSION}, "expires": (datetime.now(UTC) + timedelta(days=1)).isoformat()},
+        headers=researcher(token, **{"X-Ethics-Approval": documents.ethics_approval(project="htn")}))
+    assert bad.status_code == 400 and "unknown cohort criteria" in bad.text  # never silently widened to everyone
+    project = apply(settings, token, documents, level="pseudonymize", types=["Condition", "Patient"],
+                    cohort={"conditions": [HYPERTENSION], "period": {"start": "2019-01-01", "end": "2019-12-31"}})
+    assert project["cohort"]["conditions"] == [HYPERTENSION]
+    assert review(settings, token, project["id"], "approve").status_code == 200
+    r = kickoff(settings, token, project["id"])
+    assert r.status_code == 202, r.text
+    manifest = finished(settings, token, r.headers["Content-Location"])
+    lines = b"".join(download(token, out["url"]).content for out in manifest["output"])
+    assert in_cohort["id"].encode() in lines
+    assert outside["id"].encode() not in lines
+    fixture_conditions = [x["id"] for x in ten_patients if x["resourceType"] == "Condition"]
+    assert not [c for c in fixture_conditions if c.encode() in lines]  # none of the fixtures has hypertension
+    assert opted_out["condition"].encode() not in lines  # a member (hypertension in 2019) who opted out
+    assert manifest["extension"]["excludedPatients"] >= 1

@@ -15,22 +15,27 @@ import pytest
 
 from services.adapters.audit_log import AuditLog
 from services.adapters.auth import Caller
-from services.adapters.kafka import Message
+from services.adapters.kafka import BrokerUnavailable, Message
 from services.contracts.policy import Decision, Obligations
 from services.records import care
 from services.records.access import Asker, Authority, Denied, Facts
-from services.records.gate import Gate
+from services.records.gate import Gate, audit_event
 from services.records.store import Notice
 
 
 class FakeBroker:
-    def __init__(self) -> None:
+    def __init__(self, refuse: bool = False) -> None:
         self.sent: list[Message] = []
+        self.round_trips = 0
+        self.refuse = refuse
 
     def send(self, message: Message) -> None:
-        self.sent.append(message)
+        self.send_all([message])
 
     def send_all(self, messages: list[Message]) -> None:
+        self.round_trips += 1
+        if self.refuse:
+            raise BrokerUnavailable("down")
         self.sent.extend(messages)
 
     def events(self) -> list[dict[str, Any]]:
@@ -120,6 +125,33 @@ def test_a_warrant_defers_the_notice_but_never_cancels_it() -> None:
              decision=decision)
     [notice] = outbox.notices
     assert notice.kind == "state_access" and abs((notice.visible_from - later).total_seconds()) < 1
+
+
+RESEARCHER = Caller(id="prof", org="gz-uni-research", org_type="research", role="researcher", purpose="HRESCH")
+
+
+def export_events(patients: list[str]) -> list[Any]:
+    return [audit_event(kind="disclosure", caller=RESEARCHER, authority=Authority(purpose="HRESCH"), patient=p,
+                        decision=None, details={"project": "prj-1", "export": "job-1"}) for p in patients]
+
+
+def test_many_acts_are_published_in_one_round_trip_each_with_its_event_and_notice() -> None:
+    g, broker, outbox = gate()
+    patients = [f"p-{i}" for i in range(50)]
+    events = g.record_all(export_events(patients), Decision(allow=True, reasons=["research_project_export"]))
+    assert broker.round_trips == 1
+    published = broker.events()
+    assert [e["patient"] for e in published] == patients  # one event, one leaf, per patient
+    assert len({e["event_id"] for e in published}) == len(patients)
+    assert [(n.patient, n.kind, n.project, n.event_id) for n in outbox.notices] == [
+        (e.patient, "research_use", "prj-1", e.event_id) for e in events]
+
+
+def test_if_the_broker_refuses_a_batch_no_patient_is_told() -> None:
+    broker, outbox = FakeBroker(refuse=True), FakeOutbox()
+    with pytest.raises(BrokerUnavailable):
+        Gate(AuditLog(broker), outbox).record_all(export_events(["p-1", "p-2"]), None)
+    assert broker.sent == [] and outbox.notices == []
 
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
