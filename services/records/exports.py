@@ -32,6 +32,8 @@ Excluded patients are counted by reason, never named.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import threading
 import uuid
@@ -41,7 +43,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func
+from sqlalchemy import create_engine, delete, func
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
 from services.adapters import crypto
@@ -231,6 +235,30 @@ class Exporter:
                               .where(Record.patient != DIRECTORY_KEY)).one())
 
     def run(self, job_id: str) -> None:
+        """Run (or resume) one job, unless another records process is running it."""
+        with self._sole_runner(job_id) as mine:
+            if mine:
+                self._run(job_id)
+
+    @contextlib.contextmanager
+    def _sole_runner(self, job_id: str) -> Iterator[bool]:
+        """Hold the job's PostgreSQL advisory lock while it runs: one runner per job however many records
+        processes share the database. The lock is on a connection of its own, outside the pool, and goes with
+        the process, so a job whose runner died is resumed by the next worker that looks. SQLite serves one
+        process, which runs its jobs one at a time."""
+        if self.engine.dialect.name != "postgresql":
+            yield True
+            return
+        number = int.from_bytes(hashlib.sha256(f"export-job\0{job_id}".encode()).digest()[:8], "big", signed=True)
+        conn = create_engine(self.engine.url, poolclass=NullPool).connect().execution_options(
+            isolation_level="AUTOCOMMIT")
+        try:
+            yield bool(conn.execute(select(func.pg_try_advisory_lock(number))).scalar())
+        finally:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.close()  # ends the session and its lock
+
+    def _run(self, job_id: str) -> None:
         """Run (or resume) one job to its end, batch by batch; stops if it is cancelled meanwhile."""
         with UnitOfWork(self.engine) as uow:
             job = uow.session.get(ExportJob, job_id)

@@ -254,3 +254,34 @@ def test_a_kek_rotation_rewraps_export_keys_so_running_and_finished_jobs_still_o
     assert rotation.new_kek in again.retired
     assert len([x for x in exported(exporter_parts["exporter"](), job_id)
                 if x["resourceType"] == "Patient"]) == len(PATIENTS)
+
+
+def test_two_records_processes_never_run_the_same_job_at_once(exporter_parts, engine, db) -> None:  # type: ignore[no-untyped-def]
+    """Every records process's worker polls every active job: on PostgreSQL the job's advisory lock lets one run it
+    and the other pass; the output holds each patient once. SQLite serves one process, which runs jobs in turn."""
+    first, second = exporter_parts["exporter"](), exporter_parts["exporter"]()
+    job_id = first.kickoff(RESEARCHER, Authority(purpose="HRESCH"), "prj-resume", None, None, "/fhir/$export")
+    if db.kind == "sqlite":
+        with first._sole_runner(job_id) as mine, second._sole_runner(job_id) as theirs:
+            assert mine and theirs
+        return
+    stored = first._store
+    seen: list[str] = []
+
+    def meanwhile(*args: Any, **kw: Any) -> bool:
+        second.run(job_id)  # the other process's worker finds the job while the first is inside it
+        with Session(engine) as s:
+            job = s.get(ExportJob, job_id)
+            assert job is not None
+            seen.append(job.status)
+        return stored(*args, **kw)
+
+    first._store = meanwhile  # type: ignore[method-assign]
+    first.run(job_id)
+    assert seen and all(status == "running" for status in seen)  # the second did not finish it meanwhile
+    lines = exported(first, job_id)
+    patients = [x["id"] for x in lines if x["resourceType"] == "Patient"]
+    assert len(patients) == len(set(patients)) == len(PATIENTS)
+    with Session(engine) as s:
+        job = s.get(ExportJob, job_id)
+        assert job is not None and job.status == "completed" and job.patients_done == len(PATIENTS)
