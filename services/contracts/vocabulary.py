@@ -89,7 +89,7 @@ DEIDENTIFY: Final[dict[str, str]] = {
 
 AuditKind = Literal[
     "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship", "project", "break_glass_review",
+    "care_relationship", "project", "break_glass_review", "download",
 ]
 # What happened, per audit event kind, worded as an organisation's act: the patient's trail reads it after the
 # organisation's name ("<hospital> read your records"), a receipt as "what happened". Operators read the code.
@@ -105,11 +105,13 @@ AUDIT_KINDS: Final[dict[str, str]] = {
     "care_relationship": N_("began treating you"),
     "project": N_("changed a research project"),
     "break_glass_review": N_("judged an emergency opening of your records"),
+    "download": N_("received a copy of your whole record as a file"),
 }
 # The kinds that read differently when the patient acted themselves, through the portal ("You, through this
 # portal, let a hospital treat you"); the rest read as in AUDIT_KINDS.
 OWN_AUDIT_KINDS: Final[dict[str, str]] = {
     "referral": N_("let a hospital treat you"),
+    "download": N_("downloaded a copy of your records"),
 }
 # How an audited act ended, as the audit trail is filtered and exported.
 Outcome = Literal["allowed", "denied"]

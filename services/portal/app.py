@@ -37,7 +37,7 @@ from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
 from services.adapters.web import install_error_handlers
 from services.contracts import vocabulary
-from services.portal import consents, i18n, oversight, views, words
+from services.portal import consents, i18n, oversight, record_pages, views, words
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
@@ -601,4 +601,6 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                         headers={"Content-Disposition": f'attachment; filename="healthgov-receipt-{safe}.json"'})
 
     oversight.install(app, settings=settings, accounts=accounts, clients=clients, templates=templates, tokens=tokens)
+    record_pages.install(app, clients=clients, registry=registry, signed_in=signed_in, page=page,
+                         error_page=error_page, tr=tr)
     return app

@@ -46,9 +46,9 @@ class PortalClients:
                            audience=audience, role="regulator", purpose="HCOMPL")
 
     def _send(self, who: Principal, method: str, service: str, path: str, *, body: Any = None,
-              params: dict[str, Any] | None = None) -> httpx.Response:
+              params: dict[str, Any] | None = None, extra: dict[str, str] | None = None) -> httpx.Response:
         base = self.settings.records_url if service == "records" else self.settings.audit_url
-        headers = {"Authorization": f"Bearer {self._token(who, service)}"}
+        headers = {"Authorization": f"Bearer {self._token(who, service)}", **(extra or {})}
         if body is not None:
             headers["Content-Type"] = "application/fhir+json"
         try:
@@ -64,7 +64,16 @@ class PortalClients:
         return self._send(who, "GET", service, path, params=params)
 
     def my_records(self, who: Principal) -> dict[str, Any]:
+        """The patient's whole record, read as one look at their own records (the trail counts these)."""
         return self._get(who, "records", f"/fhir/Patient/{who.subject}/$everything").json()
+
+    def my_record_copy(self, who: Principal, fmt: str) -> bytes:
+        """The whole record as records released it, for a copy the patient takes away as ``fmt`` (fhir, pdf).
+
+        Records audits it as a ``download`` of its own, which the patient's trail lists.
+        """
+        return self._send(who, "GET", "records", f"/fhir/Patient/{who.subject}/$everything",
+                          extra={"X-Healthgov-Download": fmt}).content
 
     # A patient's consents and erasure: the token's patient claim is the signed-in patient, so records
     # refuses anything about somebody else; the portal checks ids against the patient's own list first.

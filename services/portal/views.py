@@ -76,6 +76,7 @@ def trail_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "emergency_reason": details.get("break_glass_reason"),
             "state": acc.get("org_type") in STATE_TYPES,
             "legal": {k: v for k, v in (e.get("legal") or {}).items() if v},
+            "format": details.get("format") if e.get("kind") == "download" else None,
         })
     return rows
 
