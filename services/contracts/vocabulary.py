@@ -33,6 +33,7 @@ def N_(message: str) -> str:  # the conventional gettext_noop name, a keyword Ba
 # concern: the portal is where a person reads a purpose; operators see the code.
 PURPOSES: Final[dict[str, str]] = {
     "PATRQT": N_("your own requests"),
+    "PWATRNY": N_("your guardian acting for you"),
     "TREAT": N_("your treatment"),
     "ETREAT": N_("emergency treatment"),
     "PUBHLTH": N_("public health"),
@@ -155,6 +156,7 @@ DENY_REASONS: Final[dict[str, str]] = {
     "org_suspended": N_("The caller's organisation is suspended."),
     "unknown_org_type": N_("The caller's organisation type is not one the platform knows."),
     "patient_claim_not_allowed": N_("Only the patient portal may act for a patient."),
+    "guardian_reads_only": N_("A guardian acting for a patient may read their records and trail, and change nothing."),
     "unknown_purpose": N_("The purpose of use is not a recognised code."),
     "purpose_not_permitted_for_org_type": N_("This kind of organisation may not claim this purpose."),
     "unknown_action": N_("The action is not one the platform knows."),

@@ -18,6 +18,9 @@ from services.adapters.keys import PlatformKeys
 from services.portal.accounts import Principal
 from services.portal.config import PortalSettings
 
+# The portal's patient-side principals and the purpose of use each one's token carries.
+PATIENT_SIDE = {"patient": "PATRQT", "guardian": "PWATRNY"}
+
 
 class Upstream(Exception):
     """Records or audit answered with an error the person should see."""
@@ -35,10 +38,13 @@ class PortalClients:
         self.http = httpx.Client(timeout=30)
 
     def _token(self, who: Principal, audience: str) -> str:
-        if who.role == "patient":
+        if who.role in PATIENT_SIDE:
+            # A guardian's token names the child (``proxies.py`` decided that this account acts for them) and says
+            # so twice: role ``guardian`` and the purpose PWATRNY, so the child's trail shows who acted for them.
             private, _ = self.keys.org_signer(self.settings.portal_org)
             return issue_token(org=self.settings.portal_org, private_key=private, subject=who.username,
-                               audience=audience, role="patient", patient=who.subject, purpose="PATRQT")
+                               audience=audience, role=who.role, patient=who.subject,
+                               purpose=PATIENT_SIDE[who.role])
         if not self.settings.dev_mode:
             raise Upstream(501, "regulators sign in through their organisation's identity provider")
         private, _ = self.keys.org_signer(self.settings.regulator_org)

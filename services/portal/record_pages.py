@@ -11,6 +11,7 @@ audited for that request.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -36,22 +37,53 @@ def withheld_count(bundle: dict[str, Any]) -> int:
                if isinstance(e, dict))
 
 
-def install(app: FastAPI, *, clients: PortalClients, registry: dict[str, Any],
-            signed_in: Callable[[str | None, str], Principal | None], page: Callable[..., Response],
-            error_page: Callable[[Request, int], Response], tr: Callable[..., str]) -> None:
-    """Add ``/me/records`` and its two downloads to the portal (one line in ``app.py``)."""
+@dataclass
+class RecordViews:
+    """The record page's content and the copies, for a principal: the patient, or a guardian acting for a child."""
 
-    def load(request: Request, who: Principal) -> dict[str, Any]:
+    clients: PortalClients
+    registry: dict[str, Any]
+    error_page: Callable[[Request, int], Response]
+    tr: Callable[..., str]
+
+    def context(self, request: Request, who: Principal) -> dict[str, Any]:
+        """The sections in words, or why there are none, in words."""
         try:
-            bundle = clients.my_records(who)
+            bundle = self.clients.my_records(who)
         except Upstream as exc:
             if exc.status == 410:
                 return {"erased": True, "sections": []}
-            return {"sections": [], "records_error": tr(request, "Your records cannot be shown right now "
-                                                                 "(%(detail)s).", detail=exc.detail)}
+            return {"sections": [], "records_error": self.tr(request, "Your records cannot be shown right now "
+                                                                      "(%(detail)s).", detail=exc.detail)}
         sections = readable.readable_record(bundle)
         return {"sections": sections, "hospitals": readable.hospitals_of(sections),
-                "withheld": withheld_count(bundle)}
+                "withheld": withheld_count(bundle), "status_words": readable.STATUS_WORDS,
+                "interpretation_words": readable.INTERPRETATION_WORDS,
+                "criticality_words": readable.CRITICALITY_WORDS}
+
+    def copy(self, request: Request, who: Principal, fmt: str) -> Response:
+        """The whole record as a file (``fhir`` or ``pdf``); records audits it as a ``download``."""
+        try:
+            raw = self.clients.my_record_copy(who, fmt)
+        except Upstream as exc:
+            return self.error_page(request, exc.status if exc.status in (401, 403, 404, 410, 429) else 503)
+        stamp = datetime.now(UTC).astimezone(i18n.TIMEZONE).strftime("%Y%m%d-%H%M")
+        if fmt == "fhir":
+            return Response(raw, media_type=FHIR_JSON, headers={
+                "Content-Disposition": f'attachment; filename="healthgov-record-{stamp}.json"',
+                "Cache-Control": "no-store"})
+        try:
+            pdf = record_pdf.render(orjson.loads(raw), lang=i18n.negotiate(request), registry=self.registry)
+        except record_pdf.FontMissing:
+            return self.error_page(request, 503)
+        return Response(pdf, media_type="application/pdf", headers={
+            "Content-Disposition": f'attachment; filename="healthgov-record-{stamp}.pdf"',
+            "Cache-Control": "no-store"})
+
+
+def install(app: FastAPI, *, views: RecordViews, signed_in: Callable[[str | None, str], Principal | None],
+            page: Callable[..., Response]) -> None:
+    """Add ``/me/records`` and its two downloads to the portal (one line in ``app.py``)."""
 
     @app.get("/me/records", response_model=None)
     async def my_records(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
@@ -59,38 +91,21 @@ def install(app: FastAPI, *, clients: PortalClients, registry: dict[str, Any],
         who = signed_in(sid, "patient")
         if who is None:
             return RedirectResponse("/", status_code=303)
-        ctx = await run_in_threadpool(load, request, who)
-        return page(request, "records.html", who=who, status_words=readable.STATUS_WORDS,
-                    interpretation_words=readable.INTERPRETATION_WORDS,
-                    criticality_words=readable.CRITICALITY_WORDS, **ctx)
+        ctx = await run_in_threadpool(views.context, request, who)
+        return page(request, "records.html", who=who, base="/me", **ctx)
 
-    def copy(request: Request, sid: str | None, fmt: str) -> Response:
+    async def copy(request: Request, sid: str | None, fmt: str) -> Response:
         who = signed_in(sid, "patient")
         if who is None:
             return RedirectResponse("/", status_code=303)
-        try:
-            raw = clients.my_record_copy(who, fmt)
-        except Upstream as exc:
-            return error_page(request, exc.status if exc.status in (401, 403, 404, 410, 429) else 503)
-        stamp = datetime.now(UTC).astimezone(i18n.TIMEZONE).strftime("%Y%m%d-%H%M")
-        if fmt == "fhir":
-            return Response(raw, media_type=FHIR_JSON, headers={
-                "Content-Disposition": f'attachment; filename="healthgov-record-{stamp}.json"',
-                "Cache-Control": "no-store"})
-        try:
-            pdf = record_pdf.render(orjson.loads(raw), lang=i18n.negotiate(request), registry=registry)
-        except record_pdf.FontMissing:
-            return error_page(request, 503)
-        return Response(pdf, media_type="application/pdf", headers={
-            "Content-Disposition": f'attachment; filename="healthgov-record-{stamp}.pdf"',
-            "Cache-Control": "no-store"})
+        return await run_in_threadpool(views.copy, request, who, fmt)
 
     @app.get("/me/records/fhir", response_model=None)
     async def fhir_copy(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
         """Everything as the FHIR Bundle (searchset) records released; audited as a ``download`` (fhir)."""
-        return await run_in_threadpool(copy, request, sid, "fhir")
+        return await copy(request, sid, "fhir")
 
     @app.get("/me/records/pdf", response_model=None)
     async def pdf_copy(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
         """Everything as a printable PDF in the reader's language; audited as a ``download`` (pdf)."""
-        return await run_in_threadpool(copy, request, sid, "pdf")
+        return await copy(request, sid, "pdf")
