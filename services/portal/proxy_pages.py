@@ -19,7 +19,7 @@ from fastapi import Cookie, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from services.portal import i18n, record_pages
+from services.portal import record_pages
 from services.portal.accounts import Principal
 from services.portal.proxies import Child, Proxies
 
@@ -76,5 +76,4 @@ def install(app: FastAPI, *, proxies: Proxies, records: record_pages.RecordViews
         flt = {"from": "", "to": "", "org": "", "access": "", "page": number}
         ctx = await run_in_threadpool(trail_ctx, request, proxy, flt, TRAIL_PER_PAGE)
         return page(request, "proxy_access.html", who=who, child=child, base=f"/for/{link}",
-                    page_link=lambda n: f"/for/{link}/access?" + urlencode({"page": n}),
-                    lang_name=i18n.negotiate(request), **ctx)
+                    page_link=lambda n: f"/for/{link}/access?" + urlencode({"page": n}), **ctx)
