@@ -105,7 +105,7 @@ def test_a_guardian_reads_the_childs_record_and_their_trail_on_a_phone(phone: Pa
     page = phone
     _sign_in(page, family["username"])
     expect(page.locator("#children")).to_contain_text("王小明")
-    page.get_by_role("link", name="王小明 的记录").click()
+    page.get_by_role("link", name="王小明 的记录", exact=True).click()
     expect(page.get_by_role("heading", name="王小明 的记录")).to_be_visible()
     expect(page.get_by_role("note")).to_contain_text("监护人")
     expect(page.locator("#conditions")).to_contain_text("高血压")

@@ -32,6 +32,7 @@ def test_only_the_guardian_holding_a_link_acts_for_the_child() -> None:
     assert proxies.acting_for(MUM, "") is None
     assert proxies.acting_for(Principal(username="mum", role="regulator", subject="mum"), link) is None
     assert proxies.acting_for(MUM, "x" * 10_000) is None
+    assert proxies.acting_for(MUM, "\x00" * 22) is None
 
 
 def test_linking_again_keeps_the_link_and_children_are_listed_by_name() -> None:
