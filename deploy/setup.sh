@@ -5,6 +5,7 @@
 #   - the Apache Kafka broker jars from Maven Central (deploy/kafka/pom.xml);
 #   - the pinned OPA binary, built with `go install` (unless `opa` is on PATH);
 #   - Debian's Chromium for the browser tests (Playwright drives the system browser, nothing is downloaded);
+#   - Debian's WenQuanYi Zen Hei, the CJK TrueType font the portal's printable record embeds;
 #   - Chart.js from the npm registry, which the portal serves itself (closed hospital networks reach no CDN).
 # Everything lands in git-ignored directories (.venv, .cache) and is reused.
 set -euo pipefail
@@ -88,6 +89,17 @@ if [ ! -x "$CHROMIUM" ]; then
   $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
     chromium fonts-noto-cjk >/dev/null
+fi
+# --- a CJK TrueType font (the portal's printable record) ----------------------
+# fpdf2 embeds a subset of it in each PDF. WenQuanYi Zen Hei has TrueType outlines; Noto CJK (above, for Chromium)
+# has CFF outlines, whose embedded subsets lose the text: a reader could print the page but not copy or search it.
+CJK_FONT="${HEALTHGOV_CJK_FONT:-/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc}"
+if [ ! -f "$CJK_FONT" ]; then
+  step "fonts-wqy-zenhei from Debian's packages (Chinese in the printable record)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+    fonts-wqy-zenhei >/dev/null
 fi
 # --- Chart.js (the regulator's console) ---------------------------------------
 CHARTJS_VERSION="${HEALTHGOV_CHARTJS_VERSION:-4.6.2}"

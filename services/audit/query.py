@@ -120,7 +120,9 @@ def stats(engine: Engine, flt: EventFilter) -> dict[str, Any]:
 
 # --- one patient's trail, as the patient reads it ------------------------------------------------------------
 
-OWN_VIEW = ("patient", "disclosure")  # (accessor_org_type, kind): the patient reading their own records
+# (accessor_org_type, kind, purpose): the patient reading their own records. A guardian reading a child's records
+# through the portal has the same organisation type but the purpose PWATRNY: a row of the child's trail.
+OWN_VIEW = ("patient", "disclosure", "PATRQT")
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def patient_trail(engine: Engine, flt: EventFilter, *, page: int = 1, per_page: 
         conds.append(ENTRY.c.kind.in_(kinds))
     if org_types:
         conds.append(ENTRY.c.accessor_org_type.in_(org_types))
-    own = (ENTRY.c.accessor_org_type == OWN_VIEW[0]) & (ENTRY.c.kind == OWN_VIEW[1])
+    own = (ENTRY.c.accessor_org_type == OWN_VIEW[0]) & (ENTRY.c.kind == OWN_VIEW[1]) & (ENTRY.c.purpose == OWN_VIEW[2])
     others = [*conds, ~own]
     q = (select(ENTRY).where(*others).order_by(ENTRY.c.idx.desc())
          .offset((page - 1) * per_page).limit(per_page))

@@ -33,6 +33,7 @@ def N_(message: str) -> str:  # the conventional gettext_noop name, a keyword Ba
 # concern: the portal is where a person reads a purpose; operators see the code.
 PURPOSES: Final[dict[str, str]] = {
     "PATRQT": N_("your own requests"),
+    "PWATRNY": N_("your guardian acting for you"),
     "TREAT": N_("your treatment"),
     "ETREAT": N_("emergency treatment"),
     "PUBHLTH": N_("public health"),
@@ -89,7 +90,7 @@ DEIDENTIFY: Final[dict[str, str]] = {
 
 AuditKind = Literal[
     "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship", "project", "break_glass_review",
+    "care_relationship", "project", "break_glass_review", "download",
 ]
 # What happened, per audit event kind, worded as an organisation's act: the patient's trail reads it after the
 # organisation's name ("<hospital> read your records"), a receipt as "what happened". Operators read the code.
@@ -105,11 +106,13 @@ AUDIT_KINDS: Final[dict[str, str]] = {
     "care_relationship": N_("began treating you"),
     "project": N_("changed a research project"),
     "break_glass_review": N_("judged an emergency opening of your records"),
+    "download": N_("received a copy of your whole record as a file"),
 }
 # The kinds that read differently when the patient acted themselves, through the portal ("You, through this
 # portal, let a hospital treat you"); the rest read as in AUDIT_KINDS.
 OWN_AUDIT_KINDS: Final[dict[str, str]] = {
     "referral": N_("let a hospital treat you"),
+    "download": N_("downloaded a copy of your records"),
 }
 # How an audited act ended, as the audit trail is filtered and exported.
 Outcome = Literal["allowed", "denied"]
@@ -153,6 +156,7 @@ DENY_REASONS: Final[dict[str, str]] = {
     "org_suspended": N_("The caller's organisation is suspended."),
     "unknown_org_type": N_("The caller's organisation type is not one the platform knows."),
     "patient_claim_not_allowed": N_("Only the patient portal may act for a patient."),
+    "guardian_reads_only": N_("A guardian acting for a patient may read their records and trail, and change nothing."),
     "unknown_purpose": N_("The purpose of use is not a recognised code."),
     "purpose_not_permitted_for_org_type": N_("This kind of organisation may not claim this purpose."),
     "unknown_action": N_("The action is not one the platform knows."),

@@ -37,12 +37,13 @@ from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
 from services.adapters.web import install_error_handlers
 from services.contracts import vocabulary
-from services.portal import consents, i18n, oversight, views, words
+from services.portal import consents, i18n, oversight, proxy_pages, record_pages, views, words
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
 from services.portal.csrf import FIELD, HEADER, LOGIN_COOKIE, CsrfTokens
 from services.portal.i18n import N_
+from services.portal.proxies import Proxies
 from services.portal.throttle import SignInThrottle
 from services.tlog.client import AuditClient
 from services.tlog.verify import verify_log
@@ -100,6 +101,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     settings = settings or PortalSettings()
     keys = PlatformKeys(settings.state_dir)
     accounts = Accounts(settings.store_url, keys.portal_key())
+    proxies = Proxies(accounts.engine, keys.portal_key())
     clients = PortalClients(settings, keys)
     registry = load_registry(settings.registry_file)
     templates = {lang: _templates(lang, registry) for lang in i18n.LOCALES}
@@ -347,7 +349,8 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                                "erased": False, "grantees": consents.third_parties(registry),
                                "purposes": consents.PURPOSES, "record_types": consents.RECORD_TYPES,
                                "default_days": consents.DEFAULT_PERMIT_DAYS, "form": {},
-                               "hospitals": consents.hospitals(registry), "notices": []}
+                               "hospitals": consents.hospitals(registry), "notices": [],
+                               "children": proxies.children(who.username)}
         try:
             ctx["summary"], ctx["conditions"] = views.record_summary(clients.my_records(who))
         except Upstream as exc:
@@ -601,4 +604,8 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                         headers={"Content-Disposition": f'attachment; filename="healthgov-receipt-{safe}.json"'})
 
     oversight.install(app, settings=settings, accounts=accounts, clients=clients, templates=templates, tokens=tokens)
+    record_views = record_pages.RecordViews(clients=clients, registry=registry, error_page=error_page, tr=tr)
+    record_pages.install(app, views=record_views, signed_in=signed_in, page=page)
+    proxy_pages.install(app, proxies=proxies, records=record_views, signed_in=signed_in, page=page,
+                        error_page=error_page, trail_ctx=trail_ctx)
     return app

@@ -18,6 +18,9 @@ from services.adapters.keys import PlatformKeys
 from services.portal.accounts import Principal
 from services.portal.config import PortalSettings
 
+# The portal's patient-side principals and the purpose of use each one's token carries.
+PATIENT_SIDE = {"patient": "PATRQT", "guardian": "PWATRNY"}
+
 
 class Upstream(Exception):
     """Records or audit answered with an error the person should see."""
@@ -35,10 +38,13 @@ class PortalClients:
         self.http = httpx.Client(timeout=30)
 
     def _token(self, who: Principal, audience: str) -> str:
-        if who.role == "patient":
+        if who.role in PATIENT_SIDE:
+            # A guardian's token names the child (``proxies.py`` decided that this account acts for them) and says
+            # so twice: role ``guardian`` and the purpose PWATRNY, so the child's trail shows who acted for them.
             private, _ = self.keys.org_signer(self.settings.portal_org)
             return issue_token(org=self.settings.portal_org, private_key=private, subject=who.username,
-                               audience=audience, role="patient", patient=who.subject, purpose="PATRQT")
+                               audience=audience, role=who.role, patient=who.subject,
+                               purpose=PATIENT_SIDE[who.role])
         if not self.settings.dev_mode:
             raise Upstream(501, "regulators sign in through their organisation's identity provider")
         private, _ = self.keys.org_signer(self.settings.regulator_org)
@@ -46,9 +52,9 @@ class PortalClients:
                            audience=audience, role="regulator", purpose="HCOMPL")
 
     def _send(self, who: Principal, method: str, service: str, path: str, *, body: Any = None,
-              params: dict[str, Any] | None = None) -> httpx.Response:
+              params: dict[str, Any] | None = None, extra: dict[str, str] | None = None) -> httpx.Response:
         base = self.settings.records_url if service == "records" else self.settings.audit_url
-        headers = {"Authorization": f"Bearer {self._token(who, service)}"}
+        headers = {"Authorization": f"Bearer {self._token(who, service)}", **(extra or {})}
         if body is not None:
             headers["Content-Type"] = "application/fhir+json"
         try:
@@ -64,7 +70,16 @@ class PortalClients:
         return self._send(who, "GET", service, path, params=params)
 
     def my_records(self, who: Principal) -> dict[str, Any]:
+        """The patient's whole record, read as one look at their own records (the trail counts these)."""
         return self._get(who, "records", f"/fhir/Patient/{who.subject}/$everything").json()
+
+    def my_record_copy(self, who: Principal, fmt: str) -> bytes:
+        """The whole record as records released it, for a copy the patient takes away as ``fmt`` (fhir, pdf).
+
+        Records audits it as a ``download`` of its own, which the patient's trail lists.
+        """
+        return self._send(who, "GET", "records", f"/fhir/Patient/{who.subject}/$everything",
+                          extra={"X-Healthgov-Download": fmt}).content
 
     # A patient's consents and erasure: the token's patient claim is the signed-in patient, so records
     # refuses anything about somebody else; the portal checks ids against the patient's own list first.

@@ -41,7 +41,7 @@ COLUMNS = ("rank", "hospital", "score", "volume", "coverage", "timeliness", "rej
            "validity", "open_flags", "overdue_reviews")
 PURPOSES = ("TREAT", "ETREAT", "PUBHLTH", "HLEGAL", "HCOMPL", "HRESCH", "HPAYMT", "HMARKT", "PATRQT")
 KINDS = ("disclosure", "denial", "break_glass", "break_glass_review", "consent", "erasure", "ingest", "referral",
-         "care_relationship", "key_rotation")
+         "care_relationship", "key_rotation", "download")
 CSP = "default-src 'self'; style-src 'unsafe-inline'"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-_.]{0,63}$")  # an organisation or event id, never a path
 

@@ -69,13 +69,15 @@ def trail_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         types = sorted({str(r.get("type")) for r in e.get("resources") or [] if r.get("type")})
         rows.append({
             "event_id": e.get("event_id"), "at": e.get("occurred_at"), "org": acc.get("org"),
-            "org_type": acc.get("org_type"), "person": acc.get("id") if acc.get("org_type") != "patient" else None,
+            "org_type": acc.get("org_type"), "guardian": acc.get("id") if acc.get("role") == "guardian" else None,
+            "person": acc.get("id") if acc.get("org_type") != "patient" else None,
             "purpose": e.get("purpose"), "kind": e.get("kind"), "denied": e.get("kind") == "denial",
             "reasons": list(decision.get("reasons") or []), "count": len(e.get("resources") or []), "types": types,
             "emergency": e.get("kind") == "break_glass" or e.get("purpose") == "ETREAT",
             "emergency_reason": details.get("break_glass_reason"),
             "state": acc.get("org_type") in STATE_TYPES,
             "legal": {k: v for k, v in (e.get("legal") or {}).items() if v},
+            "format": details.get("format") if e.get("kind") == "download" else None,
         })
     return rows
 

@@ -16,7 +16,7 @@ from services.portal.i18n import N_
 
 # The trail's "kind of access" filter: what a patient asks for, in groups of audit kinds.
 ACCESS_FILTERS = {
-    "read": (N_("Reads"), ("disclosure",)),
+    "read": (N_("Reads"), ("disclosure", "download")),
     "emergency": (N_("Emergency (break-glass)"), ("break_glass",)),
     "refused": (N_("Refused attempts"), ("denial",)),
     "care": (N_("Care and referrals"), ("care_relationship", "referral")),

@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -55,13 +55,14 @@ from services.records.notices import NoticeOutbox
 from services.records.projects import ProjectRegistry
 from services.records.referrals import Referrals
 from services.records.registry import ConsentRegistry
-from services.records.service import Reader, ReadRequest
+from services.records.service import DOWNLOAD_FORMATS, Reader, ReadRequest
 from services.records.smart import TokenService, install_smart_routes
 from services.records.store import make_engine, read_engine
 from services.records.vault import Vault
 
 FHIR_JSON = "application/fhir+json"
 EVENT_HEADER = errors.EVENT_HEADER
+DOWNLOAD_HEADER = "X-Healthgov-Download"
 
 
 def informational(status: int, code: str, text: str, headers: dict[str, str]) -> JSONResponse:
@@ -195,8 +196,19 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
              "event_id": n.event_id, "at": n.created_at.isoformat()} for n in rows]})
 
     @app.get("/fhir/Patient/{pid}/$everything")
-    async def everything(pid: str, request: Request, caller: CallerDep) -> Response:
-        return await read(request, caller, patient_id=_fhir_id(pid, "Patient"))
+    async def everything(pid: str, request: Request, caller: CallerDep,
+                         download: Annotated[str | None, Header(alias=DOWNLOAD_HEADER)] = None) -> Response:
+        """The patient's whole record; ``X-Healthgov-Download`` marks the patient's own copy taken away as a file.
+
+        A download is audited as an act of its own (kind ``download``), so the patient's trail lists it
+        instead of folding it into their own views. Only a patient's own token may say so.
+        """
+        if download is not None:
+            if download not in DOWNLOAD_FORMATS:
+                raise errors.Invalid(f"{DOWNLOAD_HEADER} must be one of {', '.join(DOWNLOAD_FORMATS)}")
+            if caller.org_type != "patient" or not caller.patient:
+                raise errors.Invalid(f"{DOWNLOAD_HEADER} is for a patient's own copy of their record")
+        return await read(request, caller, patient_id=_fhir_id(pid, "Patient"), download=download)
 
     @app.delete("/fhir/Patient/{pid}")
     async def erase(pid: str, request: Request, caller: CallerDep) -> Response:

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from services.adapters.auth import Caller
 from services.adapters.policy import PolicyClient
 from services.adapters.sql import UnitOfWork
-from services.contracts.events import ResourceRef
+from services.contracts.events import AuditKind, ResourceRef
 from services.contracts.policy import Decision
 from services.records import search
 from services.records.access import (
@@ -45,7 +45,10 @@ from services.records.store import (
 )
 from services.records.vault import Shredded, Vault
 
-__all__ = ["Denied", "Disclosure", "NotFound", "ReadRequest", "Reader"]
+__all__ = ["DOWNLOAD_FORMATS", "Denied", "Disclosure", "NotFound", "ReadRequest", "Reader"]
+
+# What a patient's copy of their record is taken away as (the ``format`` of a ``download`` event).
+DOWNLOAD_FORMATS = ("fhir", "pdf")
 
 
 @dataclass
@@ -61,6 +64,9 @@ class ReadRequest:
     history: bool = False  # every version of rtype/rid
     version: int | None = None  # one version of rtype/rid (vread)
     filters: search.Filters = field(default_factory=search.Filters)
+    # The patient takes a copy away as a file (``DOWNLOAD_FORMATS``): audited as a ``download`` of its own, which
+    # the patient's trail lists, rather than as one more look at their own records, which it only counts.
+    download: str | None = None
 
     @property
     def single(self) -> bool:
@@ -248,10 +254,13 @@ class Reader:
         body = render(req_kind(req), released, withheld,
                       pseudonym_for=lambda item: self._recipient_ids(caller, req, item))
         refs = [ResourceRef(type=i.rtype, id=i.ref_id(), version=str(i.version)) for i, _ in released]
-        kind = "break_glass" if req.authority.purpose == "ETREAT" else "disclosure"
+        kind: AuditKind = "break_glass" if req.authority.purpose == "ETREAT" else "disclosure"
+        details: dict[str, Any] = {"withheld": withheld} if withheld else {}
+        if req.download:
+            kind, details["format"] = "download", req.download
         event = self.gate.record(kind=kind, caller=caller, authority=req.authority, patient=found.patient,
                                  decision=governing, resources=refs, body=body,
-                                 details={"withheld": withheld} if withheld else None)  # log before release
+                                 details=details or None)  # log before release
         return Disclosure(body=body, event_id=event.event_id, withheld=sum(withheld.values()))
 
     def _recipient_ids(self, caller: Caller, req: ReadRequest, item: Released) -> tuple[str | None, str]:

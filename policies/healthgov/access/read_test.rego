@@ -19,6 +19,28 @@ test_patient_without_patient_claim_denied if {
 	denied_for(d, "not_own_records")
 }
 
+# ------------------------------------- guardian, PWATRNY: the child's records through the portal
+
+guardian := with_fields(patient, {"subject": {"role": "guardian"}, "purpose": "PWATRNY"})
+
+test_guardian_reads_the_childs_records if {
+	allowed_by(decide(guardian), "patient_own_records")
+}
+
+test_guardian_cannot_read_another_patient if {
+	denied_for(decide(with_fields(guardian, {"subject": {"patient": "p2"}})), "not_own_records")
+}
+
+test_guardian_changes_nothing if {
+	every action in ["consent_write", "consent_confirm", "erase", "refer", "write"] {
+		denied_for(decide(with_fields(guardian, {"action": action})), "guardian_reads_only")
+	}
+}
+
+test_only_the_portal_claims_guardianship if {
+	denied_for(decide(with_fields(clinician, {"purpose": "PWATRNY"})), "purpose_not_permitted_for_org_type")
+}
+
 # ------------------------------------------------------ clinician, TREAT
 
 test_clinician_with_care_gets_record_sensitive_redacted if {

@@ -58,6 +58,13 @@ deny contains "purpose_not_permitted_for_org_type" if {
 
 deny contains "unknown_action" if not input.action in known_actions
 
+# A guardian acting for a child (the portal's token, purpose PWATRNY) reads the child's records and trail;
+# permissions, referrals and erasure stay the patient's own acts.
+deny contains "guardian_reads_only" if {
+	input.purpose == "PWATRNY"
+	not input.action in {"read", "audit_read"}
+}
+
 # ---------------------------------------------------------------------- time
 
 # The decision's clock is `input.now`, set by the records service, never

@@ -15,7 +15,8 @@ known_actions := {a | some a in data.healthgov.vocabulary.actions}
 # purpose that belongs to another kind of organisation (an insurer asking for
 # TREAT gets "purpose_not_permitted_for_org_type").
 purposes_by_org_type := {
-	"patient": {"PATRQT"},
+	# PWATRNY: a guardian acting for a child through the portal (read only, request.rego).
+	"patient": {"PATRQT", "PWATRNY"},
 	"hospital": {"TREAT", "ETREAT"},
 	"public_health": {"PUBHLTH"},
 	"law_enforcement": {"HLEGAL"},

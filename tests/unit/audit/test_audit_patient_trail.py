@@ -26,12 +26,13 @@ def _add(engine: Engine, rows: list[dict[str, object]]) -> None:
 
 
 def _row(idx: int, patient: str = "p1", kind: str = "disclosure", org_type: str = "hospital",
-         org: str = "gy-hosp-001", at: str | None = None, notify_after: str | None = None) -> dict[str, object]:
+         org: str = "gy-hosp-001", at: str | None = None, notify_after: str | None = None,
+         purpose: str = "TREAT") -> dict[str, object]:
     default_at = f"2026-12-01T00:{idx // 60 % 60:02d}:{idx % 60:02d}.000000Z"
     return {"idx": idx, "event_id": f"e{idx}", "body": b"{}", "occurred_at": at or default_at, "kind": kind,
             "outcome": "denied" if kind == "denial" else "allowed",
             "patient": patient, "accessor_id": "u", "accessor_org": org, "accessor_org_type": org_type,
-            "purpose": "TREAT", "notify_after": notify_after}
+            "purpose": purpose, "notify_after": notify_after}
 
 
 def test_pages_go_newest_first_beyond_two_hundred_with_totals(engine: Engine) -> None:
@@ -44,12 +45,22 @@ def test_pages_go_newest_first_beyond_two_hundred_with_totals(engine: Engine) ->
 
 
 def test_the_patients_own_reads_are_counted_not_listed(engine: Engine) -> None:
-    _add(engine, [_row(0), _row(1, org_type="patient", org="healthgov-portal"),
-                  _row(2, org_type="patient", org="healthgov-portal"), _row(3, kind="break_glass"),
-                  _row(4, kind="consent", org_type="patient", org="healthgov-portal")])
+    _add(engine, [_row(0), _row(1, org_type="patient", org="healthgov-portal", purpose="PATRQT"),
+                  _row(2, org_type="patient", org="healthgov-portal", purpose="PATRQT"), _row(3, kind="break_glass"),
+                  _row(4, kind="consent", org_type="patient", org="healthgov-portal", purpose="PATRQT")])
     got = query.patient_trail(engine, query.EventFilter(patient="p1"))
     assert [r.idx for r in got.rows] == [4, 3, 0]  # the patient's own consent change is an act, not a view
     assert got.total == 3 and got.own_views == 2 and got.own_last == _row(2)["occurred_at"]
+
+
+def test_a_guardians_views_and_the_patients_downloads_are_rows(engine: Engine) -> None:
+    portal = {"org_type": "patient", "org": "healthgov-portal"}
+    _add(engine, [_row(0, **portal, purpose="PATRQT"), _row(1, **portal, purpose="PWATRNY"),
+                  _row(2, kind="download", **portal, purpose="PATRQT"),
+                  _row(3, kind="download", **portal, purpose="PWATRNY")])
+    got = query.patient_trail(engine, query.EventFilter(patient="p1"))
+    assert [r.idx for r in got.rows] == [3, 2, 1]  # the guardian acting for the patient, and every copy taken
+    assert got.own_views == 1
 
 
 def test_filters_by_kind_group_org_type_org_and_time(engine: Engine) -> None:
