@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from typing import Any, Protocol
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -70,27 +70,22 @@ class SparkEngine:
         from pyspark.sql import SparkSession  # imported here: Spark is optional at run time
 
         self.store = store
+        self._loaded: int | None = None  # the store generation the ``facts`` view holds
         self.spark = (SparkSession.builder.master(master).appName("healthgov-analytics")
                       .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
                       .config("spark.sql.session.timeZone", "UTC").getOrCreate())
 
     def run(self, sql: str) -> pa.Table:
         with self._lock:
-            frame = self.spark.createDataFrame(dataset(self.store).to_table().to_pandas(), schema=_spark_schema())
-            frame.createOrReplaceTempView("facts")
-            out = self.spark.sql(sql)
-            return pa.Table.from_pylist([row.asDict() for row in out.collect()])
+            if self._loaded != self.store.generation:
+                frame = self.spark.createDataFrame(dataset(self.store).to_table()).cache()
+                frame.createOrReplaceTempView("facts")
+                self._loaded = self.store.generation
+            rows = [row.asDict() for row in self.spark.sql(sql).collect()]
+            return pa.Table.from_pylist(rows) if rows else pa.table({"person": pa.array([], pa.int64())})
 
     def stop(self) -> None:
         self.spark.stop()
-
-
-def _spark_schema() -> Any:
-    from pyspark.sql import types as T
-
-    kinds = {pa.int64(): T.LongType(), pa.string(): T.StringType(), pa.date32(): T.DateType(),
-             pa.int16(): T.ShortType(), pa.bool_(): T.BooleanType()}
-    return T.StructType([T.StructField(f.name, kinds[f.type], True) for f in SCHEMA])
 
 
 def cells(table: pa.Table, by: list[str]) -> tuple[dict[Key, Members], Members]:

@@ -245,7 +245,7 @@ class AnalyticStore:
             else:
                 path.unlink()
         if table.num_rows:
-            for (rtype, period), part in _partitions(table):
+            for (rtype, period), part in partitions(table):
                 self.cipher.write(part, self.root / f"rtype={rtype}" / f"period={period}"
                                   / f"part-{uuid.uuid4().hex}.parquet")
                 written += 1
@@ -291,7 +291,7 @@ def _changed(s: Session, table: Any, mark: int, gaps: dict[str, str], now: datet
     return {p for _, p in rows}, top, dict(sorted({**kept, **fresh}.items())[-MAX_GAPS:])
 
 
-def _partitions(table: pa.Table) -> Iterator[tuple[tuple[str, str], pa.Table]]:
+def partitions(table: pa.Table) -> Iterator[tuple[tuple[str, str], pa.Table]]:
     keys = sorted(set(zip(table["rtype"].to_pylist(), table["period"].to_pylist(), strict=True)))
     for rtype, period in keys:
         mask = pc.and_(pc.equal(table["rtype"], rtype), pc.equal(table["period"], period))
