@@ -35,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,8 @@ class Marks:
     # Keys below the mark not seen yet (a transaction that took them may still commit), with when first missed.
     resource_gaps: dict[str, str] = field(default_factory=dict)
     consent_gaps: dict[str, str] = field(default_factory=dict)
-    shredded_at: str = "1970-01-01T00:00:00+00:00"
+    shredded_at: str = "1970-01-01T00:00:00+00:00"  # the newest erasure taken in
+    recent_erasures: list[str] = field(default_factory=list)  # those taken in within GAP_SECONDS of it
     updated_at: str | None = None
 
 
@@ -182,10 +183,12 @@ class AnalyticStore:
             patients, resource_pk, resource_gaps = _changed(s, Record, marks.resource_pk, marks.resource_gaps, now)
             more, consent_pk, consent_gaps = _changed(s, ConsentRow, marks.consent_pk, marks.consent_gaps, now)
             patients |= more
-            since = datetime.fromisoformat(marks.shredded_at)
+            # An erasure is stamped before its transaction commits, so one may appear with a time below
+            # the newest already seen: erasures are looked for GAP_SECONDS back, each taken in once.
+            since = datetime.fromisoformat(marks.shredded_at) - timedelta(seconds=GAP_SECONDS)
             shred_rows = s.exec(select(PatientKey.patient, PatientKey.shredded_at).where(
-                PatientKey.shredded_at.is_not(None))).all()  # type: ignore[union-attr]
-            patients |= {p for p, at in shred_rows if _utc(at) > since}
+                PatientKey.shredded_at > since)).all()  # type: ignore[operator]
+            patients |= {p for p, _ in shred_rows if p not in marks.recent_erasures}
             patients.discard(DIRECTORY_KEY)
         ordered = sorted(patients)
         written = rows = 0
@@ -197,10 +200,11 @@ class AnalyticStore:
         if ordered:
             written += self._compact()
             self.generation += 1
-        last_shred = max((_utc(at) for _, at in shred_rows), default=since)
+        last_shred = max([datetime.fromisoformat(marks.shredded_at), *(_utc(at) for _, at in shred_rows)])
+        recent = sorted(p for p, at in shred_rows if _utc(at) > last_shred - timedelta(seconds=GAP_SECONDS))
         self._save_marks(Marks(resource_pk=resource_pk, consent_pk=consent_pk, resource_gaps=resource_gaps,
                                consent_gaps=consent_gaps, shredded_at=last_shred.isoformat(),
-                               updated_at=now.isoformat()))
+                               recent_erasures=recent, updated_at=now.isoformat()))
         return UpdateStats(patients=len(ordered), rows=rows, files_written=written,
                            seconds=time.perf_counter() - started)
 
