@@ -33,10 +33,13 @@ messages: setup
 LOCK = .venv/bin/uv pip compile pyproject.toml deploy/build-requirements.in --extra dev --generate-hashes \
 	--python-version 3.11 --universal --quiet --custom-compile-command "make lock" -o requirements.lock
 
-lock: setup
+# Setup installs the lock before it checks it against pyproject.toml, so uv is there even when that check fails.
+lock:
+	@[ -x .venv/bin/uv ] || ./deploy/setup.sh || [ -x .venv/bin/uv ]
 	$(LOCK)
 
-lock-upgrade: setup
+lock-upgrade:
+	@[ -x .venv/bin/uv ] || ./deploy/setup.sh || [ -x .venv/bin/uv ]
 	$(LOCK) --upgrade
 
 # The locked set against the published advisories (needs PyPI's JSON API; see deploy/audit-deps.sh).

@@ -131,6 +131,10 @@ class PlatformKeys:
         """The portal's key for its own account data (sealed patient references)."""
         return self._secret("portal")
 
+    def analytics_keys(self) -> tuple[bytes, bytes]:
+        """Records' keys for its analytic store: the store's patient pseudonyms and its Parquet master key."""
+        return self._secret("analytics-pseudonym"), self._secret("analytics-parquet")
+
     def keyring(self) -> LocalKeyring:
         return LocalKeyring(self.dir / "keyring.json")
 

@@ -66,6 +66,8 @@ class PolicyInput(BaseModel):
     # export, the resource types it asks for (policies/healthgov/access/projects.rego).
     project: dict[str, Any] | None = None
     requested_types: list[str] | None = None
+    # An analytic query's shape (policies/healthgov/access/analytics.rego): {"feasibility", "grouped"}.
+    analytics: dict[str, Any] | None = None
 
 
 class Obligations(BaseModel):

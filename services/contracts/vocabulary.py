@@ -47,7 +47,7 @@ ANY_PURPOSE: Final = N_("any purpose")  # a consent that names no purpose
 
 Action = Literal["read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer",
                  "export", "project_apply", "project_review",
-                 "oversight_review"]
+                 "oversight_review", "analytics_query"]
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 # The kinds of organisation in the registry that may call the platform, worded for a patient.
@@ -149,6 +149,11 @@ ALLOW_REASONS: Final[dict[str, str]] = {
                                   "project."),
     "research_applies_for_project": N_("A research organisation applying for its own data-use project."),
     "regulator_reviews_project": N_("The regulator approving, suspending or revoking a data-use project."),
+    "public_health_analytics": N_("A public health authority asking for population counts, disclosure-controlled."),
+    "research_project_analytics": N_("A research organisation asking for population counts under its approved "
+                                     "data-use project, disclosure-controlled."),
+    "research_feasibility_count": N_("A research organisation asking for one feasibility count, "
+                                     "disclosure-controlled."),
 }
 DENY_REASONS: Final[dict[str, str]] = {
     "org_not_registered": N_("The caller's organisation is not in the org registry."),
@@ -214,6 +219,10 @@ DENY_REASONS: Final[dict[str, str]] = {
                                            "identified."),
     "project_apply_requires_research_org": N_("Only research organisations apply for data-use projects."),
     "project_review_requires_regulator": N_("Only the regulator approves, suspends or revokes data-use projects."),
+    "analytics_not_permitted_for_org_type": N_("Only public health authorities and research organisations ask "
+                                               "for population counts."),
+    "analytics_requires_project": N_("Research counts beyond one feasibility total need an approved data-use "
+                                     "project."),
     "conflicting_rules": N_("Two rules matched; the policy refuses rather than guess."),
     "no_matching_rule": N_("No rule allows this request."),
 }

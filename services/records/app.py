@@ -43,6 +43,11 @@ from services.contracts.ids import is_fhir_id
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.fhir.compartment import DIRECTORY_TYPES
 from services.records import search
+from services.records.analytics.api import Refresher, install_analytics_routes
+from services.records.analytics.sdc import Control
+from services.records.analytics.sdc import Settings as DisclosureSettings
+from services.records.analytics.service import Analytics
+from services.records.analytics.store import AnalyticStore
 from services.records.authority import AuthorityReader
 from services.records.config import RecordsSettings
 from services.records.consent_consumer import ConsentChangeHandler
@@ -128,6 +133,13 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
     projects = ProjectRegistry(engine=engine, policy=policy, gate=gate, verifier=verifier)
     exporter = Exporter(engine=engine, vault=vault, policy=policy, gate=gate, projects=projects,
                         keyring=keys.keyring(), retention=timedelta(hours=settings.export_retention_hours))
+    person_key, parquet_key = keys.analytics_keys()
+    analytics = Analytics(
+        store=AnalyticStore(settings.analytics_root, engine=read_engine(engine), vault=vault, person_key=person_key,
+                            master_key=parquet_key),
+        policy=policy, gate=gate, projects=projects,
+        control=Control(DisclosureSettings(settings.analytics_threshold, settings.analytics_rounding)))
+    refresher = Refresher(analytics, settings.analytics_refresh_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
@@ -135,7 +147,9 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         for consumer in consumers:
             consumer.start()
         exporter.start()  # resumes the jobs a previous run left running
+        refresher.start()
         yield
+        refresher.stop()
         exporter.stop()
         for consumer in consumers:
             consumer.stop()
@@ -226,6 +240,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
 
     bulk_caller = install_smart_routes(app, TokenService(app_keys, keys.records_token_key()))
     install_export_routes(app, projects, exporter, authority, bulk_caller)
+    install_analytics_routes(app, analytics, authority)
 
     # --- generic FHIR reads -------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """Records settings."""
 
+from pathlib import Path
+
 from services.adapters.config import PlatformSettings
 
 
@@ -13,6 +15,16 @@ class RecordsSettings(PlatformSettings):
     patient_grant_days: int = 365
     # How long a completed Bulk Data export's files can be downloaded before they are deleted.
     export_retention_hours: float = 24.0
+    # Population analytics (docs/architecture.md §16): counts at or below the threshold are suppressed,
+    # the rest rounded; the store is brought up to date before each query and every refresh interval.
+    analytics_threshold: int = 7
+    analytics_rounding: int = 5
+    analytics_refresh_seconds: float = 30.0
+    analytics_dir: Path | None = None
+
+    @property
+    def analytics_root(self) -> Path:
+        return self.analytics_dir or self.state_dir / "analytics"
 
     @property
     def store_url(self) -> str:
