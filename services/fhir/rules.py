@@ -16,6 +16,10 @@ module loads it once per process and checks resources against it:
   invariant that looks at the whole node, ``children()``, is always
   evaluated). Answers are memoised by the content they depend on, so the
   same unit of a Quantity or the same contained shape costs one evaluation.
+  The invariants whose inputs differ in every record (``per-1``, the
+  Condition and AllergyIntolerance status rules) have native forms
+  (``natives.py``), bound to their exact expression and checked against
+  fhirpathpy by the unit tests; a case a native leaves open goes to fhirpathpy.
 - **ele-1, no empty elements**: an empty array, an empty object or a null
   where a value belongs is an error. Evaluated natively, as FHIRPath at every
   node would cost more than the rest of ingest; the unit tests check it
@@ -41,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from services.fhir.natives import Native, native_for
 
 RULES_FILE = Path(os.environ.get("HEALTHGOV_FHIR_RULES", Path(__file__).parent / "generated" / "r4-rules.json"))
 MEMO_LIMIT = 50_000  # answers kept per process; at most MEMO_MAX_KEY_BYTES each, so a few tens of MB
@@ -86,6 +92,7 @@ class Invariant:
     whole: bool
     shape_only: bool
     empty_ok: bool = True
+    native: Native | None = None  # the invariant in Python (natives.py); it may leave a case to fhirpathpy
 
 
 @dataclass(frozen=True)
@@ -205,7 +212,7 @@ class RuleSet:
             bare = _STRING.sub("''", expr)
             deps = tuple(sorted(set(_IDENT.findall(bare))))
             inv = Invariant(key, severity, human, expr, fn, deps, tuple(d for d in deps if d in choice_names),
-                            bool(_WHOLE_NODE.search(bare)), _shape_only(expr))
+                            bool(_WHOLE_NODE.search(bare)), _shape_only(expr), native=native_for(key, expr))
             try:
                 inv.empty_ok = _passes(fn(self._node({}, path), None))
             except Exception:
@@ -307,6 +314,12 @@ class RuleSet:
     def _evaluate(self, node: dict[str, Any], path: str, invs: tuple[Invariant, ...], trail: Any,
                   out: list[Finding]) -> None:
         for inv in invs:
+            if inv.native is not None:
+                decided = inv.native(node)
+                if decided is not None:
+                    if not decided:
+                        out.append(Finding(trail, inv.severity, "invariant", inv.key, f"{inv.key}: {inv.human}"))
+                    continue
             relevant = node if inv.whole else _relevant(node, inv.deps, inv.choices)
             if not relevant:
                 ok = inv.empty_ok

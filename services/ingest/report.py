@@ -20,6 +20,7 @@ constraint, never a value, so the report stays PHI-free.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import Counter
@@ -130,23 +131,33 @@ def clinical_time(resource: Mapping[str, Any]) -> datetime | None:
     for path in CLINICAL_TIME.get(str(resource.get("resourceType")), ()):
         node: Any = resource
         for step in path:
-            node = node.get(step) if isinstance(node, Mapping) else None
+            node = node.get(step) if type(node) is dict or isinstance(node, Mapping) else None
+        if node is None:
+            continue
         moment = _parse_time(node)
         if moment is not None:
             return moment
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _alternatives(spec: str) -> tuple[tuple[str, bool], ...]:
+    """``a|b|value*`` as ((name, is a prefix), ...), split once per spec and process."""
+    return tuple((alt[:-1], True) if alt.endswith("*") else (alt, False) for alt in spec.split("|"))
+
+
 def _present(resource: Mapping[str, Any], spec: str) -> bool:
     """Whether any alternative of ``spec`` is present and not empty (``value*``: any key with that prefix)."""
-    for alt in spec.split("|"):
-        if alt.endswith("*"):
-            prefix = alt[:-1]
-            if any(k.startswith(prefix) and v not in (None, "", [], {}) for k, v in resource.items()):
+    for name, prefix in _alternatives(spec):
+        if prefix:
+            if any(k.startswith(name) and v not in _EMPTY for k, v in resource.items()):
                 return True
-        elif resource.get(alt) not in (None, "", [], {}):
+        elif resource.get(name) not in _EMPTY:
             return True
     return False
+
+
+_EMPTY = (None, "", [], {})
 
 
 # Codings found in the resource's JSON, not by walking it in Python (the walk cost more than validation's
@@ -171,6 +182,23 @@ def codings_of(raw: bytes) -> tuple[list[bytes], list[bytes], int]:
 def _clinical(system: str) -> bool:
     """A coding a regulator grades: anything but HL7's own structural code systems."""
     return system in _RECOGNISED_SIDS or not system.startswith(_STRUCTURAL_PREFIXES)
+
+
+# Each system's grade, (clinical, recognised), by its bytes as found in the JSON: a hospital's data names a
+# few dozen systems over and over, so decoding and prefix tests run once per system and process.
+_GRADES: dict[bytes, tuple[bool, bool]] = {}
+_GRADES_LIMIT = 4096  # a sender inventing systems cannot grow it without bound
+
+
+def _grade(system: bytes) -> tuple[bool, bool]:
+    found = _GRADES.get(system)
+    if found is None:
+        text = system.decode(errors="replace")
+        found = (_clinical(text), text in RECOGNISED_SYSTEMS)
+        if len(_GRADES) >= _GRADES_LIMIT:
+            _GRADES.clear()
+        _GRADES[system] = found
+    return found
 
 
 def _is_default(resource: Mapping[str, Any], codes: Iterable[bytes]) -> bool:
@@ -204,9 +232,12 @@ class Tally:
     """Counts of one submission so far, by resource type (picklable, so workers return theirs)."""
 
     types: dict[str, _Type] = field(default_factory=dict)
-    digests: set[tuple[str, str]] = field(default_factory=set)  # (type, content digest) seen so far
+    digests: set[tuple[str, bytes]] = field(default_factory=set)  # (type, content SHA-256) seen so far
 
     def _of(self, rtype: str | None) -> _Type:
+        found = self.types.get(rtype) if type(rtype) is str else None  # type: ignore[arg-type]
+        if found is not None:  # only identifiers are ever keys
+            return found
         key = rtype if isinstance(rtype, str) and rtype.isidentifier() else "unknown"
         found = self.types.get(key)
         if found is None:
@@ -246,14 +277,22 @@ class Tally:
                 t.fields[spec] += 1
         # One serialisation serves the codings and the duplicate check (keys in the order sent: the same
         # system sends the same record the same way).
-        raw = orjson.dumps({k: v for k, v in resource.items() if k not in _IGNORED_FOR_DUPLICATES})
+        content = dict(resource)
+        for key in _IGNORED_FOR_DUPLICATES:
+            content.pop(key, None)
+        raw = orjson.dumps(content)
         systems, codes, unsystematic = codings_of(raw)
-        clinical = [x for x in (s.decode(errors="replace") for s in systems) if _clinical(x)]
-        t.codings += len(clinical) + unsystematic
-        t.recognised += sum(1 for x in clinical if x in RECOGNISED_SYSTEMS)
+        clinical = recognised = 0
+        for system in systems:
+            graded, known = _grade(system)
+            if graded:
+                clinical += 1
+                recognised += known
+        t.codings += clinical + unsystematic
+        t.recognised += recognised
         if _is_default(resource, codes):
             t.defaults += 1
-        digest = (rtype, hashlib.sha256(raw).hexdigest())
+        digest = (rtype, hashlib.sha256(raw).digest())
         if digest in self.digests:
             t.duplicates += 1
         else:

@@ -32,7 +32,7 @@ from services.adapters.kafka import Message
 from services.contracts.events import AUDIT_EVENT_SCHEMA, QUALITY_REPORT_SCHEMA, AuditEvent, DeadLetter, QualityReport
 from services.contracts.topics import INGEST_DEADLETTER
 from services.oversight import store
-from services.oversight.metrics import report_rows
+from services.oversight.metrics import report_rows, warning_rows
 from services.oversight.rules import Access, Flag, Thresholds, accessor_rules, break_glass_above_peers
 from services.oversight.store import ACCESS_COUNTERS, QUALITY_COUNTERS
 
@@ -107,7 +107,7 @@ class _Handler:
 
 
 class QualityHandler(_Handler):
-    """``ingest.quality.v1`` → ``oversight_report``, ``oversight_quality``, ``oversight_reason``."""
+    """``ingest.quality.v1`` → ``oversight_report``, ``oversight_quality``, ``oversight_reason``, ``_warning``."""
 
     def __call__(self, records: list[Any]) -> None:
         reports: dict[str, tuple[QualityReport, datetime]] = {}
@@ -141,14 +141,18 @@ class QualityHandler(_Handler):
                  "rejected": sum(q.rejected for q in r.types.values())} for r, t in fresh])
             quality: list[dict[str, Any]] = []
             reasons: list[dict[str, Any]] = []
+            warnings: list[dict[str, Any]] = []
             for r, t in fresh:
                 rows, why = report_rows(r, t)
                 quality.extend(rows)
                 reasons.extend(why)
+                warnings.extend(warning_rows(r, t))
             add_counters(conn, store.quality, ("hospital", "day", "rtype"), QUALITY_COUNTERS,
                          _merge(quality, ("hospital", "day", "rtype"), QUALITY_COUNTERS))
             add_counters(conn, store.reason, ("hospital", "day", "reason"), ("n",),
                          _merge(reasons, ("hospital", "day", "reason"), ("n",)))
+            add_counters(conn, store.warning, ("hospital", "day", "rule"), ("n",),
+                         _merge(warnings, ("hospital", "day", "rule"), ("n",)))
 
 
 def _record(ev: AuditEvent) -> str | None:

@@ -72,6 +72,15 @@ def report_rows(rep: QualityReport, received: datetime) -> tuple[list[dict[str, 
     return rows, [{"hospital": rep.hospital, "day": day, "reason": r, "n": n} for r, n in sorted(reasons.items())]
 
 
+def warning_rows(rep: QualityReport, received: datetime) -> list[dict[str, Any]]:
+    """A report's validity warnings as (hospital, day, rule) counts, summed over its resource types."""
+    rules: Counter[str] = Counter()
+    for q in rep.types.values():
+        rules.update(q.warning_rules)
+    day = day_of(received)
+    return [{"hospital": rep.hospital, "day": day, "rule": r, "n": n} for r, n in sorted(rules.items()) if n > 0]
+
+
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
@@ -118,6 +127,7 @@ class HospitalMetrics:
     duplicates_rate: float | None = None
     warnings: int = 0
     top_reasons: list[tuple[str, int]] = field(default_factory=list)
+    top_warnings: list[tuple[str, int]] = field(default_factory=list)  # validity rules, most warnings first
     open_flags: int = 0
     overdue_reviews: int = 0
     open_reviews: int = 0
@@ -127,6 +137,7 @@ class HospitalMetrics:
     def as_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out["top_reasons"] = [{"reason": r, "n": n} for r, n in self.top_reasons]
+        out["top_warnings"] = [{"rule": r, "n": n} for r, n in self.top_warnings]
         for key in ("lag_p50_h", "lag_p90_h"):
             if out[key] == math.inf:
                 out[key] = "inf"
@@ -145,7 +156,7 @@ def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 def hospital_metrics(hospital: str, rows: Iterable[Mapping[str, Any]], reasons: Mapping[str, int],
                      received: Iterable[datetime], *, start: datetime, end: datetime, cadence_hours: float,
                      open_flags: int = 0, overdue_reviews: int = 0, open_reviews: int = 0,
-                     name: str = "") -> HospitalMetrics:
+                     name: str = "", warning_rules: Mapping[str, int] | None = None) -> HospitalMetrics:
     """One hospital's metrics and score from its counters of the period."""
     t = totals(rows)
     within = sum(t[c] for c, upper in zip(LAG_COLUMNS, LAG_UPPER_H, strict=True) if upper <= 24)
@@ -159,7 +170,8 @@ def hospital_metrics(hospital: str, rows: Iterable[Mapping[str, Any]], reasons: 
         validity=_ratio(t["recognised"], t["codings"]),
         defaults_rate=_ratio(t["defaults"], t["accepted"]), duplicates_rate=_ratio(t["duplicates"], t["accepted"]),
         warnings=t["warnings"], top_reasons=Counter(reasons).most_common(5), open_flags=open_flags,
-        overdue_reviews=overdue_reviews, open_reviews=open_reviews)
+        overdue_reviews=overdue_reviews, open_reviews=open_reviews,
+        top_warnings=sorted(Counter(warning_rules or {}).most_common(), key=lambda x: (-x[1], x[0]))[:5])
     m.score = score(m)
     return m
 

@@ -82,6 +82,12 @@ def hospitals_table(engine: Engine, hospitals: dict[str, Hospital], period: Peri
                                 .where(store.reason.c.day >= period.first_day, store.reason.c.day <= period.last_day)
                                 .group_by(store.reason.c.hospital, store.reason.c.reason)).all():
             reasons[row.hospital][row.reason] = int(row.n)
+        w = store.warning.c
+        warnings: dict[str, dict[str, int]] = defaultdict(dict)
+        for row in conn.execute(select(w.hospital, w.rule, func.sum(w.n).label("n"))
+                                .where(w.day >= period.first_day, w.day <= period.last_day)
+                                .group_by(w.hospital, w.rule)).all():
+            warnings[row.hospital][row.rule] = int(row.n)
         received: dict[str, list[datetime]] = defaultdict(list)
         for row in conn.execute(select(r.hospital, r.received_at).where(
                 r.outcome == "accepted", r.received_at >= period.start, r.received_at < period.end)).all():
@@ -97,7 +103,7 @@ def hospitals_table(engine: Engine, hospitals: dict[str, Hospital], period: Peri
                             received.get(h.id, []), start=period.start, end=period.end,
                             cadence_hours=h.cadence_hours, open_flags=int(flags.get(h.id, 0)),
                             overdue_reviews=int(overdue.get(h.id, 0)), open_reviews=int(open_reviews.get(h.id, 0)),
-                            name=h.name)
+                            name=h.name, warning_rules=warnings.get(h.id, {}))
            for h in hospitals.values()]
     return ranked(out)
 
@@ -133,7 +139,7 @@ def table_csv(rows: list[HospitalMetrics]) -> str:
 
 
 def hospital_series(engine: Engine, hospital: str, period: Period) -> dict[str, Any]:
-    """Per day: volume, rejections, lag, completeness, validity; reasons; access and break-glass."""
+    """Per day: volume, rejections, lag, completeness, validity; reasons, warnings by rule; access and break-glass."""
     q = store.quality.c
     with engine.connect() as conn:
         days = conn.execute(select(q.day, *_sum(*QUALITY_COUNTERS)).where(
@@ -146,6 +152,10 @@ def hospital_series(engine: Engine, hospital: str, period: Period) -> dict[str, 
             store.reason.c.hospital == hospital, store.reason.c.day >= period.first_day,
             store.reason.c.day <= period.last_day).group_by(store.reason.c.reason)
             .order_by(func.sum(store.reason.c.n).desc())).all()
+        w = store.warning.c
+        warnings = conn.execute(select(w.rule, func.sum(w.n).label("n")).where(
+            w.hospital == hospital, w.day >= period.first_day, w.day <= period.last_day)
+            .group_by(w.rule).order_by(func.sum(w.n).desc(), w.rule)).all()
         a = store.access.c
         access = conn.execute(select(a.hour, *[func.sum(getattr(a, c)).label(c) for c in ACCESS_COUNTERS]).where(
             a.org == hospital, a.hour >= period.start, a.hour < period.end).group_by(a.hour).order_by(a.hour)).all()
@@ -170,6 +180,7 @@ def hospital_series(engine: Engine, hospital: str, period: Period) -> dict[str, 
                   "validity": ratio(d.recognised, d.codings)} for d in days],
         "types": [{"type": t.rtype, **{k: int(v) for k, v in totals([t._mapping]).items()}} for t in types],
         "reasons": [{"reason": r.reason, "n": int(r.n)} for r in reasons],
+        "warnings": [{"rule": r.rule, "n": int(r.n)} for r in warnings],
         "access": [{"day": d, **v} for d, v in sorted(per_day.items())],
     }
 

@@ -72,6 +72,16 @@ reason = Table(
     Column("n", BigInteger, nullable=False, server_default="0"),
 )
 
+# Validity warnings of accepted resources per rule (``per-1``, ``binding-extensible``, ``code-system``, …): which of
+# the specification's rules a hospital's data breaks most, per day.
+warning = Table(
+    "oversight_warning", metadata,
+    Column("hospital", String, primary_key=True),
+    Column("day", String, primary_key=True),
+    Column("rule", String, primary_key=True),
+    Column("n", BigInteger, nullable=False, server_default="0"),
+)
+
 event = Table(
     "oversight_event", metadata,
     Column("event_id", String, primary_key=True),

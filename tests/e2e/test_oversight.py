@@ -43,7 +43,9 @@ def test_a_submission_becomes_quality_metrics(stack, token, settings) -> None:  
         {"request": {"method": "POST", "url": "Observation"},
          "resource": {"resourceType": "Observation", "subject": {"reference": f"Patient/{pid}"}}},
     ]}
-    before = get(settings, token, "/hospitals/gy-hosp-004")["metrics"]
+    first = get(settings, token, "/hospitals/gy-hosp-004")
+    before = first["metrics"]
+    code_system_before = {w["rule"]: w["n"] for w in first["warnings"]}.get("code-system", 0)
     r = httpx.post(f"{settings.ingest_url}/fhir", json=bundle, timeout=30,
                    headers=auth(token("gy-hosp-004", "ingest", role="integration")))
     assert r.status_code == 200, r.text
@@ -62,6 +64,10 @@ def test_a_submission_becomes_quality_metrics(stack, token, settings) -> None:  
     assert m["validity"] is not None and m["validity"] < 1
     # the accepted Observation's local code is a validity warning (rule code-system), counted as one
     assert m["warnings"] - before["warnings"] >= 1, (m, before)
+    # and counted under its rule, per hospital and day, for the console's top warning rules
+    code_system = {w["rule"]: w["n"] for w in page["warnings"]}.get("code-system", 0)
+    assert code_system - code_system_before >= 1, page["warnings"]
+    assert "code-system" in {w["rule"] for w in m["top_warnings"]}, m["top_warnings"]
     table = get(settings, token, "/hospitals")["hospitals"]
     assert {h["hospital"] for h in table} >= {"gy-hosp-001", "gy-hosp-004", "gy-hosp-005"}
     assert [h["rank"] for h in table] == sorted(h["rank"] for h in table)

@@ -72,6 +72,37 @@ def read(i: int, at: datetime, *, kind: str = "disclosure", who: str = "dr-li", 
     return Rec(ev.canonical())
 
 
+def _warned(rid: str, hospital: str, received_at: str, rules: dict[str, int]) -> Rec:
+    rep = QualityReport(report_id=rid, hospital=hospital, submission_id="s", outcome="accepted",
+                        received_at=received_at,
+                        types={"Encounter": TypeQuality(count=5, accepted=5, warnings=sum(rules.values()),
+                                                        warning_rules=rules)})
+    return Rec(rep.model_dump_json(by_alias=True).encode())
+
+
+def test_warnings_are_counted_per_hospital_rule_and_day_once(engine: Engine) -> None:
+    from services.oversight import queries
+
+    handler = QualityHandler(engine, Sink())
+    handler([_warned("w1", "h1", "2026-11-22T10:00:00Z", {"code-system": 2, "per-1": 1}),
+             _warned("w2", "h1", "2026-11-22T11:00:00Z", {"code-system": 3}),
+             _warned("w3", "h1", "2026-11-23T09:00:00Z", {"binding-extensible": 4}),
+             _warned("w4", "h2", "2026-11-22T09:00:00Z", {"per-1": 9})])
+    handler([_warned("w2", "h1", "2026-11-22T11:00:00Z", {"code-system": 3})])  # redelivered: not counted again
+    with engine.connect() as conn:
+        rows = sorted(tuple(r) for r in conn.execute(select(store.warning)).all())
+    assert rows == [("h1", "2026-11-22", "code-system", 5), ("h1", "2026-11-22", "per-1", 1),
+                    ("h1", "2026-11-23", "binding-extensible", 4), ("h2", "2026-11-22", "per-1", 9)]
+    period = queries.Period(datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 24, tzinfo=UTC))
+    series = queries.hospital_series(engine, "h1", period)
+    assert series["warnings"] == [{"rule": "code-system", "n": 5}, {"rule": "binding-extensible", "n": 4},
+                                  {"rule": "per-1", "n": 1}]
+    hospitals = {h: queries.Hospital(h, h, 24) for h in ("h1", "h2")}
+    table = {m.hospital: m for m in queries.hospitals_table(engine, hospitals, period, period.end)}
+    assert table["h1"].top_warnings == [("code-system", 5), ("binding-extensible", 4), ("per-1", 1)]
+    assert table["h2"].top_warnings == [("per-1", 9)]
+
+
 def test_a_burst_of_reads_raises_flags_once_and_break_glass_opens_a_review(engine: Engine) -> None:
     handler = AuditHandler(engine, Sink(), thresholds=Thresholds(), review_days=7)
     burst = [read(i, NIGHT + timedelta(seconds=i)) for i in range(12)]

@@ -13,6 +13,7 @@ from services.oversight.metrics import (
     ranked,
     report_rows,
     score,
+    warning_rows,
 )
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -30,6 +31,22 @@ def test_a_report_becomes_counter_rows() -> None:
         "2026-11-01", 3, 3, 1, 1, 0)
     assert reasons == [{"hospital": "h1", "day": "2026-11-01", "reason": "required", "n": 2},
                        {"hospital": "h1", "day": "2026-11-01", "reason": "structure", "n": 1}]
+
+
+def test_warnings_become_rows_per_rule_summed_over_types() -> None:
+    rep = QualityReport(hospital="h1", submission_id="s", outcome="accepted", types={
+        "Encounter": TypeQuality(count=2, accepted=2, warnings=3, warning_rules={"per-1": 1, "code-system": 2}),
+        "Condition": TypeQuality(count=1, accepted=1, warnings=1, warning_rules={"code-system": 1}),
+        "Patient": TypeQuality(count=1, accepted=1)})
+    assert warning_rows(rep, START) == [{"hospital": "h1", "day": "2026-11-01", "rule": "code-system", "n": 3},
+                                        {"hospital": "h1", "day": "2026-11-01", "rule": "per-1", "n": 1}]
+
+
+def test_top_warnings_are_the_most_frequent_rules_first() -> None:
+    m = hospital_metrics("h1", [], {}, [], start=START, end=END, cadence_hours=24,
+                         warning_rules={"a": 1, "b": 7, "c": 3, "d": 3, "e": 2, "f": 9})
+    assert m.top_warnings == [("f", 9), ("b", 7), ("c", 3), ("d", 3), ("e", 2)]
+    assert m.as_json()["top_warnings"][0] == {"rule": "f", "n": 9}
 
 
 def test_lag_percentiles_are_bucket_upper_bounds() -> None:

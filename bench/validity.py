@@ -1,0 +1,92 @@
+"""CPU cost per resource of the specification's rules and of the quality report, outside the platform.
+
+    .venv/bin/python bench/validity.py [--rounds 3] [--only rules|report|struct] [--copies 1]
+
+Runs over the shipped 10-patient Synthea set (7,160 resources) in this
+process: ``RuleSet.check`` (bindings and invariants; its memo cleared before
+each round, as fresh data would find it), ``Tally.observe`` (the quality
+report's counting) and, for scale, ``validate_resource`` (fhir.resources'
+structure and types). Prints the CPU µs per resource of each, best of
+``--rounds``.
+
+The machine is shared, so times move with its load. Instruction counts do
+not: ``--once`` runs one round of ``--only`` and exits, for
+
+    valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out .venv/bin/python bench/validity.py --once --only rules
+    callgrind_annotate /tmp/cg.out | head
+
+(subtract a ``--only none`` run: interpreter start and loading the data and the rule table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from services.adapters.config import REPO_ROOT
+from services.fhir.rules import rules
+from services.fhir.validation import validate_resource
+from services.ingest.report import Tally
+
+TEN = REPO_ROOT / "deploy" / "demo" / "fixtures" / "synthea-10-patients"
+
+
+def resources(copies: int) -> list[dict[str, Any]]:
+    """The fixture resources, ``copies`` times (the same content: the rules' memo is cleared between rounds)."""
+    docs = [orjson.loads(line) for path in sorted(TEN.glob("*.ndjson.gz"))
+            for line in gzip.decompress(path.read_bytes()).splitlines() if line.strip()]
+    return docs * copies
+
+
+def parts(docs: list[dict[str, Any]]) -> dict[str, Callable[[], None]]:
+    ruleset = rules()
+
+    def check() -> None:
+        ruleset._memo.clear()
+        for doc in docs:
+            ruleset.check(doc)
+
+    def observe() -> None:
+        tally = Tally()
+        for doc in docs:
+            tally.observe(doc, warnings=())
+
+    def struct() -> None:
+        for doc in docs:
+            validate_resource(doc, "Resource")
+
+    return {"rules": check, "report": observe, "struct": struct, "none": lambda: None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--copies", type=int, default=1)
+    ap.add_argument("--only", choices=["rules", "report", "struct", "none"])
+    ap.add_argument("--once", action="store_true", help="one round of --only, nothing printed (for callgrind)")
+    args = ap.parse_args()
+    docs = resources(args.copies)
+    todo = parts(docs)
+    if args.once:
+        todo[args.only or "none"]()
+        return
+    print(f"{len(docs)} resources, CPU µs per resource, best of {args.rounds} rounds")
+    for name in [args.only] if args.only else ["rules", "report", "struct"]:
+        fn = todo[name]
+        fn()  # warm: the rule table is loaded and compiled on first use
+        times = []
+        for _ in range(args.rounds):
+            t0 = time.process_time()
+            fn()
+            times.append(time.process_time() - t0)
+        per = [t / len(docs) * 1e6 for t in times]
+        print(f"  {name:7s} {min(per):7.1f} µs (rounds {', '.join(f'{p:.1f}' for p in per)})")
+
+
+if __name__ == "__main__":
+    main()
