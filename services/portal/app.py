@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
+from services.adapters.telemetry import install_telemetry
 from services.adapters.web import install_error_handlers
 from services.contracts import vocabulary
 from services.portal import consents, i18n, oversight, views, words
@@ -601,4 +602,5 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                         headers={"Content-Disposition": f'attachment; filename="healthgov-receipt-{safe}.json"'})
 
     oversight.install(app, settings=settings, accounts=accounts, clients=clients, templates=templates, tokens=tokens)
+    install_telemetry(app, "portal")
     return app
