@@ -209,8 +209,9 @@ class _Context(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
         record.request_id = REQUEST_ID.get()
-        span = trace.get_current_span().get_span_context()
-        record.trace_id = format(span.trace_id, "032x") if span.is_valid else None
+        if not hasattr(record, "trace_id"):  # an access line brings its request's own
+            span = trace.get_current_span().get_span_context()
+            record.trace_id = format(span.trace_id, "032x") if span.is_valid else None
         return True
 
 
@@ -429,6 +430,7 @@ class TelemetryMiddleware:
             await send(message)
 
         method = scope["method"]
+        trace_id = None
         start = time.perf_counter()
         try:
             if _tracer is None:
@@ -438,6 +440,7 @@ class TelemetryMiddleware:
                                       if k in (b"traceparent", b"tracestate")])
                 with _tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER,
                                                    record_exception=False, set_status_on_exception=False) as s:
+                    trace_id = format(s.get_span_context().trace_id, "032x")
                     try:
                         await self.app(scope, receive, send_with_id)
                     finally:
@@ -455,7 +458,7 @@ class TelemetryMiddleware:
             HTTP_LATENCY.labels(self.service, method, route).observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info("request", extra={"method": method, "route": route, "status": status,
-                                                  "duration_ms": round(elapsed * 1000, 3)})
+                                                  "duration_ms": round(elapsed * 1000, 3), "trace_id": trace_id})
             REQUEST_ID.reset(token)
 
 
