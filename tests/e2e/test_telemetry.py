@@ -88,12 +88,14 @@ def traffic(stack, token, settings: PlatformSettings) -> dict[str, Any]:  # type
     admitted = visits.admit(settings.ingest_url, token("gy-hosp-001", "ingest", role="integration"),
                             "gy-hosp-001", [pid])
     assert admitted.status_code == 200, admitted.text
-    reader = auth(token("gy-hosp-001", purpose="TREAT"))
-    wait_for(lambda: httpx.get(f"{settings.records_url}/fhir/Patient/{pid}", headers=reader,
+    def reader() -> dict[str, str]:
+        return auth(token("gy-hosp-001", purpose="TREAT"))  # a token is good for one request (its jti)
+
+    wait_for(lambda: httpx.get(f"{settings.records_url}/fhir/Patient/{pid}", headers=reader(),
                                timeout=30).status_code == 200, 60, "the submitted patient to be readable")
     read_trace, read_parent = traceparent()
     r = httpx.get(f"{settings.records_url}/fhir/Patient/{pid}", timeout=30,
-                  headers={**reader, "traceparent": read_parent})
+                  headers={**reader(), "traceparent": read_parent})
     assert r.status_code == 200, r.text
     return {"before": before, "pid": pid, "submit_trace": submit_trace, "read_trace": read_trace,
             "read_request_id": r.headers["x-request-id"]}
@@ -108,7 +110,7 @@ def test_metrics_count_the_traffic(traffic: dict[str, Any], settings: PlatformSe
     # Requests by route template, with their latency.
     assert after_minus_before("ingest", "healthgov_http_requests_total", route="/fhir/$import", status="200") == 1
     assert after_minus_before("ingest", "healthgov_http_request_duration_seconds_count", route="/fhir/$import") == 1
-    assert after_minus_before("records", "healthgov_http_requests_total", route="/fhir/Patient/{pid}",
+    assert after_minus_before("records", "healthgov_http_requests_total", route="/fhir/{rtype}/{rid}",
                               status="200") >= 2
     # The ingest submission's resources, its refusal by reason, the validation pool, the broker.
     assert after_minus_before("ingest", "healthgov_ingest_resources_total", transport="ndjson",
@@ -164,7 +166,7 @@ def test_one_trace_follows_a_submission_and_a_read(traffic: dict[str, Any], sett
              "the read's spans in records and audit")
     found = services_in(read)
     names = {s["name"] for s in found["records"]}
-    assert {"GET /fhir/Patient/{pid}", "opa decide"} <= names
+    assert {"GET /fhir/{rtype}/{rid}", "opa decide"} <= names
     # No span names or attributes hold the patient's id or name.
     for service in ("ingest", "records", "audit"):
         raw = Path(settings.state_dir, "traces", f"{service}.jsonl").read_text()
@@ -192,7 +194,7 @@ def test_logs_are_json_with_the_request_id_and_no_phi(traffic: dict[str, Any], s
     wait_for(lambda: any(p.get("request_id") == traffic["read_request_id"] for p in access_lines()), 10,
              "the read's access line")
     line = next(p for p in access_lines() if p["request_id"] == traffic["read_request_id"])
-    assert line["route"] == "/fhir/Patient/{pid}" and line["status"] == 200 and line["service"] == "records"
+    assert line["route"] == "/fhir/{rtype}/{rid}" and line["status"] == 200 and line["service"] == "records"
     assert line["trace_id"] == traffic["read_trace"]
     for service in SERVICES:
         raw = stack.log_file(service).read_text(errors="replace")
