@@ -46,7 +46,8 @@ def schema_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import kubernetes_validate
 
-    source = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{KUBERNETES_VERSION}-local-strict"
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    source = schemas / f"v{KUBERNETES_VERSION}-local-strict"
     target = tmp_path_factory.mktemp("k8s-schemas") / f"v{KUBERNETES_VERSION}-standalone-strict"
     target.mkdir()
     for path in source.glob("*.json"):
