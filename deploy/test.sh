@@ -51,7 +51,8 @@ HEALTHGOV_DATABASE_URL=$(./deploy/postgres.sh start)
 export HEALTHGOV_DATABASE_URL
 
 echo "==> stack"
-"$hg" stack up
+# Spans to <state>/traces/<service>.jsonl and a JSON access line per request: tests/e2e/test_telemetry.py reads them.
+HEALTHGOV_TRACE_EXPORTER=file HEALTHGOV_ACCESS_LOG=true "$hg" stack up
 
 echo "==> pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -36,6 +36,7 @@ from kafka import KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError
 
+from services.adapters import telemetry
 from services.contracts import errors
 from services.contracts.topics import ALL_TOPICS, LARGEST_MESSAGE_BYTES, MiB, Topic
 
@@ -57,6 +58,7 @@ ABORT_TIMEOUT_S = 3.0
 # at once, without waiting for that timeout at all.
 SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 3_000
+LAG_INTERVAL_S = 1.0  # how often a consumer loop updates its lag gauge
 TRANSACTIONAL_SLOTS = 8  # concurrent multi-message sends per process; more wait for a free slot
 # Room for the record batch's framing around one record: a record must be this much below its topic's limit.
 RECORD_FRAMING_BYTES = 64 * 1024
@@ -224,12 +226,15 @@ class Producer:
                  on_delivery: Callable[..., None] | None = None) -> None:
         """Queue one message; a full local queue is drained by serving deliveries until ``deadline``."""
         check_size(m)
+        extra: dict[str, Any] = {}
+        if on_delivery is not None:
+            extra["on_delivery"] = on_delivery
+        headers = telemetry.trace_headers()  # the sender's trace continues in whoever consumes the message
+        if headers is not None:
+            extra["headers"] = headers
         while True:
             try:
-                if on_delivery is None:
-                    producer.produce(m.topic, value=m.value, key=m.key)
-                else:
-                    producer.produce(m.topic, value=m.value, key=m.key, on_delivery=on_delivery)
+                producer.produce(m.topic, value=m.value, key=m.key, **extra)
                 return
             except confluent_kafka.KafkaException as exc:
                 if _too_large(exc.args[0] if exc.args else None):
@@ -255,12 +260,19 @@ class Producer:
         producer = self._get()
         acks = _Acks()
         acks.add(1)
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
+        deadline = start + timeout_s
         try:
-            self._produce(producer, message, deadline, acks.report)
-        except confluent_kafka.KafkaException as exc:
-            raise BrokerUnavailable(f"kafka refused the message: {exc}") from exc
-        self._wait(acks, deadline)
+            try:
+                self._produce(producer, message, deadline, acks.report)
+            except confluent_kafka.KafkaException as exc:
+                raise BrokerUnavailable(f"kafka refused the message: {exc}") from exc
+            self._wait(acks, deadline)
+        except errors.HealthgovError:
+            telemetry.KAFKA_SEND_FAILURES.labels("single").inc()
+            raise
+        telemetry.KAFKA_SEND_LATENCY.labels("single").observe(time.monotonic() - start)
+        telemetry.KAFKA_PRODUCED.labels(message.topic).inc()
 
     def send_all(self, messages: Sequence[Message], timeout_s: float = SEND_TIMEOUT_S) -> None:
         """Send every message atomically; return only when the broker has committed all of them."""
@@ -277,8 +289,10 @@ class Producer:
         raises, the transaction is aborted: consumers see none of the messages.
         The count of messages is returned.
         """
+        start = time.monotonic()
         slot, producer = self._acquire(timeout_s)
         reusable = False
+        topics: dict[str, int] = {}
         try:
             producer.begin_transaction()
             count = 0
@@ -286,12 +300,17 @@ class Producer:
                 deadline = time.monotonic() + timeout_s  # the wait is for the broker, not for the caller's batches
                 for m in batch:
                     self._produce(producer, m, deadline)
+                    topics[m.topic] = topics.get(m.topic, 0) + 1
                 count += len(batch)
                 producer.poll(0)  # serve delivery reports and log lines as the stream goes
             producer.commit_transaction(timeout_s)
             reusable = True
+            telemetry.KAFKA_SEND_LATENCY.labels("transaction").observe(time.monotonic() - start)
+            for topic, n in topics.items():
+                telemetry.KAFKA_PRODUCED.labels(topic).inc(n)
             return count
         except confluent_kafka.KafkaException as exc:
+            telemetry.KAFKA_SEND_FAILURES.labels("transaction").inc()
             reusable = self._abort(producer, exc)
             if _too_large(exc.args[0] if exc.args else None):
                 raise MessageTooLarge(None, None, None) from exc
@@ -455,18 +474,26 @@ class ConsumerLoop:
 
     def _run(self) -> None:
         consumer: KafkaConsumer | None = None
+        up = telemetry.KAFKA_CONSUMER_UP.labels(self.topic.name, self.group_id)
+        lag_due = 0.0
         while not self._stop.is_set():
             try:
                 if consumer is None:
                     consumer = self._connect()
                 batches = consumer.poll(timeout_ms=500)
                 self.healthy = True
+                up.set(1)
                 records = [r for part in batches.values() for r in part]
                 if records:
-                    self.handler(records)
+                    with telemetry.consumed(self.topic.name, self.group_id, records):
+                        self.handler(records)
                     consumer.commit()
+                if time.monotonic() >= lag_due:  # from the last fetch's high watermarks: no round trip
+                    telemetry.record_lag(self.topic.name, self.group_id, consumer)
+                    lag_due = time.monotonic() + LAG_INTERVAL_S
             except Exception as exc:  # keep consuming: the broker may come back
                 self.healthy = False
+                up.set(0)
                 self.last_error = repr(exc)
                 log.warning("consumer %s: %r", self.topic.name, exc)
                 if consumer is not None:

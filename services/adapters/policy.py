@@ -17,15 +17,31 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
+import time
 from urllib.parse import urlparse
 
 import orjson
 from opa_client import OpaClient
 from pydantic import ValidationError
 
+from services.adapters import telemetry
 from services.contracts.policy import DECISION_PATH, DECISIONS_PATH, Decision, PolicyInput, PolicyResource
 
 log = logging.getLogger(__name__)
+
+
+_FAIL_CLOSED = frozenset({"policy_engine_unavailable", "policy_malformed_decision", "policy_undefined"})
+
+
+def _count(path: str, decision: Decision) -> None:
+    """Decisions by outcome: allow, deny, or fail_closed (OPA gave no usable answer, an operator's concern)."""
+    if decision.allow:
+        outcome = "allow"
+    elif _FAIL_CLOSED.intersection(decision.reasons):
+        outcome = "fail_closed"
+    else:
+        outcome = "deny"
+    telemetry.POLICY_DECISIONS.labels(path, outcome).inc()
 
 
 class PolicyClient:
@@ -73,8 +89,11 @@ class PolicyClient:
 
     def _ask(self, path: str, policy_input: dict[str, object]) -> object:
         """OPA's ``result`` for ``path``, or the reason to fail closed (a ``Decision``)."""
+        start = time.perf_counter()
         try:
-            status, raw = self._post(path, orjson.dumps({"input": policy_input}))
+            with telemetry.span("opa decide", telemetry.SpanKind.CLIENT, **{"healthgov.policy.path": path}):
+                status, raw = self._post(path, orjson.dumps({"input": policy_input}))
+            telemetry.POLICY_LATENCY.labels(path).observe(time.perf_counter() - start)
         except Exception as exc:  # any transport failure: deny
             log.warning("OPA unreachable: %r", exc)
             return Decision.fail_closed("policy_engine_unavailable")
@@ -98,7 +117,9 @@ class PolicyClient:
             return Decision.fail_closed("policy_malformed_decision")
 
     def decide(self, policy_input: PolicyInput) -> Decision:
-        return self._decision(self._ask(DECISION_PATH, policy_input.model_dump(mode="json")))
+        decision = self._decision(self._ask(DECISION_PATH, policy_input.model_dump(mode="json")))
+        _count(DECISION_PATH, decision)
+        return decision
 
     def decide_each(self, policy_input: PolicyInput, resources: list[PolicyResource]) -> list[Decision]:
         """The decision for ``policy_input`` with each of ``resources`` in turn, in one evaluation.
@@ -109,10 +130,14 @@ class PolicyClient:
         doc["resources"] = [r.model_dump(mode="json") for r in resources]
         result = self._ask(DECISIONS_PATH, doc)
         if isinstance(result, Decision):
-            return [result] * len(resources)
-        if not isinstance(result, list) or len(result) != len(resources):
-            return [Decision.fail_closed("policy_malformed_decision")] * len(resources)
-        return [self._decision(r) for r in result]
+            decisions = [result] * len(resources)
+        elif not isinstance(result, list) or len(result) != len(resources):
+            decisions = [Decision.fail_closed("policy_malformed_decision")] * len(resources)
+        else:
+            decisions = [self._decision(r) for r in result]
+        for d in decisions:
+            _count(DECISIONS_PATH, d)
+        return decisions
 
     def healthy(self) -> bool:
         return self._client.check_health()

@@ -178,7 +178,9 @@ def install_error_handlers(app: FastAPI, fhir: bool = True) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug: the traceback goes to the log, the caller learns only that it was ours.
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        # The route's template, not the path: a path can hold a patient's record id.
+        route = getattr(request.scope.get("route"), "path", "?")
+        log.error("unhandled error on %s %s", request.method, route, exc_info=exc)
         resp = answer(errors.HealthgovError("internal error; the platform's operators can see what happened"))
         resp.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS})
         return resp

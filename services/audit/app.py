@@ -22,6 +22,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from services.adapters.kafka import ConsumerLoop, Producer, instance_id
 from services.adapters.runtime import freeze_startup_heap
+from services.adapters.telemetry import install_telemetry
 from services.adapters.web import CallerDep, Int64Query, OptionalInt64Query, build_authenticator, install_error_handlers
 from services.audit.checkpoints import accept_cosignature
 from services.audit.config import AuditSettings
@@ -157,5 +158,6 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
             raise errors.Invalid("need 0 <= start <= end <= tree size")
         return StreamingResponse(svc.log.iter_leaf_hashes(start, end), media_type=wire.MEDIA_TYPE)
 
+    install_telemetry(app, "audit")
     freeze_startup_heap()
     return app

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from services.adapters import telemetry
 from services.adapters.kafka import Message
 from services.audit.log import Appended, MerkleLog
 from services.contracts.events import AUDIT_EVENT_SCHEMA, AuditEvent, DeadLetter
@@ -109,3 +110,6 @@ class AuditHandler:
             self.dead_letters.send_all(dead)  # acks=all, before the loop commits the offsets
             self.dead_lettered += len(dead)
         self.appended += result.new
+        telemetry.AUDIT_APPENDED.inc(result.new)
+        if result.size:
+            telemetry.AUDIT_TREE_SIZE.set(result.size)

@@ -29,6 +29,7 @@ from services.adapters.kafka import Producer, instance_id
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
+from services.adapters.telemetry import install_telemetry
 from services.adapters.web import CallerDep, build_authenticator, install_error_handlers, json_body
 from services.contracts import errors
 from services.contracts.ids import RULE, is_fhir_id
@@ -250,5 +251,6 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         return await one_resource(request, caller, rtype, rid, idempotency_key)
 
     install_hl7(app, ingestor, settings, body_of)
+    install_telemetry(app, "ingest")
     freeze_startup_heap()
     return app

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from services.adapters import telemetry
 from services.contracts.events import LAG_BUCKETS_H, QualityReport, TypeQuality
 
 # The rule a warning is counted under when validation named none.
@@ -333,3 +334,17 @@ def build_report(*, hospital: str, submission_id: str, transport: str, accepted:
                               codings=t.codings, recognised=t.recognised, defaults=t.defaults,
                               duplicates=t.duplicates, lag=dict(t.lag), lag_unknown=t.lag_unknown)
                for k, t in sorted(tally.types.items())})
+
+
+def count_report(report: QualityReport) -> None:
+    """Add a submission's report to the service's metrics: resources by outcome, refusals by issue code.
+
+    Only the issue code of a reason reaches a metric label (a closed set), not
+    its element path; a submission refused whole counts all its resources refused.
+    """
+    accepted = sum(t.accepted for t in report.types.values()) if report.outcome == "accepted" else 0
+    total = sum(t.count for t in report.types.values())
+    reasons: Counter[str] = Counter()
+    for t in report.types.values():
+        reasons.update(t.reasons)
+    telemetry.count_ingest(report.transport, accepted, total - accepted, dict(reasons))

@@ -45,7 +45,7 @@ from services.ingest.prepare import (
     too_large,
     validate_entries,
 )
-from services.ingest.report import Tally, build_report
+from services.ingest.report import Tally, build_report, count_report
 from services.ingest.validation import Pool
 
 __all__ = ["Forbidden", "Ingestor", "Receipt"]
@@ -365,6 +365,7 @@ class Ingestor:
         """
         report = build_report(hospital=hospital, submission_id=submission_id, transport=transport,
                               accepted=accepted, tally=tally)
+        count_report(report)
         if report_id is not None:
             report.report_id = report_id
         return Message(QUALITY_REPORTS.name, report.model_dump_json(by_alias=True).encode(), hospital.encode())

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from services.adapters import telemetry
 from services.adapters.runtime import freeze_startup_heap
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ class Pool:
         self._executor: ProcessPoolExecutor | None = None
         if memo:
             install_memo()
+        telemetry.POOL_WORKERS.set(workers)
         if workers > 0:
             self._executor = ProcessPoolExecutor(
                 max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
@@ -199,19 +201,33 @@ class Pool:
         window = max(2, 2 * self.workers)
         futures: list[Future[T]] = []
         it = iter(jobs)
+        submit = self._submit
         for job in it:
-            futures.append(self._executor.submit(fn, *job))
+            futures.append(submit(fn, job))
             if len(futures) >= window:
                 break
         done = 0
-        while done < len(futures):
-            result = futures[done].result()
-            futures[done] = None  # type: ignore[call-overload]  # release the result
-            done += 1
-            nxt = next(it, None)
-            if nxt is not None:
-                futures.append(self._executor.submit(fn, *nxt))
-            yield result
+        try:
+            while done < len(futures):
+                start = time.perf_counter()
+                result = futures[done].result()
+                telemetry.POOL_WAIT.observe(time.perf_counter() - start)
+                telemetry.POOL_IN_FLIGHT.dec()
+                futures[done] = None  # type: ignore[call-overload]  # release the result
+                done += 1
+                nxt = next(it, None)
+                if nxt is not None:
+                    futures.append(submit(fn, nxt))
+                yield result
+        finally:
+            telemetry.POOL_IN_FLIGHT.dec(len(futures) - done)  # abandoned or failed: no longer in flight
+
+    def _submit(self, fn: Callable[..., T], job: tuple[Any, ...]) -> Future[T]:
+        assert self._executor is not None
+        future = self._executor.submit(fn, *job)
+        telemetry.POOL_TASKS.inc()
+        telemetry.POOL_IN_FLIGHT.inc()
+        return future
 
     def close(self) -> None:
         if self._executor is not None:

@@ -23,6 +23,7 @@ from services.adapters.audit_log import AuditLog
 from services.adapters.auth import Caller, load_registry, purpose_of_use
 from services.adapters.kafka import ConsumerLoop, Producer
 from services.adapters.policy import PolicyClient
+from services.adapters.telemetry import install_telemetry
 from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
 from services.contracts import errors
 from services.contracts.events import rfc3339
@@ -195,4 +196,5 @@ def create_app(settings: OversightSettings | None = None) -> FastAPI:
                             headers=headers)
         return found
 
+    install_telemetry(app, "oversight")
     return app

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.adapters.auth import load_registry
 from services.adapters.keys import PlatformKeys
+from services.adapters.telemetry import install_telemetry
 from services.adapters.web import install_error_handlers
 from services.contracts import vocabulary
 from services.portal import consents, i18n, oversight, proxy_pages, record_pages, views, words
@@ -608,4 +609,5 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     record_pages.install(app, views=record_views, signed_in=signed_in, page=page)
     proxy_pages.install(app, proxies=proxies, records=record_views, signed_in=signed_in, page=page,
                         error_page=error_page, trail_ctx=trail_ctx)
+    install_telemetry(app, "portal")
     return app

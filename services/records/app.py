@@ -37,6 +37,7 @@ from services.adapters.kafka import ConsumerLoop, Producer, instance_id
 from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.runtime import freeze_startup_heap
+from services.adapters.telemetry import install_telemetry
 from services.adapters.web import MAX_INT64, CallerDep, build_authenticator, install_error_handlers, json_body
 from services.contracts import errors
 from services.contracts.ids import is_fhir_id
@@ -280,6 +281,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         return await read(request, caller, rtype=rtype, patient_id=patient, identifier=patient_identifier,
                           filters=filters)
 
+    install_telemetry(app, "records")
     freeze_startup_heap()
     return app
 
