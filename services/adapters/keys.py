@@ -127,6 +127,10 @@ class PlatformKeys:
         """The portal's key for its own account data (sealed patient references)."""
         return self._secret("portal")
 
+    def oversight_key(self) -> bytes:
+        """Oversight's key for the words of complaints and their answers (sealed at rest)."""
+        return self._secret("oversight")
+
     def keyring(self) -> LocalKeyring:
         return LocalKeyring(self.dir / "keyring.json")
 
@@ -155,6 +159,7 @@ class PlatformKeys:
         self.records_hpke_public()
         self.pseudonym_key()
         self.blind_index_key()
+        self.oversight_key()
         self.keyring()
         self.audit_log_signer()
         self.witness_signer()

@@ -55,6 +55,11 @@ class Stack:
         self.log_dir = self.state / "logs"
         self.components = {c.name: c for c in self._components()}
 
+    @property
+    def maildir(self) -> Path:
+        """Where the local SMTP sink files every e-mail (a Maildir)."""
+        return self.state / "mail"
+
     # --- component definitions -------------------------------------------------
 
     def _kafka_libs(self) -> str:
@@ -170,6 +175,14 @@ class Stack:
                 env={"GOGC": "400"},
             ),
         ]
+        if s.dev_mode:
+            # The local SMTP sink the portal e-mails notices to (services/cli/mailsink.py); production uses a relay.
+            comps.append(Component(
+                name="mail",
+                argv=[sys.executable, "-m", "services.cli.mailsink", "--port", str(s.port("mail")),
+                      "--maildir", str(self.maildir)],
+                healthy=lambda: _port_open(s.port("mail")), url=f"smtp://127.0.0.1:{s.port('mail')}",
+            ))
         for name in SERVICES:
             port = s.port(name)
             comps.append(

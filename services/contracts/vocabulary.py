@@ -46,7 +46,7 @@ ANY_PURPOSE: Final = N_("any purpose")  # a consent that names no purpose
 
 Action = Literal["read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer",
                  "export", "project_apply", "project_review",
-                 "oversight_review"]
+                 "oversight_review", "complaint_file", "complaint_answer"]
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 # The kinds of organisation in the registry that may call the platform, worded for a patient.
@@ -89,7 +89,7 @@ DEIDENTIFY: Final[dict[str, str]] = {
 
 AuditKind = Literal[
     "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship", "project", "break_glass_review",
+    "care_relationship", "project", "break_glass_review", "complaint",
 ]
 # What happened, per audit event kind, worded as an organisation's act: the patient's trail reads it after the
 # organisation's name ("<hospital> read your records"), a receipt as "what happened". Operators read the code.
@@ -105,11 +105,13 @@ AUDIT_KINDS: Final[dict[str, str]] = {
     "care_relationship": N_("began treating you"),
     "project": N_("changed a research project"),
     "break_glass_review": N_("judged an emergency opening of your records"),
+    "complaint": N_("answered a report about an access to your records"),
 }
 # The kinds that read differently when the patient acted themselves, through the portal ("You, through this
 # portal, let a hospital treat you"); the rest read as in AUDIT_KINDS.
 OWN_AUDIT_KINDS: Final[dict[str, str]] = {
     "referral": N_("let a hospital treat you"),
+    "complaint": N_("reported an access to the regulator"),
 }
 # How an audited act ended, as the audit trail is filtered and exported.
 Outcome = Literal["allowed", "denied"]
@@ -146,6 +148,8 @@ ALLOW_REASONS: Final[dict[str, str]] = {
                                   "project."),
     "research_applies_for_project": N_("A research organisation applying for its own data-use project."),
     "regulator_reviews_project": N_("The regulator approving, suspending or revoking a data-use project."),
+    "patient_reports_own_access": N_("A patient reporting an access to their own records to the regulator."),
+    "regulator_answers_complaints": N_("A regulator answering a patient's report about an access."),
 }
 DENY_REASONS: Final[dict[str, str]] = {
     "org_not_registered": N_("The caller's organisation is not in the org registry."),
@@ -210,6 +214,8 @@ DENY_REASONS: Final[dict[str, str]] = {
                                            "identified."),
     "project_apply_requires_research_org": N_("Only research organisations apply for data-use projects."),
     "project_review_requires_regulator": N_("Only the regulator approves, suspends or revokes data-use projects."),
+    "complaint_only_by_patient": N_("Only the patient reports an access to their own records."),
+    "complaint_answer_not_permitted": N_("Only a regulator answers a patient's report about an access."),
     "conflicting_rules": N_("Two rules matched; the policy refuses rather than guess."),
     "no_matching_rule": N_("No rule allows this request."),
 }
