@@ -26,7 +26,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--maildir", type=Path, required=True)
     args = parser.parse_args()
-    args.maildir.mkdir(parents=True, exist_ok=True)
+    for sub in ("new", "cur", "tmp"):  # a Maildir from the start: a reader finds it empty, not missing
+        (args.maildir / sub).mkdir(parents=True, exist_ok=True)
     controller = Controller(Mailbox(str(args.maildir)), hostname=args.host, port=args.port)
     controller.start()
     print(f"mail sink on {args.host}:{args.port}, Maildir {args.maildir}", flush=True)

@@ -34,7 +34,10 @@ def test_a_patient_reports_a_break_glass_access_and_sees_it_waiting(page: Page, 
         return page.locator("ol.trail li").first.locator(f"a[href='/me/complaints/new?event={event_id}']").count() == 1
 
     wait_for(on_top, 60, "the emergency access at the top of the trail")
-    page.locator("ol.trail li").first.get_by_role("link", name="报告此次访问").click()
+    report = page.locator("ol.trail li").first.locator(f"a[href='/me/complaints/new?event={event_id}']")
+    expect(report).to_have_text("报告此次访问")
+    expect(report).to_have_attribute("aria-label", "向监管机构报告 贵州省人民医院 的这次访问")
+    report.click()
     expect(page.get_by_role("heading", name="报告此次访问")).to_be_visible()
     expect(page.locator("ol.trail")).to_contain_text("紧急访问")
     assert _serious(page) == []

@@ -116,9 +116,8 @@ def test_a_report_reaches_the_regulator_who_answers_and_both_are_in_the_log(  # 
     assert "answered" in listed and "mix-up" in listed and REASON in listed
 
     # Both acts are in the audit log, with the words' digests only.
-    audit = auth(token("gz-nhc", "audit", role="regulator", purpose="HCOMPL"))
-
     def logged() -> list[dict[str, Any]]:
+        audit = auth(token("gz-nhc", "audit", role="regulator", purpose="HCOMPL"))  # a token is used once
         r = httpx.get(f"{settings.audit_url}/events", params={"kind": "complaint", "limit": 1000}, headers=audit,
                       timeout=30)
         return [e for e in r.json()["events"] if e["details"].get("complaint") == mine["id"]]
