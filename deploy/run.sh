@@ -31,6 +31,7 @@ healthgov is up with the Synthea demo patients (hospitals gy-hosp-001 to gy-hosp
   records  http://127.0.0.1:8002/docs   policy-enforced reads
   audit    http://127.0.0.1:8003/docs   transparency log
   oversight http://127.0.0.1:8004/docs  the regulator's oversight of every hospital (API)
+  mail     smtp://127.0.0.1:8025        local SMTP sink: patients' notice e-mail lands in .state/mail (Maildir)
 Try (see README.md):
   TOKEN=\$($hg dev token --org gy-hosp-001 --sub dr-wang --role clinician --purpose TREAT)
   curl -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8002/fhir/Patient/129c6ac7-8d06-89de-ad63-0204a93e76c3/\\\$everything

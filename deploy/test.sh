@@ -10,7 +10,7 @@ hg=.venv/bin/healthgov
 opa=.cache/bin/opa
 
 off=${HEALTHGOV_PORT_OFFSET:-0}
-for base in 8000 8001 8002 8003 8004 8181 9092 9093; do
+for base in 8000 8001 8002 8003 8004 8025 8181 9092 9093; do
   port=$((base + off))
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "port $port is in use (is 'make run' still running? stop it first)" >&2; exit 1

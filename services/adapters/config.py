@@ -13,7 +13,7 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PORTS = {"portal": 8000, "ingest": 8001, "records": 8002, "audit": 8003, "oversight": 8004, "opa": 8181,
+PORTS = {"portal": 8000, "ingest": 8001, "records": 8002, "audit": 8003, "oversight": 8004, "mail": 8025, "opa": 8181,
          "kafka": 9092, "kafka-controller": 9093}
 
 

@@ -134,6 +134,9 @@ class PlatformKeys:
     def analytics_keys(self) -> tuple[bytes, bytes]:
         """Records' keys for its analytic store: the store's patient pseudonyms and its Parquet master key."""
         return self._secret("analytics-pseudonym"), self._secret("analytics-parquet")
+    def oversight_key(self) -> bytes:
+        """Oversight's key for the words of complaints and their answers (sealed at rest)."""
+        return self._secret("oversight")
 
     def keyring(self) -> LocalKeyring:
         return LocalKeyring(self.dir / "keyring.json")
@@ -163,6 +166,7 @@ class PlatformKeys:
         self.records_hpke_public()
         self.pseudonym_key()
         self.blind_index_key()
+        self.oversight_key()
         self.keyring()
         self.audit_log_signer()
         self.witness_signer()

@@ -169,6 +169,11 @@ class Stack:
     def replica_url(self, service: str, k: int) -> str:
         return f"http://127.0.0.1:{self.replica_port(service, k)}"
 
+    @property
+    def maildir(self) -> Path:
+        """Where the local SMTP sink files every e-mail (a Maildir)."""
+        return self.state / "mail"
+
     # --- component definitions -------------------------------------------------
 
     def _kafka_libs(self) -> str:
@@ -364,6 +369,14 @@ class Stack:
                 env={"GOGC": "400"},
             )
         )
+        if s.dev_mode:
+            # The local SMTP sink the portal e-mails notices to (services/cli/mailsink.py); production uses a relay.
+            comps.append(Component(
+                name="mail",
+                argv=[sys.executable, "-m", "services.cli.mailsink", "--port", str(s.port("mail")),
+                      "--maildir", str(self.maildir)],
+                healthy=lambda: _port_open(s.port("mail")), url=f"smtp://127.0.0.1:{s.port('mail')}",
+            ))
         # Children are told every broker, unless the caller named its own bootstrap (then it is inherited).
         kafka_env = {} if self._explicit_bootstrap else {"HEALTHGOV_KAFKA_BOOTSTRAP": self.bootstrap}
         for name in SERVICES:

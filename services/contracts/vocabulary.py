@@ -47,7 +47,7 @@ ANY_PURPOSE: Final = N_("any purpose")  # a consent that names no purpose
 
 Action = Literal["read", "write", "audit_read", "consent_write", "consent_confirm", "erase", "refer",
                  "export", "project_apply", "project_review",
-                 "oversight_review", "analytics_query"]
+                 "oversight_review", "analytics_query", "complaint_file", "complaint_answer"]
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 # The kinds of organisation in the registry that may call the platform, worded for a patient.
@@ -90,7 +90,7 @@ DEIDENTIFY: Final[dict[str, str]] = {
 
 AuditKind = Literal[
     "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship", "project", "break_glass_review", "download",
+    "care_relationship", "project", "break_glass_review", "download", "complaint",
 ]
 # What happened, per audit event kind, worded as an organisation's act: the patient's trail reads it after the
 # organisation's name ("<hospital> read your records"), a receipt as "what happened". Operators read the code.
@@ -107,12 +107,14 @@ AUDIT_KINDS: Final[dict[str, str]] = {
     "project": N_("changed a research project"),
     "break_glass_review": N_("judged an emergency opening of your records"),
     "download": N_("received a copy of your whole record as a file"),
+    "complaint": N_("answered a report about an access to your records"),
 }
 # The kinds that read differently when the patient acted themselves, through the portal ("You, through this
 # portal, let a hospital treat you"); the rest read as in AUDIT_KINDS.
 OWN_AUDIT_KINDS: Final[dict[str, str]] = {
     "referral": N_("let a hospital treat you"),
     "download": N_("downloaded a copy of your records"),
+    "complaint": N_("reported an access to the regulator"),
 }
 # How an audited act ended, as the audit trail is filtered and exported.
 Outcome = Literal["allowed", "denied"]
@@ -154,6 +156,8 @@ ALLOW_REASONS: Final[dict[str, str]] = {
                                      "data-use project, disclosure-controlled."),
     "research_feasibility_count": N_("A research organisation asking for one feasibility count, "
                                      "disclosure-controlled."),
+    "patient_reports_own_access": N_("A patient reporting an access to their own records to the regulator."),
+    "regulator_answers_complaints": N_("A regulator answering a patient's report about an access."),
 }
 DENY_REASONS: Final[dict[str, str]] = {
     "org_not_registered": N_("The caller's organisation is not in the org registry."),
@@ -223,6 +227,8 @@ DENY_REASONS: Final[dict[str, str]] = {
                                                "for population counts."),
     "analytics_requires_project": N_("Research counts beyond one feasibility total need an approved data-use "
                                      "project."),
+    "complaint_only_by_patient": N_("Only the patient reports an access to their own records."),
+    "complaint_answer_not_permitted": N_("Only a regulator answers a patient's report about an access."),
     "conflicting_rules": N_("Two rules matched; the policy refuses rather than guess."),
     "no_matching_rule": N_("No rule allows this request."),
 }

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from services.adapters.audit_log import AuditLog
 from services.adapters.auth import Caller, load_registry, purpose_of_use
 from services.adapters.kafka import ConsumerLoop, Producer
+from services.adapters.keys import PlatformKeys
 from services.adapters.policy import PolicyClient
 from services.adapters.telemetry import install_telemetry
 from services.adapters.web import CallerDep, build_authenticator, install_error_handlers
@@ -30,6 +31,7 @@ from services.contracts.events import rfc3339
 from services.contracts.policy import PolicyInput, PolicyResource
 from services.contracts.topics import AUDIT_EVENTS, QUALITY_REPORTS
 from services.oversight import queries
+from services.oversight.complaints import MAX_TEXT, Complaints, ComplaintState
 from services.oversight.config import OversightSettings
 from services.oversight.consumer import AuditHandler, QualityHandler
 from services.oversight.queries import MAX_PAGE, SORTABLE, EventQuery, Period
@@ -72,6 +74,15 @@ def regulator(request: Request, caller: CallerDep) -> Caller:
 Regulator = Annotated[Caller, Depends(regulator)]
 
 
+class ComplaintBody(BaseModel):
+    event_id: str = Field(max_length=64, pattern=r"^[A-Za-z0-9\-]+$")
+    reason: str = Field(min_length=1, max_length=MAX_TEXT, pattern=r"^[^\x00]*$")
+
+
+class AnswerBody(BaseModel):
+    answer: str = Field(min_length=1, max_length=MAX_TEXT, pattern=r"^[^\x00]*$")
+
+
 class ReviewBody(BaseModel):
     verdict: Verdict
     note: str = Field(default="", max_length=MAX_NOTE, pattern=r"^[^\x00]*$")
@@ -92,6 +103,9 @@ def create_app(settings: OversightSettings | None = None) -> FastAPI:
              ConsumerLoop(bootstrap=settings.kafka_bootstrap, topic=AUDIT_EVENTS, group_id=settings.audit_group,
                           handler=audit, max_records=2000, gather_ms=50)]
     reviews = Reviews(engine=engine, policy=policy, log=AuditLog(producer))
+    keys = PlatformKeys(settings.state_dir)
+    complaints = Complaints(engine=engine, policy=policy, log=AuditLog(producer),
+                            pseudonym_key=keys.pseudonym_key(), key=keys.oversight_key())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
@@ -175,6 +189,28 @@ def create_app(settings: OversightSettings | None = None) -> FastAPI:
     async def judge(event_id: EventId, body: ReviewBody, caller: CallerDep) -> dict[str, Any]:
         """Judge one break-glass access (OPA ``oversight_review``); the verdict is an audit event."""
         return await run_in_threadpool(reviews.judge, caller, event_id, body.verdict, body.note, datetime.now(UTC))
+
+    @app.post("/complaints", status_code=201)
+    async def file_complaint(body: ComplaintBody, caller: CallerDep) -> dict[str, Any]:
+        """A patient reports one access of their own trail (OPA ``complaint_file``); audited, then queued."""
+        out = await run_in_threadpool(complaints.file, caller, body.event_id, body.reason, datetime.now(UTC))
+        return {k: v for k, v in out.items() if k != "patient"}
+
+    @app.get("/complaints/mine")
+    async def my_complaints(caller: CallerDep) -> dict[str, Any]:
+        """The calling patient's complaints and their state (open, answered), with the answer."""
+        return {"complaints": await run_in_threadpool(complaints.mine, caller)}
+
+    @app.get("/complaints")
+    def complaint_queue(_caller: Regulator, state: ComplaintState = "open", page: Page = 1,
+                        per_page: PerPage = 50) -> dict[str, Any]:
+        """The regulator's complaint queue: open ones oldest first, or answered ones, or all."""
+        return complaints.queue(state, page, per_page)
+
+    @app.post("/complaints/{complaint_id}/answer")
+    async def answer_complaint(complaint_id: EventId, body: AnswerBody, caller: CallerDep) -> dict[str, Any]:
+        """The regulator answers a complaint (OPA ``complaint_answer``); the answer is an audit event."""
+        return await run_in_threadpool(complaints.answer, caller, complaint_id, body.answer, datetime.now(UTC))
 
     @app.get("/audit/events", response_model=None)
     def audit_events(request: Request, _caller: Regulator, hospital: Name = None, accessor: Name = None,

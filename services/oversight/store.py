@@ -22,6 +22,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -147,6 +148,25 @@ review = Table(
     Column("review_event_id", String, nullable=True),
     Index("oversight_review_state_due", "state", "due_at"),
     Index("oversight_review_hospital", "hospital", "state"),
+)
+
+complaint = Table(
+    "oversight_complaint", metadata,
+    Column("complaint_id", String, primary_key=True),
+    Column("patient", String, nullable=False),  # pseudonym
+    Column("event_id", String, nullable=False),  # the access complained about
+    Column("hospital", String, nullable=False),  # its accessor's organisation
+    Column("event_kind", String, nullable=False),
+    Column("reason", LargeBinary, nullable=False),  # the patient's words, sealed (complaints.py)
+    Column("state", String, nullable=False, server_default="open"),  # open, answered
+    Column("filed_at", DateTime(timezone=True), nullable=False),
+    Column("filed_event_id", String, nullable=False),
+    Column("answer", LargeBinary, nullable=True),  # the regulator's words, sealed
+    Column("answerer", String, nullable=True),
+    Column("answered_at", DateTime(timezone=True), nullable=True),
+    Column("answered_event_id", String, nullable=True),
+    Index("oversight_complaint_patient", "patient", "filed_at"),
+    Index("oversight_complaint_state", "state", "filed_at"),
 )
 
 TABLE_NAMES = frozenset(metadata.tables)

@@ -16,8 +16,9 @@ throttled per account and per client address (``throttle.py``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,13 +39,26 @@ from services.adapters.keys import PlatformKeys
 from services.adapters.telemetry import install_telemetry
 from services.adapters.web import install_error_handlers
 from services.contracts import vocabulary
-from services.portal import consents, i18n, oversight, proxy_pages, record_pages, views, words
+from services.portal import (
+    complaint_pages,
+    consents,
+    i18n,
+    notify_pages,
+    oversight,
+    proxy_pages,
+    record_pages,
+    views,
+    words,
+)
 from services.portal.accounts import Accounts, Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
 from services.portal.csrf import FIELD, HEADER, LOGIN_COOKIE, CsrfTokens
 from services.portal.i18n import N_
+from services.portal.mail import SmtpChannel
+from services.portal.notify import Contacts, DeliveryWorker
 from services.portal.proxies import Proxies
+from services.portal.reauth import Reauthentication
 from services.portal.throttle import SignInThrottle
 from services.tlog.client import AuditClient
 from services.tlog.verify import verify_log
@@ -111,7 +125,25 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                               account_window_s=settings.signin_account_window_s,
                               address_limit=settings.signin_address_failures,
                               address_window_s=settings.signin_address_window_s)
-    app = FastAPI(title="healthgov portal", version="1.0")
+    contacts = Contacts(accounts, keys.portal_key())
+    reauth = Reauthentication(accounts, settings.reauth_window_s)
+    worker = None
+    if settings.channel == "smtp":
+        worker = DeliveryWorker(contacts, clients.my_notices, SmtpChannel(
+            settings.smtp_host, settings.relay_port, starttls=settings.smtp_starttls,
+            username=settings.smtp_username, password=settings.smtp_password),
+            sender=settings.mail_from, portal_url=settings.public_url or settings.portal_url,
+            max_attempts=settings.notify_max_attempts, backoff_s=settings.notify_backoff_s)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if worker is not None:
+            worker.start(settings.notify_interval_s)
+        yield
+        if worker is not None:
+            worker.stop()
+
+    app = FastAPI(title="healthgov portal", version="1.0", lifespan=lifespan)
     app.state.accounts = accounts
     install_error_handlers(app, fhir=False)
 
@@ -247,6 +279,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                                         and not await token_ok(request, tokens.for_session(sid))):
             return cross_site()
         accounts.close_session(sid)
+        reauth.forget(sid)
         resp = RedirectResponse("/", status_code=303)
         resp.delete_cookie(COOKIE)
         return resp
@@ -478,29 +511,49 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                                                           detail=exc.detail))
         return RedirectResponse("/me?done=care_granted#care", status_code=303)
 
+    def erase_page(request: Request, who: Principal, sid: str | None, status: int = 200,
+                   headers: dict[str, str] | None = None, **extra: Any) -> HTMLResponse:
+        resp = page(request, "erase.html", status=status, who=who, phrase=consents.ERASE_PHRASE,
+                    password_needed=not reauth.recent(sid), **extra)
+        resp.headers.update(headers or {})
+        return resp
+
     @app.get("/me/erase", response_model=None)
     def erase_form(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
         who = signed_in(sid, "patient")
         if who is None:
             return RedirectResponse("/", status_code=303)
-        return page(request, "erase.html", who=who, phrase=consents.ERASE_PHRASE)
+        return erase_page(request, who, sid)
 
     @app.post("/me/erase", response_model=None)
     async def erase(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """Erase, after the password again (reauth.py) and the typed phrase; either missing deletes nothing."""
         who = await poster(request, sid, "patient")
         if isinstance(who, Response):
             return who
-        typed = " ".join((await form_fields(request)).get("confirm", []))
-        if not consents.erase_confirmed(typed):
-            return page(request, "erase.html", status=400, who=who, phrase=consents.ERASE_PHRASE,
-                        erase_error=tr(request, 'Nothing was deleted: type exactly "%(phrase)s" to confirm.',
-                                       phrase=consents.ERASE_PHRASE))
+        form = await form_fields(request)
+        if not reauth.recent(sid):
+            address = request.client.host if request.client else "unknown"
+            wait = throttle.retry_after(who.username, address)
+            if wait:
+                return erase_page(request, who, sid, 429, {"Retry-After": str(wait)}, erase_error=tr(
+                    request, "Too many wrong passwords. Try again in %(wait)s seconds.", wait=wait))
+            password = " ".join(form.get("password", []))
+            if not password or not await run_in_threadpool(reauth.confirm, sid or "", who.username, password):
+                throttle.failed(who.username, address)
+                return erase_page(request, who, sid, 401, erase_error=tr(
+                    request, "Nothing was deleted: the password is not right."))
+        if not consents.erase_confirmed(" ".join(form.get("confirm", []))):
+            return erase_page(request, who, sid, 400,
+                              erase_error=tr(request, 'Nothing was deleted: type exactly "%(phrase)s" to confirm.',
+                                             phrase=consents.ERASE_PHRASE))
         try:
             await run_in_threadpool(clients.erase_me, who)
         except Upstream as exc:
-            return page(request, "erase.html", status=exc.status, who=who, phrase=consents.ERASE_PHRASE,
-                        erase_error=tr(request, "Your records could not be deleted: %(detail)s.",
-                                                          detail=exc.detail))
+            return erase_page(request, who, sid, exc.status,
+                              erase_error=tr(request, "Your records could not be deleted: %(detail)s.",
+                                             detail=exc.detail))
+        reauth.forget(sid)
         return RedirectResponse("/me", status_code=303)  # the page says so once records answers 410
 
     def patient_json(sid: str | None, fetch: Callable[[Principal], Any]) -> Any:
@@ -604,6 +657,10 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         return Response(orjson.dumps(data, option=orjson.OPT_INDENT_2), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="healthgov-receipt-{safe}.json"'})
 
+    complaint_pages.install(app, clients=clients, page=page, poster=poster, signed_in=signed_in, tr=tr,
+                            form_fields=form_fields, error_page=error_page)
+    notify_pages.install(app, contacts=contacts, channel=settings.channel, page=page, poster=poster,
+                         signed_in=signed_in, tr=tr, form_fields=form_fields)
     oversight.install(app, settings=settings, accounts=accounts, clients=clients, templates=templates, tokens=tokens)
     record_views = record_pages.RecordViews(clients=clients, registry=registry, error_page=error_page, tr=tr)
     record_pages.install(app, views=record_views, signed_in=signed_in, page=page)

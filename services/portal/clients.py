@@ -53,9 +53,12 @@ class PortalClients:
 
     def _send(self, who: Principal, method: str, service: str, path: str, *, body: Any = None,
               params: dict[str, Any] | None = None, extra: dict[str, str] | None = None) -> httpx.Response:
-        base = self.settings.records_url if service == "records" else self.settings.audit_url
+        base = {"records": self.settings.records_url, "oversight": self.settings.oversight_url}.get(
+            service, self.settings.audit_url)
         headers = {"Authorization": f"Bearer {self._token(who, service)}", **(extra or {})}
-        if body is not None:
+        if body is not None and service == "oversight":
+            headers["Content-Type"] = "application/json"
+        elif body is not None:
             headers["Content-Type"] = "application/fhir+json"
         try:
             resp = self.http.request(method, base + path, json=body, headers=headers,
@@ -127,6 +130,15 @@ class PortalClients:
 
     def receipt(self, who: Principal, event_id: str) -> dict[str, Any]:
         return self._get(who, "audit", f"/receipts/{event_id}").json()
+
+    def file_complaint(self, who: Principal, event_id: str, reason: str) -> dict[str, Any]:
+        """Report one access of the patient's own trail to the regulator (oversight checks it is theirs)."""
+        return self._send(who, "POST", "oversight", "/complaints",
+                          body={"event_id": event_id, "reason": reason}).json()
+
+    def my_complaints(self, who: Principal) -> list[dict[str, Any]]:
+        """The patient's own reports and their state (open, answered), newest first."""
+        return list(self._get(who, "oversight", "/complaints/mine").json()["complaints"])
 
     def token_for(self, who: Principal, audience: str) -> str:
         return self._token(who, audience)

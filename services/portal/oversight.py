@@ -211,6 +211,45 @@ def install(app: FastAPI, *, settings: PortalSettings, accounts: Accounts, clien
                         error=exc.detail, data={"reviews": [], "total": 0}, state="open", done=False)
         return RedirectResponse("/oversight/reviews?done=1", status_code=303)
 
+    @app.get("/oversight/complaints", response_model=None)
+    def complaints(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """Patients' reports about accesses: open ones oldest first, each with the access and an answer form."""
+        q = request.query_params
+        state = q.get("state") if q.get("state") in ("open", "answered", "all") else "open"
+
+        def load(who: Principal) -> dict[str, Any]:
+            return {"data": api.get(who, "/complaints", state=state, per_page=200), "state": state,
+                    "done": q.get("done") == "1"}
+
+        return shown(request, sid, "complaints.html", load)
+
+    @app.post("/oversight/complaints/{complaint_id}", response_model=None)
+    async def answer(complaint_id: str, request: Request,
+                     sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """The regulator's answer to one report: checked like every form, then oversight asks OPA and audits."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            return Response("cross-site request refused", status_code=403)
+        who = regulator(sid)
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        form = await request.form()
+        supplied = request.headers.get(HEADER) or form.get(FIELD)
+        if not tokens.matches(tokens.for_session(sid), supplied if isinstance(supplied, str) else None):
+            return Response("cross-site request refused", status_code=403)
+        if not _ID.match(complaint_id):
+            return Response("no such complaint", status_code=404)
+        text = form.get("answer")
+        if not isinstance(text, str) or not text.strip():
+            return RedirectResponse("/oversight/complaints", status_code=303)
+        try:
+            await run_in_threadpool(api.send, who, "POST", f"/complaints/{complaint_id}/answer",
+                                    body={"answer": text.strip()[:2000]})
+        except Upstream as exc:
+            return page(request, "complaints.html", sid, status=exc.status if exc.status < 500 else 503, who=who,
+                        error=exc.detail, data={"complaints": [], "total": 0}, state="open", done=False)
+        return RedirectResponse("/oversight/complaints?done=1", status_code=303)
+
     @app.get("/oversight/audit", response_model=None)
     def audit(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
         q = request.query_params

@@ -208,7 +208,8 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         return JSONResponse({"notices": [
             {"kind": n.kind, "org": n.org, "org_type": n.org_type, "about_org": n.about_org, "purpose": n.purpose,
              "project": n.project,
-             "event_id": n.event_id, "at": n.created_at.isoformat()} for n in rows]})
+             "event_id": n.event_id, "at": n.created_at.isoformat(),
+             "visible_from": n.visible_from.isoformat()} for n in rows]})
 
     @app.get("/fhir/Patient/{pid}/$everything")
     async def everything(pid: str, request: Request, caller: CallerDep,

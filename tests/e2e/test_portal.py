@@ -325,15 +325,23 @@ def test_a_bad_form_says_what_to_fix_and_creates_nothing(dana, settings, token, 
     assert [c["id"] for c in consents_of(settings, token, dana["id"])] == [dana["consent"]]
 
 
-def test_erasure_needs_the_phrase_then_records_are_gone(accounts, stack, settings, token) -> None:  # type: ignore[no-untyped-def]
+def test_erasure_needs_the_password_again_and_the_phrase_then_records_are_gone(  # type: ignore[no-untyped-def]
+        accounts, stack, settings, token) -> None:
     p = new_patient(accounts, settings, token)
     everything = f"{settings.records_url}/fhir/Patient/{p['id']}/$everything"
     with browser(settings) as b:
         sign_in(b, p["username"])
-        assert 'type <strong>delete my records</strong>' in b.get("/me/erase").text
+        form = b.get("/me/erase").text
+        assert 'type <strong>delete my records</strong>' in form and 'name="password"' in form
+        # A session alone is not enough: without the password again, or with a wrong one, nothing goes.
+        for password in ("", "not my password"):
+            r = b.post("/me/erase", data={"confirm": "delete my records", "password": password})
+            assert r.status_code == 401 and "Nothing was deleted" in r.text
         for wrong in ("", "delete", "keep my records"):
-            r = b.post("/me/erase", data={"confirm": wrong})
+            r = b.post("/me/erase", data={"confirm": wrong, "password": PASSWORD})
             assert r.status_code == 400 and "Nothing was deleted" in r.text
+        # The password confirmed a moment ago counts within the window: it is not asked for again.
+        assert 'name="password"' not in b.get("/me/erase").text
         assert httpx.get(everything, headers=as_patient(token, p["id"]), timeout=60).status_code == 200
 
         erased = b.post("/me/erase", data={"confirm": "  Delete my records "})

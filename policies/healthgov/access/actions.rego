@@ -85,6 +85,40 @@ deny contains "oversight_review_not_permitted" if {
 	input.subject.org_type != "regulator"
 }
 
+# ------------------------------------------ complaint_file, complaint_answer
+# A patient reports an access to their own records; the regulator answers.
+# Whose access it is: the event's patient, which the oversight service hands
+# over as the resource's patient (none for an event it does not know).
+
+grants contains grant("patient_reports_own_access", plain_obligations) if {
+	input.action == "complaint_file"
+	input.subject.org_type == "patient"
+	org_type_confirmed
+	own_records
+}
+
+deny contains "not_own_audit_events" if {
+	input.action == "complaint_file"
+	input.subject.org_type == "patient"
+	not own_records
+}
+
+deny contains "complaint_only_by_patient" if {
+	input.action == "complaint_file"
+	input.subject.org_type != "patient"
+}
+
+grants contains grant("regulator_answers_complaints", plain_obligations) if {
+	input.action == "complaint_answer"
+	input.subject.org_type == "regulator"
+	org_type_confirmed
+}
+
+deny contains "complaint_answer_not_permitted" if {
+	input.action == "complaint_answer"
+	input.subject.org_type != "regulator"
+}
+
 # ----------------------------------------------------------- consent_write
 # The patient manages their own consents; a treating clinician may record one
 # on the patient's behalf, and the patient is told.

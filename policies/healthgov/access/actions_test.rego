@@ -101,6 +101,49 @@ test_patient_cannot_review_break_glass if {
 	d.reasons == ["oversight_review_not_permitted"]
 }
 
+# ------------------------------------------ complaint_file, complaint_answer
+
+complaint_about(request, event_patient) := with_fields(request, {
+	"action": "complaint_file",
+	"resource": {"patient": event_patient, "type": "AuditEvent", "hospital": "gy-hosp-001"},
+})
+
+test_patient_reports_an_access_to_own_records if {
+	d := decide(complaint_about(patient, "p1"))
+	allowed_by(d, "patient_reports_own_access")
+	d.obligations == no_obligations
+}
+
+test_patient_cannot_report_another_patients_access if {
+	d := decide(complaint_about(patient, "p2"))
+	d.reasons == ["not_own_audit_events"]
+}
+
+test_patient_cannot_report_an_event_nobody_has if {
+	d := decide(complaint_about(patient, null))
+	d.reasons == ["not_own_audit_events"] # the same refusal as another patient's event: no oracle
+}
+
+test_hospital_cannot_file_a_complaint if {
+	d := decide(complaint_about(clinician, "p1"))
+	d.reasons == ["complaint_only_by_patient"]
+}
+
+answer(request) := with_fields(request, {
+	"action": "complaint_answer",
+	"resource": {"patient": "p1", "type": "AuditEvent", "hospital": "gy-hosp-001"},
+})
+
+test_regulator_answers_complaints if {
+	d := decide(answer(regulator))
+	allowed_by(d, "regulator_answers_complaints")
+}
+
+test_patient_cannot_answer_complaints if {
+	d := decide(answer(patient))
+	d.reasons == ["complaint_answer_not_permitted"]
+}
+
 # --------------------------------------------------------------- audit_read
 
 test_regulator_reads_audit_trail if {
