@@ -78,16 +78,34 @@ def pg_bin(tool: str) -> str:
 
 
 def libpq(url: str) -> tuple[str, dict[str, str]]:
-    """A libpq connection string for an SQLAlchemy URL, and the environment carrying its password.
+    """A libpq keyword/value connection string for an SQLAlchemy URL, and the environment with its password.
 
-    The password goes in ``PGPASSWORD`` rather than on the command line, where ``ps`` would show it.
+    Keywords rather than a URI, because the platform's URL may name several hosts (``?host=a:1&host=b:2``
+    with ``target_session_attrs=read-write``: a primary and its replica, docs/architecture.md §13), which
+    libpq takes as ``host=a,b port=1,2``. The password goes in ``PGPASSWORD`` rather than on the command line,
+    where ``ps`` would show it.
     """
     u = make_url(url)
     env = {**os.environ}
     if u.password:
         env["PGPASSWORD"] = str(u.password)
-    plain = u.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
-    return plain, env
+    params: dict[str, str] = {}
+    hosts = u.query.get("host")
+    if hosts:
+        pairs = [h.rpartition(":") if ":" in h else (h, "", "") for h in ([hosts] if isinstance(hosts, str) else hosts)]
+        params["host"] = ",".join(h for h, _, _ in pairs)
+        params["port"] = ",".join(port or "5432" for _, _, port in pairs)
+    else:
+        params["host"] = u.host or "localhost"
+        params["port"] = str(u.port or 5432)
+    if u.username:
+        params["user"] = u.username
+    params["dbname"] = u.database or ""
+    for key, value in u.query.items():
+        if key != "host":
+            params[key] = value if isinstance(value, str) else value[-1]
+    quoted = {k: "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for k, v in params.items()}
+    return " ".join(f"{k}={v}" for k, v in quoted.items()), env
 
 
 def sha256_file(path: Path) -> str:
