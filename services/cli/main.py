@@ -32,11 +32,13 @@ console = Console(stderr=True)
 
 def _register_subapps() -> None:
     from services.cli import audit as audit_cli
+    from services.cli import backup as backup_cli
     from services.cli import ingest as ingest_cli
     from services.cli import keys as keys_cli
     from services.cli import portal as portal_cli
 
     app.add_typer(audit_cli.app, name="audit")
+    app.add_typer(backup_cli.app, name="backup")
     app.add_typer(keys_cli.app, name="keys")
     app.add_typer(portal_cli.app, name="portal")
     app.command(name="ingest")(ingest_cli.ingest)
