@@ -629,26 +629,19 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
             source.close()
         return page(request, "regulator.html", **ctx)
 
-    @app.get("/receipts/{event_id}", response_model=None)
-    async def receipt(event_id: str, request: Request,
-                      sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        """One entry's proof, checked here against the log's published key, and the entry in words."""
-        who = accounts.session(sid)
-        if who is None:
-            return RedirectResponse("/", status_code=303)
+    async def receipt_view(request: Request, who: Principal, event_id: str, base: str = "") -> Response:
+        """One entry's proof, checked here against the log's published key, and the entry in words.
+
+        ``who`` is whose trail the entry is in: the patient, or a guardian acting for a child (``base`` is then
+        the guardian's page prefix); audit answers only for events of that patient."""
         result = (await run_in_threadpool(verify_receipts, who, [event_id]))[event_id]
         if result.get("state") == "failed" and "no such event" in str(result.get("error", "")):
             return error_page(request, 404)
         entry = views.trail_rows([orjson.loads(result["event"])])[0] if result.get("event") else None
-        return page(request, "receipt.html", who=who, event_id=event_id, result=result, entry=entry)
+        return page(request, "receipt.html", who=who, event_id=event_id, result=result, entry=entry, base=base)
 
-    @app.get("/receipts/{event_id}/download", response_model=None)
-    async def receipt_download(event_id: str, request: Request,
-                               sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+    async def receipt_file(request: Request, who: Principal, event_id: str) -> Response:
         """The receipt as a file, through the portal (the audit service wants a token a browser does not have)."""
-        who = accounts.session(sid)
-        if who is None:
-            return RedirectResponse("/", status_code=303)
         try:
             data = await run_in_threadpool(clients.receipt, who, event_id)
         except Upstream as exc:
@@ -656,6 +649,22 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         safe = "".join(ch for ch in event_id if ch.isalnum() or ch == "-")[:64]
         return Response(orjson.dumps(data, option=orjson.OPT_INDENT_2), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="healthgov-receipt-{safe}.json"'})
+
+    @app.get("/receipts/{event_id}", response_model=None)
+    async def receipt(event_id: str, request: Request,
+                      sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        who = accounts.session(sid)
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        return await receipt_view(request, who, event_id)
+
+    @app.get("/receipts/{event_id}/download", response_model=None)
+    async def receipt_download(event_id: str, request: Request,
+                               sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        who = accounts.session(sid)
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        return await receipt_file(request, who, event_id)
 
     complaint_pages.install(app, clients=clients, page=page, poster=poster, signed_in=signed_in, tr=tr,
                             form_fields=form_fields, error_page=error_page)
@@ -665,6 +674,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     record_views = record_pages.RecordViews(clients=clients, registry=registry, error_page=error_page, tr=tr)
     record_pages.install(app, views=record_views, signed_in=signed_in, page=page)
     proxy_pages.install(app, proxies=proxies, records=record_views, signed_in=signed_in, page=page,
-                        error_page=error_page, trail_ctx=trail_ctx)
+                        error_page=error_page, trail_ctx=trail_ctx, receipt_view=receipt_view,
+                        receipt_file=receipt_file)
     install_telemetry(app, "portal")
     return app

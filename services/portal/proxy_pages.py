@@ -11,7 +11,7 @@ event naming the guardian, which the child's trail lists as a row of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -30,8 +30,11 @@ TRAIL_PER_PAGE = 20
 def install(app: FastAPI, *, proxies: Proxies, records: record_pages.RecordViews,
             signed_in: Callable[[str | None, str], Principal | None], page: Callable[..., Response],
             error_page: Callable[[Request, int], Response],
-            trail_ctx: Callable[[Request, Principal, dict[str, Any], int], dict[str, Any]]) -> None:
-    """Add ``/for/{link}/records`` (with its downloads) and ``/for/{link}/access`` (one line in ``app.py``)."""
+            trail_ctx: Callable[[Request, Principal, dict[str, Any], int], dict[str, Any]],
+            receipt_view: Callable[..., Awaitable[Response]],
+            receipt_file: Callable[[Request, Principal, str], Awaitable[Response]]) -> None:
+    """Add ``/for/{link}/records`` (with its downloads), ``/for/{link}/access`` and the access entries'
+    receipts ``/for/{link}/receipts/{event_id}[/download]`` (one line in ``app.py``)."""
 
     def acting(request: Request, sid: str | None, link: str) -> tuple[Principal, Principal, Child] | Response:
         who = signed_in(sid, "patient")
@@ -77,3 +80,20 @@ def install(app: FastAPI, *, proxies: Proxies, records: record_pages.RecordViews
         ctx = await run_in_threadpool(trail_ctx, request, proxy, flt, TRAIL_PER_PAGE)
         return page(request, "proxy_access.html", who=who, child=child, base=f"/for/{link}",
                     page_link=lambda n: f"/for/{link}/access?" + urlencode({"page": n}), **ctx)
+
+    @app.get("/for/{link}/receipts/{event_id}", response_model=None)
+    async def child_receipt(link: str, event_id: str, request: Request,
+                            sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """A proof from the child's trail: asked of audit as the guardian acting for the child."""
+        got = await run_in_threadpool(acting, request, sid, link)
+        if isinstance(got, Response):
+            return got
+        return await receipt_view(request, got[1], event_id, base=f"/for/{link}")
+
+    @app.get("/for/{link}/receipts/{event_id}/download", response_model=None)
+    async def child_receipt_download(link: str, event_id: str, request: Request,
+                                     sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        got = await run_in_threadpool(acting, request, sid, link)
+        if isinstance(got, Response):
+            return got
+        return await receipt_file(request, got[1], event_id)

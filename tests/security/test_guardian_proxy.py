@@ -131,3 +131,40 @@ def test_a_hospital_cannot_claim_to_be_a_guardian(family, settings, token) -> No
     r = httpx.get(f"{settings.records_url}/fhir/Patient/{family['a']['child']}/$everything", timeout=30,
                   headers=auth(token("gy-hosp-002", role="clinician", purpose="PWATRNY")))
     assert r.status_code == 403 and "purpose_not_permitted_for_org_type" in r.text
+
+
+def test_a_guardian_checks_the_proofs_of_the_childs_trail_and_no_other(family, settings, token) -> None:  # type: ignore[no-untyped-def]
+    """The child's trail links each entry's proof under the guardian's link (the guardian's own session holds no
+    patient token for the child); another child's entries stay out of reach, and reporting stays the patient's."""
+    a, b_ = family["a"], family["b"]
+    with _browser(settings) as b:
+        _sign_in(b, a["username"])
+        b.get(f"/for/{a['link']}/records")  # at least one entry in the child's trail
+        b.get(f"/for/{b_['link']}/records")  # not this account's: 404, nothing read
+    wait_for(lambda: _trail(settings, token, a["child"])["total"] > 0, 60, "an entry in the child's trail")
+    event = _trail(settings, token, a["child"])["events"][0]["event_id"]
+    with _browser(settings) as b:
+        _sign_in(b, a["username"])
+        trail = b.get(f"/for/{a['link']}/access").text
+        assert f'href="/for/{a["link"]}/receipts/{event}"' in trail
+        assert f'href="/receipts/{event}"' not in trail and "/me/complaints/new" not in trail
+        proof = b.get(f"/for/{a['link']}/receipts/{event}")
+        assert proof.status_code == 200 and event in proof.text
+        assert f'href="/for/{a["link"]}/receipts/{event}/download"' in proof.text
+        receipt = b.get(f"/for/{a['link']}/receipts/{event}/download")
+        assert receipt.status_code == 200 and receipt.headers["content-type"].startswith("application/json")
+        assert event in receipt.text
+        # Another guardian's link, or this link with another child's event: nothing comes back.
+        assert b.get(f"/for/{b_['link']}/receipts/{event}").status_code == 404
+        assert b.get(f"/for/{b_['link']}/receipts/{event}/download").status_code == 404
+    with _browser(settings) as other:
+        _sign_in(other, b_["username"])
+        other.get(f"/for/{b_['link']}/records")
+    wait_for(lambda: _trail(settings, token, b_["child"])["total"] > 0, 60, "an entry in the other child's trail")
+    theirs = _trail(settings, token, b_["child"])["events"][0]["event_id"]
+    with _browser(settings) as b:
+        _sign_in(b, a["username"])
+        for path in (f"/for/{a['link']}/receipts/{theirs}", f"/for/{a['link']}/receipts/{theirs}/download"):
+            r = b.get(path)
+            assert r.status_code in (403, 404), (path, r.status_code)
+            assert b_["child"] not in r.text
