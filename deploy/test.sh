@@ -52,7 +52,10 @@ export HEALTHGOV_DATABASE_URL
 
 echo "==> stack"
 # Spans to <state>/traces/<service>.jsonl and a JSON access line per request: tests/e2e/test_telemetry.py reads them.
-HEALTHGOV_TRACE_EXPORTER=file HEALTHGOV_ACCESS_LOG=true "$hg" stack up
+# Exported, not set for `stack up` alone: a service the chaos tests (or the supervisor) start again inherits the
+# environment of the test run, and must write its traces as its predecessor did.
+export HEALTHGOV_TRACE_EXPORTER=file HEALTHGOV_ACCESS_LOG=true
+"$hg" stack up
 
 echo "==> pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
