@@ -16,6 +16,7 @@ MAY_NAME_THE_AUDIT_TOPIC = {
     "contracts/topics.py",  # where it is defined
     "audit/app.py",  # the audit service consumes it
     "oversight/app.py",  # the oversight service consumes it (and publishes reviews through the adapter)
+    "cli/backup.py",  # reads its consumer groups' positions: a backup waits until every acknowledged event is in
 }
 
 

@@ -43,7 +43,7 @@ def test_a_component_that_never_gets_healthy_times_out_and_is_reported(tmp_path:
 def test_status_reports_every_component_down_on_an_empty_state_dir(tmp_path: Path) -> None:
     stack = Stack(PlatformSettings(state_dir=tmp_path, port_offset=5000))
     status = stack.status()
-    assert set(status) == {"kafka", "opa", "portal", "ingest", "records", "audit", "oversight", "witness"}
+    assert set(status) == {"kafka", "opa", "mail", "portal", "ingest", "records", "audit", "oversight", "witness"}
     assert not any(s["healthy"] for s in status.values())
     assert status["records"]["url"] == "http://127.0.0.1:13002"
 
@@ -52,3 +52,4 @@ def test_production_runs_no_witness_of_its_own(tmp_path: Path) -> None:
     # A witness must be an independent party: only dev and test stacks bring a demo one.
     stack = Stack(PlatformSettings(state_dir=tmp_path, port_offset=5000, env="prod"))
     assert "witness" not in stack.status()
+    assert "mail" not in stack.status()  # nor a mail sink: production mails through the operator's relay
