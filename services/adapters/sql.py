@@ -9,12 +9,16 @@ service acknowledged survives a crash, and bulk writes at COPY speed.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import String, Table, Text, any_, bindparam, event, func, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -69,6 +73,53 @@ class UnitOfWork:
 
     def commit(self) -> None:
         self.session.commit()
+
+
+class AdvisoryLocks:
+    """PostgreSQL session advisory locks, each on a connection of its own: "one holder at a time, across processes".
+
+    A lock lives as long as the session that took it, so the server drops it
+    the moment its holder's process (or the database) dies: whoever looks next
+    can take over at once, with no stale-after timeout to guess. Each lock has
+    its own connection, outside the service's pool, so work that holds one
+    never starves the pool its own queries need. SQLite has no such locks
+    (``available`` is False); it serves one process, and callers fall back
+    to what suits them (run alone, or take over after a while).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = (create_engine(engine.url, poolclass=NullPool)
+                        if engine.dialect.name == "postgresql" else None)
+
+    @property
+    def available(self) -> bool:
+        return self._engine is not None
+
+    def try_acquire(self, *key: str) -> Connection | None:
+        """The lock named by ``key`` on its own connection, or None if another session holds it.
+
+        Release it with ``release``; closing the connection ends the session and the lock.
+        """
+        if self._engine is None:
+            raise RuntimeError("advisory locks need PostgreSQL")
+        number = int.from_bytes(hashlib.sha256("\0".join(key).encode()).digest()[:8], "big", signed=True)
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = conn.execute(select(func.pg_try_advisory_lock(number))).scalar()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return None
+        return conn
+
+    @staticmethod
+    def release(held: Connection | None) -> None:
+        """Give a lock back, even if the database went away meanwhile (then it is gone already)."""
+        if held is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                held.close()
 
 
 class BulkInsert:

@@ -24,21 +24,18 @@ claim is taken over after ``stale_after_s``.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import uuid6
-from sqlalchemy import create_engine, delete, func, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from services.adapters import crypto
-from services.adapters.sql import UnitOfWork
+from services.adapters.sql import AdvisoryLocks, UnitOfWork
 from services.contracts import errors
 from services.contracts.events import rfc3339
 from services.ingest.store import IdempotencyKey, now
@@ -97,32 +94,19 @@ class Idempotency:
         self.engine = engine
         self.key = digest_key
         self.stale_after = timedelta(seconds=stale_after_s)
-        # Locks live on connections of their own (one per submission in flight, outside the pool), so a
-        # submission holding one never starves the pool its own database work needs.
-        self._locks = (create_engine(engine.url, poolclass=NullPool)
-                       if engine.dialect.name == "postgresql" else None)
+        self._locks = AdvisoryLocks(engine)
 
     def _lock(self, org: str, kd: str) -> Connection | None:
-        """This key's advisory lock, on its own connection; InFlight if a live claimant holds it."""
-        if self._locks is None:
+        """This key's advisory lock; InFlight if a live claimant holds it; None without PostgreSQL."""
+        if not self._locks.available:
             return None
-        number = int.from_bytes(hashlib.sha256(f"{org}\0{kd}".encode()).digest()[:8], "big", signed=True)
-        conn = self._locks.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            got = conn.execute(select(func.pg_try_advisory_lock(number))).scalar()
-        except BaseException:
-            conn.close()
-            raise
-        if not got:
-            conn.close()
+        conn = self._locks.try_acquire(org, kd)
+        if conn is None:
             raise InFlight("the same submission is being processed")
         return conn
 
-    @staticmethod
-    def _unlock(claim: Claim) -> None:
-        if claim.lock is not None:
-            with contextlib.suppress(SQLAlchemyError):
-                claim.lock.close()  # ends the session, and its lock, even if the database went away
+    def _unlock(self, claim: Claim) -> None:
+        self._locks.release(claim.lock)
 
     def begin(self, org: str, key: str | None, body_digest: str) -> Claim | Replay | None:
         """Claim ``key`` for this request, or say how it was answered before; None without a key."""
@@ -141,8 +125,7 @@ class Idempotency:
         try:
             return self._claim(org, kd, rd, lock)
         except BaseException:
-            if lock is not None:
-                lock.close()
+            self._locks.release(lock)
             raise
 
     def _claim(self, org: str, kd: str, rd: str, lock: Connection | None) -> Claim | Replay:
@@ -163,8 +146,7 @@ class Idempotency:
             if row.request_digest != rd:
                 raise KeyReused("this idempotency key was used for a different request")
             if row.state == "done":
-                if lock is not None:
-                    lock.close()
+                self._locks.release(lock)
                 return Replay(row.submission_id, row.event_id)
             # Pending: with the lock its claimant is gone (take over at once); without locks, after a while.
             if lock is None and now() - _aware(row.updated_at) < self.stale_after:

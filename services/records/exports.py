@@ -33,7 +33,6 @@ Excluded patients are counted by reason, never named.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import uuid
@@ -43,9 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import create_engine, delete, func
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import delete, func
 from sqlmodel import Session, select
 
 from services.adapters import crypto
@@ -53,7 +50,7 @@ from services.adapters.auth import Caller
 from services.adapters.documents import DocumentRefused
 from services.adapters.keys import KeyProvider
 from services.adapters.policy import PolicyClient
-from services.adapters.sql import UnitOfWork
+from services.adapters.sql import AdvisoryLocks, UnitOfWork
 from services.contracts import errors
 from services.contracts.events import ResourceRef, utcnow
 from services.contracts.ids import is_fhir_id
@@ -101,6 +98,10 @@ class Exporter:
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _locks: AdvisoryLocks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._locks = AdvisoryLocks(self.engine)
 
     # --- kick-off ------------------------------------------------------------------
 
@@ -246,17 +247,14 @@ class Exporter:
         processes share the database. The lock is on a connection of its own, outside the pool, and goes with
         the process, so a job whose runner died is resumed by the next worker that looks. SQLite serves one
         process, which runs its jobs one at a time."""
-        if self.engine.dialect.name != "postgresql":
+        if not self._locks.available:
             yield True
             return
-        number = int.from_bytes(hashlib.sha256(f"export-job\0{job_id}".encode()).digest()[:8], "big", signed=True)
-        conn = create_engine(self.engine.url, poolclass=NullPool).connect().execution_options(
-            isolation_level="AUTOCOMMIT")
+        held = self._locks.try_acquire("export-job", job_id)
         try:
-            yield bool(conn.execute(select(func.pg_try_advisory_lock(number))).scalar())
+            yield held is not None
         finally:
-            with contextlib.suppress(SQLAlchemyError):
-                conn.close()  # ends the session and its lock
+            self._locks.release(held)  # ends the session and its lock
 
     def _run(self, job_id: str) -> None:
         """Run (or resume) one job to its end, batch by batch; stops if it is cancelled meanwhile."""
