@@ -42,6 +42,7 @@ from services.contracts import vocabulary
 from services.portal import (
     complaint_pages,
     consents,
+    guards,
     i18n,
     notify_pages,
     oversight,
@@ -670,7 +671,9 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
                             form_fields=form_fields, error_page=error_page)
     notify_pages.install(app, contacts=contacts, channel=settings.channel, page=page, poster=poster,
                          signed_in=signed_in, tr=tr, form_fields=form_fields)
-    oversight.install(app, settings=settings, accounts=accounts, clients=clients, templates=templates, tokens=tokens)
+    oversight.install(app, settings=settings, clients=clients, templates=templates, tokens=tokens,
+                      signed_in=signed_in, poster=poster)
+    guards.install(app)
     record_views = record_pages.RecordViews(clients=clients, registry=registry, error_page=error_page, tr=tr)
     record_pages.install(app, views=record_views, signed_in=signed_in, page=page)
     proxy_pages.install(app, proxies=proxies, records=record_views, signed_in=signed_in, page=page,

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from services.portal import views
 from services.portal.accounts import Principal
 from services.portal.clients import PortalClients, Upstream
+from services.portal.guards import Poster, SignedIn
 from services.portal.i18n import N_
 
 COOKIE = "healthgov_session"
@@ -37,8 +38,8 @@ DONE = {"filed": N_("Your report is sent to the health regulator. You can follow
 
 
 def install(app: FastAPI, *, clients: PortalClients, page: Callable[..., HTMLResponse],
-            poster: Callable[[Request, str | None, str], Awaitable[Principal | Response]],
-            signed_in: Callable[[str | None, str], Principal | None], tr: Callable[..., str],
+            poster: Poster,
+            signed_in: SignedIn, tr: Callable[..., str],
             form_fields: Callable[[Request], Awaitable[dict[str, list[str]]]],
             error_page: Callable[..., Response]) -> None:
     """Add the report routes; the helpers are the portal's own (``app.py``)."""

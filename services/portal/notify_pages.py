@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.portal import i18n
 from services.portal.accounts import Principal
+from services.portal.guards import Poster, SignedIn
 from services.portal.i18n import N_
 from services.portal.notify import Contacts, InvalidAddress, masked
 
@@ -30,8 +31,8 @@ DELIVERY_WORDS = {"pending": N_("waiting to be sent"), "sending": N_("being sent
 
 
 def install(app: FastAPI, *, contacts: Contacts, channel: str, page: Callable[..., HTMLResponse],
-            poster: Callable[[Request, str | None, str], Awaitable[Principal | Response]],
-            signed_in: Callable[[str | None, str], Principal | None], tr: Callable[..., str],
+            poster: Poster,
+            signed_in: SignedIn, tr: Callable[..., str],
             form_fields: Callable[[Request], Awaitable[dict[str, list[str]]]]) -> None:
     """Add the e-mail settings' routes; the helpers are the portal's own (``app.py``)."""
 

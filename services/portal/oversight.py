@@ -29,10 +29,11 @@ from starlette.concurrency import run_in_threadpool
 
 from services.adapters.config import REPO_ROOT
 from services.portal import i18n
-from services.portal.accounts import Accounts, Principal
+from services.portal.accounts import Principal
 from services.portal.clients import PortalClients, Upstream
 from services.portal.config import PortalSettings
-from services.portal.csrf import FIELD, HEADER, CsrfTokens
+from services.portal.csrf import CsrfTokens
+from services.portal.guards import Poster, SignedIn
 
 COOKIE = "healthgov_session"
 CHART_JS = REPO_ROOT / ".cache" / "chartjs" / "package" / "dist" / "chart.umd.js"
@@ -87,8 +88,8 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}%"
 
 
-def install(app: FastAPI, *, settings: PortalSettings, accounts: Accounts, clients: PortalClients,
-            templates: dict[str, Jinja2Templates], tokens: CsrfTokens) -> None:
+def install(app: FastAPI, *, settings: PortalSettings, clients: PortalClients,
+            templates: dict[str, Jinja2Templates], tokens: CsrfTokens, signed_in: SignedIn, poster: Poster) -> None:
     """Add the console's routes to the portal (one line in ``app.py``); ``templates``: one per language."""
     for env in templates.values():
         _i18n(env)
@@ -106,8 +107,7 @@ def install(app: FastAPI, *, settings: PortalSettings, accounts: Accounts, clien
         return resp
 
     def regulator(sid: str | None) -> Principal | None:
-        who = accounts.session(sid)
-        return who if who is not None and who.role == "regulator" else None
+        return signed_in(sid, "regulator")
 
     def shown(request: Request, sid: str | None, name: str, load: Any) -> Response:
         who = regulator(sid)
@@ -188,16 +188,10 @@ def install(app: FastAPI, *, settings: PortalSettings, accounts: Accounts, clien
     @app.post("/oversight/reviews/{event_id}", response_model=None)
     async def judge(event_id: str, request: Request,
                     sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        origin = request.headers.get("origin")
-        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
-            return Response("cross-site request refused", status_code=403)
-        who = regulator(sid)
-        if who is None:
-            return RedirectResponse("/", status_code=303)
+        who = await poster(request, sid, "regulator")
+        if isinstance(who, Response):
+            return who
         form = await request.form()
-        supplied = request.headers.get(HEADER) or form.get(FIELD)
-        if not tokens.matches(tokens.for_session(sid), supplied if isinstance(supplied, str) else None):
-            return Response("cross-site request refused", status_code=403)
         if not _ID.match(event_id):
             return Response("no such break-glass access", status_code=404)
         verdict, note = form.get("verdict"), form.get("note") or ""
@@ -227,16 +221,10 @@ def install(app: FastAPI, *, settings: PortalSettings, accounts: Accounts, clien
     async def answer(complaint_id: str, request: Request,
                      sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
         """The regulator's answer to one report: checked like every form, then oversight asks OPA and audits."""
-        origin = request.headers.get("origin")
-        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
-            return Response("cross-site request refused", status_code=403)
-        who = regulator(sid)
-        if who is None:
-            return RedirectResponse("/", status_code=303)
+        who = await poster(request, sid, "regulator")
+        if isinstance(who, Response):
+            return who
         form = await request.form()
-        supplied = request.headers.get(HEADER) or form.get(FIELD)
-        if not tokens.matches(tokens.for_session(sid), supplied if isinstance(supplied, str) else None):
-            return Response("cross-site request refused", status_code=403)
         if not _ID.match(complaint_id):
             return Response("no such complaint", status_code=404)
         text = form.get("answer")

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from services.portal import i18n, readable, record_pdf
 from services.portal.accounts import Principal
 from services.portal.clients import PortalClients, Upstream
+from services.portal.guards import SignedIn
 
 COOKIE = "healthgov_session"
 WITHHELD_URL = "https://healthgov.example/withheld"  # records' Bundle.meta extension (records/render.py)
@@ -81,7 +82,7 @@ class RecordViews:
             "Cache-Control": "no-store"})
 
 
-def install(app: FastAPI, *, views: RecordViews, signed_in: Callable[[str | None, str], Principal | None],
+def install(app: FastAPI, *, views: RecordViews, signed_in: SignedIn,
             page: Callable[..., Response]) -> None:
     """Add ``/me/records`` and its two downloads to the portal (one line in ``app.py``)."""
 
