@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection, Engine
 
 
@@ -68,6 +68,28 @@ class Schema:
         with engine.begin() as conn:
             self._lock(conn)
             command.downgrade(self.config(conn), revision)
+
+    def run_environment(self, target_metadata: MetaData) -> None:
+        """The body of the schema's ``env.py``: run the migrations Alembic was asked for, on our connection.
+
+        Only ``upgrade``/``downgrade`` (or a caller giving ``config(connection)``) may run them: they need the
+        connection that holds the schema's lock, never a URL from an ini file.
+        """
+        from alembic import context
+
+        connection = context.config.attributes.get("connection")
+        if connection is None:
+            raise RuntimeError(f"the migrations in {self.directory} run through their package's upgrade()")
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            version_table=self.version_table,
+            include_object=self.include_object,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
 
     def _lock(self, conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
