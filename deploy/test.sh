@@ -52,10 +52,9 @@ export HEALTHGOV_DATABASE_URL
 
 echo "==> stack"
 # Spans to <state>/traces/<service>.jsonl and a JSON access line per request: tests/e2e/test_telemetry.py reads them.
-# Exported, not set for `stack up` alone: a service the chaos tests (or the supervisor) start again inherits the
-# environment of the test run, and must write its traces as its predecessor did.
-export HEALTHGOV_TRACE_EXPORTER=file HEALTHGOV_ACCESS_LOG=true
-"$hg" stack up
+# Given to `stack up` alone: the stack records them, and a service the chaos tests (or the supervisor) start again
+# runs with them as its predecessor did (Stack.record_environment).
+HEALTHGOV_TRACE_EXPORTER=file HEALTHGOV_ACCESS_LOG=true "$hg" stack up
 
 echo "==> pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

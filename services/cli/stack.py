@@ -48,6 +48,7 @@ MAX_BROKERS = 9
 TOPOLOGY_FILE = "topology.json"
 START_S = 90.0  # how long a component may take to answer healthy once launched
 CLUSTER_START_S = 240.0  # a cluster's brokers: three JVMs at once, then a controller election
+RECORDED_PREFIXES = ("HEALTHGOV_", "OTEL_")  # the environment a restarted component inherits from `up`
 
 
 @dataclass(frozen=True)
@@ -519,12 +520,35 @@ class Stack:
         if argv and argv[0] == "@opa":
             argv[0] = self._opa_binary()
         log = open(self.log_file(name), "ab")  # noqa: SIM115 - handed to the child
-        env = {**os.environ, **self._settings_env(), **comp.env}
+        env = {**os.environ, **self._recorded_env(), **self._settings_env(), **comp.env}
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=REPO_ROOT, env=env, start_new_session=True,
         )
         self._pidfile(name).write_text(str(proc.pid))
+
+    def record_environment(self) -> None:
+        """Keep the platform settings of the environment ``up`` ran in, for every later start of a component.
+
+        A component started again (``stack restart``, the supervisor, a test) must run as its predecessor
+        did, whoever starts it and from whatever shell: with the same trace exporter, metrics token, key
+        provider. So the ``HEALTHGOV_*`` and ``OTEL_*`` variables present at ``up`` are written to the run
+        directory (owner only: a metrics token is a secret) and win over the starter's own. To change a
+        setting, bring the stack down and up again.
+        """
+        wanted = {k: v for k, v in os.environ.items() if k.startswith(RECORDED_PREFIXES)}
+        path = self._environment_file()
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
+        tmp.replace(path)
+
+    def _recorded_env(self) -> dict[str, str]:
+        path = self._environment_file()
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _environment_file(self) -> Path:
+        return self.run_dir / "environment.json"
 
     def _settings_env(self) -> dict[str, str]:
         """The settings a child must share with this stack (one started by a test has its own dir and ports)."""
@@ -552,6 +576,7 @@ class Stack:
 
     def up(self, progress: Callable[[str], None] = lambda _n: None) -> None:
         self.prepare_state()
+        self.record_environment()
         for name in self.components:
             progress(name)
             self.start(name)

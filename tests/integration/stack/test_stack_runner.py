@@ -53,3 +53,27 @@ def test_production_runs_no_witness_of_its_own(tmp_path: Path) -> None:
     stack = Stack(PlatformSettings(state_dir=tmp_path, port_offset=5000, env="prod"))
     assert "witness" not in stack.status()
     assert "mail" not in stack.status()  # nor a mail sink: production mails through the operator's relay
+
+
+def test_a_component_started_again_runs_with_the_settings_the_stack_came_up_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart from another shell (the supervisor, an operator, a test) must not drop the stack's settings."""
+    stack = Stack(PlatformSettings(state_dir=tmp_path, port_offset=5000))
+    stack.prepare_state()
+    monkeypatch.setenv("HEALTHGOV_TRACE_EXPORTER", "file")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "chosen-at-up")
+    stack.record_environment()
+    assert (stack.run_dir / "environment.json").stat().st_mode & 0o077 == 0  # may hold a metrics token
+    monkeypatch.delenv("HEALTHGOV_TRACE_EXPORTER")  # the shell that starts it again has neither
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "the-restarters-own")
+    seen = tmp_path / "seen.txt"
+    stack.components["echo"] = Component(
+        name="echo", argv=[sys.executable, "-c", "import os, pathlib; pathlib.Path(os.environ['OUT']).write_text("
+                                                 "os.environ.get('HEALTHGOV_TRACE_EXPORTER', '-') + ' ' + "
+                                                 "os.environ['OTEL_SERVICE_NAME']); import time; time.sleep(60)"],
+        healthy=lambda: seen.exists(), url="", env={"OUT": str(seen)})
+    try:
+        stack.start("echo", timeout_s=20)
+    finally:
+        stack.stop("echo")
+    assert seen.read_text() == "file chosen-at-up"
