@@ -4,7 +4,8 @@
 2. The policy decides ``analytics_query`` (``policies/healthgov/access/analytics.rego``)
    with the project's facts when one is named (its ethics approval verified
    again, as for an export); a refusal is a denial event through the gate and a 403.
-3. The store takes in what records committed since its last update.
+3. The store takes in what records committed since its last update (an update
+   already under way elsewhere is waited for at most ``update_wait_s``: then 503).
 4. An identical query (same canonical form, same audience, same store
    generation) is answered from the cache, so repeating a question yields the
    same answer and nothing new to average or subtract.
@@ -60,6 +61,7 @@ class Analytics:
     projects: ProjectRegistry
     control: Control = field(default_factory=Control)
     engine: Engine | None = None
+    update_wait_s: float = 20.0  # how long a query waits for an update already under way (then 503)
     _cache: OrderedDict[bytes, bytes] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -98,7 +100,7 @@ class Analytics:
         query = q.parse(doc)
         decision = self.decide(caller, authority, query)
         research = authority.purpose == "HRESCH" or caller.org_type == "research"
-        self.store.update()
+        self.store.update(wait_s=self.update_wait_s)
         key = b"|".join([query.canonical(), b"research" if research else b"all", str(self.store.generation).encode()])
         with self._lock:
             body = self._cache.get(key)

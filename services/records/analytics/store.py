@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 from sqlmodel import Session, select
 
 from services.adapters import crypto
+from services.contracts import errors
 from services.contracts.envelope import DIRECTORY_KEY
 from services.records import consents
 from services.records.analytics import flatten
@@ -57,6 +58,14 @@ GAP_SECONDS = 600.0  # longer than any records transaction lasts
 MAX_GAPS = 10_000
 BATCH_PATIENTS = 500
 COMPACT_FILES = 16  # a partition with more files than this is merged into one
+LOCK_POLL_S = 0.05
+
+
+class StoreBusy(errors.Unavailable):
+    """Another update of the store is under way; the query is answered after it, so asked again later."""
+
+    def __init__(self) -> None:
+        super().__init__("the analytic store is being brought up to date, try again shortly")
 
 
 def person_of(key: bytes, pseudonym: str) -> int:
@@ -140,15 +149,32 @@ class AnalyticStore:
         tmp.replace(path)
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """One writer per store (threads, and processes through a lock file); readers wait for it."""
+    def locked(self, wait_s: float | None = None) -> Iterator[None]:
+        """One writer per store (threads, and processes through a lock file); readers wait for it.
+
+        ``wait_s`` bounds the wait (None: for as long as it takes): a query must not hold a web worker
+        for as long as another process's large update lasts. Past it, ``StoreBusy`` (a 503 with Retry-After).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(self.root / ".lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        if not self._lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            raise StoreBusy()
+        try:
+            with open(self.root / ".lock", "a+") as fh:
+                while True:
+                    try:
+                        fcntl.flock(fh, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:  # type: ignore[operator]
+                            raise StoreBusy() from None
+                        time.sleep(LOCK_POLL_S)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
 
     def table(self) -> pa.Table:
         """Every row, decrypted (small stores and tests; engines scan ``dataset`` lazily)."""
@@ -170,9 +196,9 @@ class AnalyticStore:
             (self.root / "manifest.json").unlink(missing_ok=True)
             return self._update()
 
-    def update(self) -> UpdateStats:
-        """Take in what records committed since the last update."""
-        with self.locked():
+    def update(self, wait_s: float | None = None) -> UpdateStats:
+        """Take in what records committed since the last update (waiting at most ``wait_s`` for another one)."""
+        with self.locked(wait_s):
             return self._update()
 
     def _update(self) -> UpdateStats:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,6 +15,7 @@ from services.records.analytics import query as q
 from services.records.analytics.engines import DuckDBEngine, cells
 from services.records.analytics.flatten import COLUMNS
 from services.records.analytics.parquet import Cipher
+from services.records.analytics.store import StoreBusy
 from tests.unit.records.analytics_support import (
     DIABETES,
     HYPERTENSION,
@@ -195,3 +199,22 @@ def test_an_erasure_stamped_before_one_already_taken_in_still_removes_the_rows(v
         s.commit()
     v.store.update()
     assert count(v, DIABETES_COHORT)[()] == 8
+
+
+def test_a_query_waits_only_so_long_for_an_update_under_way_elsewhere(v: Vaulted) -> None:
+    """Another process's update holds the store: the query is a 503 after ``wait_s``, not a worker held for ever."""
+    v.store.root.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; fh = open(sys.argv[1], 'a+'); fcntl.flock(fh, fcntl.LOCK_EX); "
+        "print('held', flush=True); time.sleep(60)"), str(v.store.root / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreBusy) as busy:
+            v.store.update(wait_s=0.3)
+        assert busy.value.status == 503 and busy.value.headers["Retry-After"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert v.store.update(wait_s=5).patients >= 0  # the holder gone, the update goes through
+    with open(v.store.root / ".lock", "a+") as fh:  # and it let go of the lock when done
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
