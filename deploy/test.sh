@@ -57,4 +57,4 @@ echo "==> stack"
 HEALTHGOV_TRACE_EXPORTER=file HEALTHGOV_ACCESS_LOG=true "$hg" stack up
 
 echo "==> pytest"
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"

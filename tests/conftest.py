@@ -177,3 +177,42 @@ def loaded(stack, token: TokenFactory, settings: PlatformSettings,  # type: igno
     stored = time.perf_counter() - started
     return {"expected": expected, "patient_ids": patient_ids, "acked_s": acked, "stored_s": stored,
             "rate": len(ten_patients) / stored}
+
+
+# --- what the services logged while a failing test ran --------------------------------------------------------
+
+_SERVICE_LOG_LINES = 15  # per service, in a failure's report
+_log_sizes: dict[str, int] = {}
+
+
+def _service_logs() -> list[Path]:
+    return sorted((PlatformSettings().state_dir / "logs").glob("*.log"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Remember how long each service's log was, so a failure can show what was written during the test."""
+    if "stack" in getattr(item, "fixturenames", ()):
+        _log_sizes.clear()
+        _log_sizes.update({p.name: p.stat().st_size for p in _service_logs()})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failed platform test's report ends with the warnings and errors each service logged meanwhile.
+
+    A failure on the running platform is often the service's, not the test's (a timeout says only that
+    nothing came back); this puts the service's own account in the report CI prints.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed or "stack" not in getattr(item, "fixturenames", ()):
+        return
+    for path in _service_logs():
+        with path.open("rb") as fh:
+            fh.seek(_log_sizes.get(path.name, 0))
+            fresh = fh.read(4 * 1024 * 1024).decode(errors="replace").splitlines()
+        notable = [line[:400] for line in fresh if '"level":"INFO"' not in line and '"level":"DEBUG"' not in line
+                   and line.strip()]
+        if notable:
+            report.sections.append((f"{path.stem} logged during the test (last {_SERVICE_LOG_LINES})",
+                                    "\n".join(notable[-_SERVICE_LOG_LINES:])))
