@@ -94,8 +94,8 @@ def build(root: Path, cipher: Cipher, target: int, seed: int = 7) -> int:
                               "event_date": day, "period": f"{day.year:04d}", "month": f"{day:%Y-%m}",
                               "week": f"{iso.year:04d}-W{iso.week:02d}"})
         table = pa.Table.from_pylist(batch[: target - written], schema=flatten.SCHEMA)
-        for (rtype, period), part in partitions(table):
-            cipher.write(part, root / f"rtype={rtype}" / f"period={period}" / f"part-{uuid.uuid4().hex}.parquet")
+        for directory, part in partitions(table):
+            cipher.write(part, root / directory / f"part-{uuid.uuid4().hex}.parquet")
         written += table.num_rows
         print(f"  {written:,} rows written", file=sys.stderr)
     return written
@@ -108,7 +108,7 @@ class _Files:
         self.root, self.cipher = root, cipher
 
     def files(self) -> list[Path]:
-        return sorted(self.root.glob("rtype=*/period=*/*.parquet"))
+        return sorted(self.root.glob("rtype=*/*/*.parquet"))
 
 
 def percentiles(samples: list[float]) -> str:

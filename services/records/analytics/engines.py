@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from services.records.analytics.flatten import SCHEMA
+from services.records.analytics.query import Scope
 from services.records.analytics.sdc import Key, Members
 from services.records.analytics.store import AnalyticStore
 
@@ -31,12 +32,13 @@ UNKNOWN = "unknown"
 class Engine(Protocol):
     name: str
 
-    def run(self, sql: str) -> pa.Table: ...
+    def run(self, sql: str, scope: Scope | None = None) -> pa.Table: ...
 
 
-def dataset(store: AnalyticStore) -> ds.Dataset:
-    """The store's files as one lazily scanned, decrypting dataset (an empty table if there are none)."""
-    files = [str(p) for p in store.files()]
+def dataset(store: AnalyticStore, scope: Scope | None = None) -> ds.Dataset:
+    """The store's files (those ``scope`` can touch) as one lazily scanned, decrypting dataset."""
+    chosen = store.files() if scope is None else store.files(scope.types, scope.years)
+    files = [str(p) for p in chosen]
     if not files:
         return ds.dataset(SCHEMA.empty_table())
     return ds.dataset(files, schema=SCHEMA, format=store.cipher.dataset_format())
@@ -51,10 +53,11 @@ class DuckDBEngine:
         self.store = store
         self.threads = threads
 
-    def run(self, sql: str) -> pa.Table:
+    def run(self, sql: str, scope: Scope | None = None) -> pa.Table:
+        """``sql`` over the files ``scope`` can touch: every other file stays closed (no key unwrapped)."""
         con = duckdb.connect(config={"threads": self.threads, "enable_external_access": False})
         try:
-            con.register("facts", dataset(self.store))
+            con.register("facts", dataset(self.store, scope))
             return con.sql(sql).to_arrow_table()
         finally:
             con.close()
@@ -75,7 +78,9 @@ class SparkEngine:
                       .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
                       .config("spark.sql.session.timeZone", "UTC").getOrCreate())
 
-    def run(self, sql: str) -> pa.Table:
+    def run(self, sql: str, scope: Scope | None = None) -> pa.Table:
+        """``sql`` over the whole store, loaded once per store generation (``scope`` is not needed then)."""
+        del scope
         with self._lock:
             if self._loaded != self.store.generation:
                 frame = self.spark.createDataFrame(dataset(self.store).to_table()).cache()

@@ -30,6 +30,7 @@ the sets to stop differencing.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Literal
 
@@ -175,6 +176,25 @@ def _in(column: str, values: list[str]) -> str:
 
 def _codes(groups: list[Codes]) -> str:
     return "(" + " OR ".join(f"(system = {_quote(g.system)} AND {_in('code', g.codes)})" for g in groups) + ")"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The part of the store a query can touch: its types and, if it names a period, those years.
+
+    The SQL restricts every row it reads (included and excluded alike) to the same types and period,
+    so an engine may leave every other file unopened.
+    """
+
+    types: list[str]
+    years: tuple[int, int] | None
+
+
+def scope(q: Query) -> Scope:
+    p = q.cohort.period
+    years = None if p.start is None and p.end is None else (
+        p.start.year if p.start else 1, p.end.year if p.end else 9999)
+    return Scope(types=list(q.cohort.types), years=years)
 
 
 def sql(q: Query, *, research: bool, table: str = "facts") -> str:

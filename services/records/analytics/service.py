@@ -124,7 +124,7 @@ class Analytics:
 
     def _answer(self, query: q.Query, research: bool) -> bytes:
         assert self.engine is not None
-        table = self.engine.run(q.sql(query, research=research))
+        table = self.engine.run(q.sql(query, research=research), q.scope(query))
         groups, total = cells(table, [q.GROUPS[g] for g in query.measure.by])
         released = self.control.protect(list(query.measure.by), groups, total)
         doc = {"measure": "patients", **released.as_json(),

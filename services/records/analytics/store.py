@@ -1,9 +1,18 @@
 """The de-identified analytic store: kept current from records' vault (docs/architecture.md §16).
 
-Layout: ``<root>/rtype=<type>/period=<year>/part-<id>.parquet`` (hive
-partitions, so an engine reads only the types and years a query names), each
-file encrypted (``parquet.py``), and ``<root>/manifest.json`` with the
-watermarks of what the store has taken in.
+Layout: ``<root>/rtype=<type>/decade=<yyy0>/part-<id>.parquet``, each file
+encrypted (``parquet.py``), and ``<root>/manifest.json`` with the watermarks of
+what the store has taken in. Partitions let a query open only the files of
+the types and decades it names (``files(types, years)``); the year itself is
+a column (``period``). A decade, not a year: one patient's history spans
+decades, and every partition it touches costs a new file at each update, so
+finer partitions meant thousands of small files, each a key unwrap and a
+decryption for every query.
+
+**Which files hold a patient** is kept in memory (``_persons``: each file's
+distinct pseudonyms, checked against its size and modification time), so an
+update opens only the files it must rewrite, not every file of the store;
+a file another records process wrote is read once, when first seen.
 
 **Kept current by a step after records stores, not by a second consumer.**
 ``update`` reads what records committed since the watermarks: patients with new
@@ -131,12 +140,22 @@ class AnalyticStore:
         self.person_key = person_key
         self.cipher = Cipher(master_key)
         self._lock = threading.RLock()
+        self._persons: dict[Path, tuple[tuple[int, int], pa.Array]] = {}  # file -> (size, mtime), its people
         self.generation = 0  # bumped by every change of the files: the answer cache's key
 
     # --- the files ------------------------------------------------------------------
 
-    def files(self) -> list[Path]:
-        return sorted(self.root.glob("rtype=*/period=*/*.parquet"))
+    def files(self, types: list[str] | None = None, years: tuple[int, int] | None = None) -> list[Path]:
+        """The store's files; only those that can hold rows of ``types`` within ``years`` (inclusive) if given."""
+        found = []
+        for rtype_dir in self.root.glob("rtype=*"):
+            if types is not None and rtype_dir.name.removeprefix("rtype=") not in types:
+                continue
+            for part in rtype_dir.iterdir():
+                if years is not None and not _decade_overlaps(part.name, years):
+                    continue
+                found.extend(part.glob("*.parquet"))
+        return sorted(found)
 
     def _marks(self) -> Marks:
         path = self.root / "manifest.json"
@@ -203,6 +222,7 @@ class AnalyticStore:
 
     def _update(self) -> UpdateStats:
         started = time.perf_counter()
+        self._forget_missing()
         marks = self._marks()
         now = datetime.now(UTC)
         with Session(self.engine) as s:
@@ -264,32 +284,53 @@ class AnalyticStore:
         wanted = pa.array(sorted(persons), type=pa.int64())
         written = 0
         for path in self.files():
-            held = self._read(path, ["person"])["person"]
-            if not pc.any(pc.is_in(held, value_set=wanted)).as_py():
+            if not pc.any(pc.is_in(self._persons_in(path), value_set=wanted)).as_py():
                 continue
             kept = self._read(path)
             kept = kept.filter(pc.invert(pc.is_in(kept["person"], value_set=wanted)))
             if kept.num_rows:
-                self.cipher.write(kept, path)
+                self._write(kept, path)
                 written += 1
             else:
                 path.unlink()
+                self._persons.pop(path, None)
         if table.num_rows:
-            for (rtype, period), part in partitions(table):
-                self.cipher.write(part, self.root / f"rtype={rtype}" / f"period={period}"
-                                  / f"part-{uuid.uuid4().hex}.parquet")
+            for directory, part in partitions(table):
+                self._write(part, self.root / directory / f"part-{uuid.uuid4().hex}.parquet")
                 written += 1
         return written
 
+    def _persons_in(self, path: Path) -> pa.Array:
+        """The distinct people with rows in ``path``: remembered, read again only if the file changed."""
+        stat = path.stat()
+        signature = (stat.st_size, stat.st_mtime_ns)
+        known = self._persons.get(path)
+        if known is not None and known[0] == signature:
+            return known[1]
+        people = pc.unique(self._read(path, ["person"])["person"].combine_chunks())
+        self._persons[path] = (signature, people)
+        return people
+
+    def _write(self, table: pa.Table, path: Path) -> None:
+        self.cipher.write(table, path)
+        stat = path.stat()
+        self._persons[path] = ((stat.st_size, stat.st_mtime_ns), pc.unique(table["person"].combine_chunks()))
+
+    def _forget_missing(self) -> None:
+        """Drop what is remembered of files no longer there (compacted or emptied, here or by another process)."""
+        for path in [p for p in self._persons if not p.exists()]:
+            del self._persons[path]
+
     def _compact(self) -> int:
         written = 0
-        for directory in sorted(self.root.glob("rtype=*/period=*")):
+        for directory in sorted(d for d in self.root.glob("rtype=*/*") if d.is_dir()):
             parts = sorted(directory.glob("*.parquet"))
             if len(parts) > COMPACT_FILES:
                 merged = pa.concat_tables([self._read(p) for p in parts])
-                self.cipher.write(merged, directory / f"part-{uuid.uuid4().hex}.parquet")
+                self._write(merged, directory / f"part-{uuid.uuid4().hex}.parquet")
                 for p in parts:
                     p.unlink()
+                    self._persons.pop(p, None)
                 written += 1
         return written
 
@@ -321,11 +362,27 @@ def _changed(s: Session, table: Any, mark: int, gaps: dict[str, str], now: datet
     return {p for _, p in rows}, top, dict(sorted({**kept, **fresh}.items())[-MAX_GAPS:])
 
 
-def partitions(table: pa.Table) -> Iterator[tuple[tuple[str, str], pa.Table]]:
-    keys = sorted(set(zip(table["rtype"].to_pylist(), table["period"].to_pylist(), strict=True)))
-    for rtype, period in keys:
-        mask = pc.and_(pc.equal(table["rtype"], rtype), pc.equal(table["period"], period))
-        yield (rtype, period), table.filter(mask)
+def partition_of(rtype: str, year: str) -> str:
+    """The directory, under the store's root, of rows of ``rtype`` in ``year``."""
+    return f"rtype={rtype}/decade={int(year) // 10 * 10:04d}"
+
+
+def partitions(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+    """``table`` split by partition directory."""
+    directories = [partition_of(t, y) for t, y in zip(table["rtype"].to_pylist(), table["period"].to_pylist(),
+                                                        strict=True)]
+    column = pa.array(directories)
+    for directory in sorted(set(directories)):
+        yield directory, table.filter(pc.equal(column, directory))
+
+
+def _decade_overlaps(name: str, years: tuple[int, int]) -> bool:
+    """Whether partition directory ``name`` can hold a year in ``years``; an unknown name always can."""
+    key, _, value = name.partition("=")
+    if key != "decade" or not value.isdigit():
+        return True
+    start = int(value)
+    return start <= years[1] and years[0] <= start + 9
 
 
 def _pk(r: Record) -> int:

@@ -34,7 +34,7 @@ def v(tmp_path: Path) -> Vaulted:
 
 def count(v: Vaulted, doc: dict, *, research: bool = False) -> dict[tuple[str, ...], int]:  # type: ignore[type-arg]
     query = q.parse(doc)
-    table = DuckDBEngine(v.store).run(q.sql(query, research=research))
+    table = DuckDBEngine(v.store).run(q.sql(query, research=research), q.scope(query))
     groups, total = cells(table, [q.GROUPS[g] for g in query.measure.by])
     return {**{k: len(m) for k, m in groups.items()}, (): len(total)}
 
@@ -48,7 +48,7 @@ def test_the_store_holds_no_identifying_value_and_is_encrypted(v: Vaulted) -> No
     stats = v.store.update()
     assert stats.patients == 1 and stats.rows == 1
     files = v.store.files()
-    assert files and all("rtype=Condition" in str(f) and "period=2024" in str(f) for f in files)
+    assert files and all("rtype=Condition" in str(f) and "decade=2020" in str(f) for f in files)
     raw = b"".join(f.read_bytes() for f in files)
     for needle in (b"pid-secret-1", b"Secretname", b"Hidden", b"520102196102030011", b"Secret Road", b"free text",
                    b"Display text", b"typed text", b"Nanming", DIABETES.encode(), b"1961-02-03"):
@@ -218,3 +218,36 @@ def test_a_query_waits_only_so_long_for_an_update_under_way_elsewhere(v: Vaulted
     assert v.store.update(wait_s=5).patients >= 0  # the holder gone, the update goes through
     with open(v.store.root / ".lock", "a+") as fh:  # and it let go of the lock when done
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_an_update_opens_only_the_files_holding_the_patients_it_changes(v: Vaulted,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which files hold whom is remembered: a store of many files is not decrypted whole at every update."""
+    for i in range(6):
+        v.put(f"p{i}", patient(f"p{i}"), condition(f"p{i}", DIABETES, f"{1960 + 10 * i}-05-01"))
+        v.store.update()  # one patient per update: six files, one per decade
+    assert len(v.store.files()) == 6
+    opened: list[str] = []
+    real = Cipher.read
+    monkeypatch.setattr(Cipher, "read", lambda self, path, columns=None: opened.append(path.parent.name)
+                        or real(self, path, columns))
+    v.put("p2", condition("p2", HYPERTENSION, "1980-06-01"))
+    assert v.store.update().patients == 1
+    assert opened == ["decade=1980"]  # p2's one file, rewritten; none of the five others
+    assert count(v, {"cohort": {"types": ["Condition"], "include": [{"system": "http://snomed.info/sct",
+                                                                     "codes": [HYPERTENSION]}]}}) == {(): 1}
+
+
+def test_a_query_opens_only_the_files_of_its_types_and_period(v: Vaulted) -> None:
+    v.put("p1", patient("p1"), condition("p1", DIABETES, "1975-01-01"), condition("p1", DIABETES, "2021-01-01"),
+          {"resourceType": "Immunization", "id": "im1", "patient": {"reference": "Patient/p1"},
+           "occurrenceDateTime": "2021-02-01", "status": "completed",
+           "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "207"}]}})
+    v.store.update()
+    everything = v.store.files()
+    assert len(everything) == 3
+    query = q.parse({"cohort": {"types": ["Condition"], "period": {"start": "2020-01-01"}}})
+    assert [f.parent.name for f in v.store.files(q.scope(query).types, q.scope(query).years)] == ["decade=2020"]
+    assert [f.parent.parent.name for f in v.store.files(["Condition"])] == ["rtype=Condition"] * 2
+    # and what is left closed could not have changed the answer
+    assert DuckDBEngine(v.store).run(q.sql(query, research=False), q.scope(query)).num_rows == 1
