@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -50,5 +51,11 @@ def cohort(districts: list[str], *, codes: tuple[str, ...] = (DIABETES,), **extr
             **extra}
 
 
-def ask(settings: Any, headers: dict[str, str], body: Any) -> httpx.Response:
-    return httpx.post(f"{settings.records_url}/analytics/query", json=body, headers=headers, timeout=120)
+def ask(settings: Any, headers: dict[str, str], body: Any, *, busy_for_s: float = 120) -> httpx.Response:
+    """Ask as a well-behaved client: a 503 (the store is being updated) is asked again after its Retry-After."""
+    deadline = time.monotonic() + busy_for_s
+    while True:
+        r = httpx.post(f"{settings.records_url}/analytics/query", json=body, headers=headers, timeout=120)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            return r
+        time.sleep(float(r.headers.get("Retry-After", "5")))
