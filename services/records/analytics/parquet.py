@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +25,9 @@ import pyarrow.parquet.encryption as pe
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 MASTER_KEY_ID = "healthgov-analytics"
+# How long pyarrow keeps its KMS client and unwrapped keys: for the life of the process (pyarrow's default,
+# 10 minutes, would create the client again mid-scan; see ``Cipher._warm``).
+KMS_CLIENT_LIFETIME = timedelta(days=365 * 100)
 
 
 class Unreadable(OSError):
@@ -58,8 +62,23 @@ class Cipher:
         self._kms = pe.KmsConnectionConfig()
         self._encryption = pe.EncryptionConfiguration(footer_key=MASTER_KEY_ID, uniform_encryption=True,
                                                       encryption_algorithm="AES_GCM_V1", double_wrapping=False,
-                                                      cache_lifetime=None)
-        self._decryption = pe.DecryptionConfiguration(cache_lifetime=None)
+                                                      cache_lifetime=KMS_CLIENT_LIFETIME)
+        self._decryption = pe.DecryptionConfiguration(cache_lifetime=KMS_CLIENT_LIFETIME)
+        self._warm()
+
+    def _warm(self) -> None:
+        """Create the KMS client now, in this thread, so that no scan ever asks pyarrow to create it.
+
+        pyarrow creates a KMS client (our Python factory, which needs the GIL) under
+        its client-cache mutex, from whichever of its threads opens a file first
+        once the cached client has expired. A thread that entered pyarrow holding
+        the GIL (a DuckDB scan starting a reader) and waits for that mutex then
+        deadlocks with it. A round trip through an in-memory file puts the client in
+        the cache while nothing else runs, and the client then never expires.
+        """
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table({"x": [0]}), sink, encryption_properties=self.writer_properties())
+        pq.read_table(pa.BufferReader(sink.getvalue()), decryption_properties=self.reader_properties())
 
     def writer_properties(self) -> pe.FileEncryptionProperties:
         return self._factory.file_encryption_properties(self._kms, self._encryption)
