@@ -59,23 +59,25 @@ def install(app: FastAPI, *, proxies: Proxies, records: record_pages.RecordViews
         """The dependency of every route here: this guardian acting for the child of ``link``, or a Refusal."""
         return await run_in_threadpool(acting_now, request, sid, link)
 
-    ActingDep = Annotated[Acting, Depends(acting)]
+    # A default, not an ``Annotated`` alias: annotations here are strings, resolved in the module's globals,
+    # where this closure's dependency does not exist.
+    as_guardian: Any = Depends(acting)
 
     @app.get("/for/{link}/records", response_model=None)
     async def child_records(link: str, request: Request,
-                            got: ActingDep) -> Response:
+                            got: Acting = as_guardian) -> Response:
         who, proxy, child = got
         ctx = await run_in_threadpool(records.context, request, proxy)
         return page(request, "records.html", who=who, child=child, base=f"/for/{link}", **ctx)
 
     @app.get("/for/{link}/records/{fmt}", response_model=None)
-    async def child_copy(link: str, fmt: str, request: Request, got: ActingDep) -> Response:
+    async def child_copy(link: str, fmt: str, request: Request, got: Acting = as_guardian) -> Response:
         if fmt not in ("fhir", "pdf"):
             return error_page(request, 404)
         return await run_in_threadpool(records.copy, request, got[1], fmt)
 
     @app.get("/for/{link}/access", response_model=None)
-    async def child_access(link: str, request: Request, got: ActingDep) -> Response:
+    async def child_access(link: str, request: Request, got: Acting = as_guardian) -> Response:
         who, proxy, child = got
         try:
             number = min(max(int(request.query_params.get("page", "1")), 1), 1_000_000)
@@ -87,10 +89,10 @@ def install(app: FastAPI, *, proxies: Proxies, records: record_pages.RecordViews
                     page_link=lambda n: f"/for/{link}/access?" + urlencode({"page": n}), **ctx)
 
     @app.get("/for/{link}/receipts/{event_id}", response_model=None)
-    async def child_receipt(link: str, event_id: str, request: Request, got: ActingDep) -> Response:
+    async def child_receipt(link: str, event_id: str, request: Request, got: Acting = as_guardian) -> Response:
         """A proof from the child's trail: asked of audit as the guardian acting for the child."""
         return await receipt_view(request, got[1], event_id, base=f"/for/{link}")
 
     @app.get("/for/{link}/receipts/{event_id}/download", response_model=None)
-    async def child_receipt_download(link: str, event_id: str, request: Request, got: ActingDep) -> Response:
+    async def child_receipt_download(link: str, event_id: str, request: Request, got: Acting = as_guardian) -> Response:
         return await receipt_file(request, got[1], event_id)
