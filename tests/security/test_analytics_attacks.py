@@ -41,6 +41,23 @@ def test_differencing_two_overlapping_queries_reveals_nothing(stack, token, sett
     assert grouped.json()["total"]["count"] is None
 
 
+def test_differencing_across_a_records_restart_reveals_nothing(stack, token, settings) -> None:  # type: ignore[no-untyped-def]
+    """A restarted records still knows what it released: the subtracting query stays withheld, the repeat the same."""
+    place = district()
+    populate(settings, token, place, 12)
+    populate(settings, token, place, 2, codes=(DIABETES, COUGH))
+    whole = ask(settings, public_health(token), {"cohort": cohort([place])})
+    assert whole.status_code == 200 and whole.json()["total"]["count"] == 15  # 14 people
+    stack.stop("records")
+    stack.start("records")
+    without = {"cohort": {**cohort([place]), "exclude": [{"system": SNOMED, "codes": [COUGH]}]}}
+    second = ask(settings, public_health(token), without)
+    assert second.status_code == 200, second.text
+    assert second.json()["total"] == {"count": None, "suppressed": "overlaps_released_answer"}
+    again = ask(settings, public_health(token), {"cohort": cohort([place])})
+    assert again.content == whole.content and again.headers["X-Healthgov-Cached"] == "true"
+
+
 def test_repeating_a_question_gets_the_same_answer_not_a_new_sample(stack, token, settings) -> None:  # type: ignore[no-untyped-def]
     place = district()
     populate(settings, token, place, 9)

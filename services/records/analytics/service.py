@@ -7,10 +7,13 @@
 3. The store takes in what records committed since its last update (an update
    already under way elsewhere is waited for at most ``update_wait_s``: then 503).
 4. An identical query (same canonical form, same audience, same store
-   generation) is answered from the cache, so repeating a question yields the
+   version) is answered from the cache, so repeating a question yields the
    same answer and nothing new to average or subtract.
 5. Otherwise the engine runs the SQL and disclosure control (``sdc.py``)
-   decides what of the answer may leave.
+   decides what of the answer may leave, against the ledger of what was
+   released before; the cache and the ledger are records' tables, consulted
+   and appended under one lock (``ledger.py``), so neither a restart nor a
+   second records process forgets what was released.
 6. The gate publishes a ``disclosure`` event naming the query, the rule, the
    project and the SHA-256 of the exact bytes released, and only then does
    the answer leave.
@@ -38,7 +41,8 @@ from services.contracts.policy import Decision, PolicyInput, PolicyResource
 from services.records.access import Authority
 from services.records.analytics import query as q
 from services.records.analytics.engines import DuckDBEngine, Engine, cells
-from services.records.analytics.sdc import Control
+from services.records.analytics.ledger import Release, ReleaseLedger, released_sets
+from services.records.analytics.sdc import Control, Key, Ledger, Members
 from services.records.analytics.store import AnalyticStore
 from services.records.gate import Gate
 from services.records.projects import ProjectRegistry, facts
@@ -62,7 +66,8 @@ class Analytics:
     control: Control = field(default_factory=Control)
     engine: Engine | None = None
     update_wait_s: float = 20.0  # how long a query waits for an update already under way (then 503)
-    _cache: OrderedDict[bytes, bytes] = field(default_factory=OrderedDict)
+    ledger: ReleaseLedger | None = None  # records' shared ledger and cache; None: this process's own
+    _cache: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -101,18 +106,7 @@ class Analytics:
         decision = self.decide(caller, authority, query)
         research = authority.purpose == "HRESCH" or caller.org_type == "research"
         self.store.update(wait_s=self.update_wait_s)
-        key = b"|".join([query.canonical(), b"research" if research else b"all", str(self.store.generation).encode()])
-        with self._lock:
-            body = self._cache.get(key)
-            if body is not None:
-                self._cache.move_to_end(key)
-        cached = body is not None
-        if body is None:
-            body = self._answer(query, research)
-            with self._lock:
-                self._cache[key] = body
-                while len(self._cache) > CACHE_SIZE:
-                    self._cache.popitem(last=False)
+        body, cached = self._released(query, research, self.store.version())
         event = self.gate.record(
             kind="disclosure", caller=caller, authority=authority, patient=None, decision=decision, body=body,
             details={"action": "analytics_query", "query": orjson.loads(query.canonical()),
@@ -122,13 +116,49 @@ class Analytics:
                      "research_opt_outs_excluded": research})
         return Answer(body=body, event_id=event.event_id, cached=cached)
 
-    def _answer(self, query: q.Query, research: bool) -> bytes:
+    def _released(self, query: q.Query, research: bool, version: str) -> tuple[bytes, bool]:
+        """The bytes to release for ``query`` on the store's ``version``, and whether they were released before."""
+        key = crypto.sha256_hex(b"|".join([query.canonical(), b"research" if research else b"all", version.encode()]))
+        if self.ledger is None:
+            return self._released_here(key, query, research)
+        body = self.ledger.cached(key)
+        if body is not None:
+            return body, True
+        by, groups, total = self._count(query, research)
+        return self.ledger.release(
+            key, version, crypto.sha256_hex(query.canonical()),
+            [len(m) for m in groups.values()] + [len(total)], self.control.settings.threshold,
+            lambda near: self._protect(by, groups, total, near))
+
+    def _released_here(self, key: str, query: q.Query, research: bool) -> tuple[bytes, bool]:
+        """``_released`` with this process's own ledger and cache (one process, nothing kept: tests and benches)."""
+        with self._lock:
+            body = self._cache.get(key)
+            if body is not None:
+                self._cache.move_to_end(key)
+                return body, True
+        by, groups, total = self._count(query, research)
+        with self._lock:
+            body = self._cache.get(key)
+            if body is not None:
+                return body, True
+            body = self._protect(by, groups, total, self.control.ledger).body
+            self._cache[key] = body
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return body, False
+
+    def _count(self, query: q.Query, research: bool) -> tuple[list[str], dict[Key, Members], Members]:
+        """The raw answer: each group's set of people and the total's (never leaves records)."""
         assert self.engine is not None
         table = self.engine.run(q.sql(query, research=research), q.scope(query))
         groups, total = cells(table, [q.GROUPS[g] for g in query.measure.by])
-        released = self.control.protect(list(query.measure.by), groups, total)
+        return list(query.measure.by), groups, total
+
+    def _protect(self, by: list[str], groups: dict[Key, Members], total: Members, near: Ledger) -> Release:
+        """Disclosure control against the ledger ``near``: the body to release and the sets it releases."""
+        released = self.control.protect(by, groups, total, near)
         doc = {"measure": "patients", **released.as_json(),
                "disclosure_control": {"threshold": self.control.settings.threshold,
                                       "rounding": self.control.settings.rounding}}
-        return orjson.dumps(doc)
-
+        return Release(orjson.dumps(doc), released_sets(released, groups, total))
