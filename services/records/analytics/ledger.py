@@ -14,10 +14,12 @@ new to subtract or to average.
   sealed with AES-256-GCM under a key derived from the store's master key
   (AAD: the row's digest): the database holds no pseudonym in the clear, and
   rows cannot be joined to anything outside records' trust boundary.
+- ``records_dp_spend``: what each differentially private answer spent of its
+  project's privacy budget (``privacy.py``).
 - ``records_analytics_answer``: the bytes released for (canonical query,
   audience, store version), as released (aggregates after disclosure control).
 
-``release`` consults and appends in one transaction under one lock (a
+``release`` consults and appends (sets, spending, answer) in one transaction under one lock (a
 transaction-scoped PostgreSQL advisory lock; one process serves SQLite, so a
 thread lock suffices there): two processes cannot both release the two halves
 of a difference, nor two different answers to one question.
@@ -36,11 +38,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Column, LargeBinary, and_, delete, or_, select, text
+from sqlalchemy import Column, LargeBinary, and_, delete, func, or_, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
 from services.adapters.crypto import DataKey
+from services.records.analytics.privacy import Budget, Terms
 from services.records.analytics.sdc import Key, Ledger, Members, Released
 
 LOCK_ID = int.from_bytes(hashlib.sha256(b"healthgov records sdc ledger").digest()[:8], "big", signed=True)
@@ -69,6 +72,25 @@ class CachedAnswer(SQLModel, table=True):
     version: str  # the store version the answer was computed on
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     released_at: datetime = Field(index=True)
+
+
+class DpSpend(SQLModel, table=True):
+    """What one differentially private answer spent of its project's privacy budget (millionths of epsilon)."""
+
+    __tablename__ = "records_dp_spend"
+    pk: int | None = Field(default=None, primary_key=True)
+    project: str = Field(index=True)
+    query_digest: str
+    epsilon: int  # millionths
+    spent_at: datetime
+
+
+@dataclass(frozen=True)
+class Spend:
+    """An answer that spends from ``project``'s budget under ``terms``."""
+
+    project: str
+    terms: Terms
 
 
 def ledger_key(master_key: bytes) -> bytes:
@@ -130,14 +152,17 @@ class ReleaseLedger:
             return conn.execute(select(CachedAnswer.body).where(CachedAnswer.key == key)).scalar()  # type: ignore[arg-type]
 
     def release(self, key: str, version: str, query_digest: str, sizes: Iterable[int], threshold: int,
-                answer: Callable[[Ledger], Release]) -> tuple[bytes, bool]:
+                answer: Callable[[Ledger, Budget | None], Release], spend: Spend | None = None) -> tuple[bytes, bool]:
         """The answer to release for ``key`` and whether it was one released before.
 
         Under the ledger lock, in one transaction: an answer some process released
-        for ``key`` meanwhile is returned as it was; otherwise ``answer`` runs
-        against the released sets whose size is within ``threshold`` of ``sizes``
-        (all a new set can differ from by few), and the sets it releases and its
-        body are stored before the lock is let go.
+        for ``key`` meanwhile is returned as it was (it spends nothing); otherwise,
+        when the answer ``spend``s privacy budget, what the project has spent is
+        summed and ``BudgetSpent`` raised if this answer would overspend it; then
+        ``answer`` runs against the released sets whose size is within
+        ``threshold`` of ``sizes`` (all a new set can differ from by few) and the
+        budget after it, and the sets it releases, its spending and its body are
+        stored before the lock is let go.
         """
         with self._thread_lock, self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
@@ -145,9 +170,16 @@ class ReleaseLedger:
             body = conn.execute(select(CachedAnswer.body).where(CachedAnswer.key == key)).scalar()  # type: ignore[arg-type]
             if body is not None:
                 return body, True
+            budget = None
+            if spend is not None:
+                budget = self.budget(conn, spend.project, spend.terms).after(spend.terms.per_query)
             ledger, known = self._near(conn, sizes, threshold)
-            out = answer(ledger)
+            out = answer(ledger, budget)
             now = datetime.now(UTC)
+            if spend is not None:
+                conn.execute(DpSpend.__table__.insert(), {  # type: ignore[attr-defined]
+                    "project": spend.project, "query_digest": query_digest, "epsilon": spend.terms.per_query,
+                    "spent_at": now})
             rows, seen = [], set(known)
             for cell, members, count in out.sets:
                 digest = self.digest(members)
@@ -164,6 +196,13 @@ class ReleaseLedger:
             conn.execute(CachedAnswer.__table__.insert(),  # type: ignore[attr-defined]
                          {"key": key, "version": version, "body": out.body, "released_at": now})
             return out.body, False
+
+    @staticmethod
+    def budget(conn: Connection, project: str, terms: Terms) -> Budget:
+        """``project``'s budget under ``terms`` and what its answers have spent of it."""
+        spent = conn.execute(select(func.coalesce(func.sum(DpSpend.epsilon), 0)).where(  # type: ignore[arg-type]
+            DpSpend.project == project)).scalar()
+        return Budget(total=terms.budget, spent=int(spent or 0))
 
     def _near(self, conn: Connection, sizes: Iterable[int], threshold: int) -> tuple[Ledger, set[str]]:
         """An in-memory ledger of the released sets a set of one of ``sizes`` could differ from by few."""

@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import select, text
 
 from services.adapters.crypto import DecryptionError
-from services.records.analytics.ledger import Release, ReleasedSet, ReleaseLedger, released_sets
+from services.records.analytics.ledger import Release, ReleasedSet, ReleaseLedger, Spend, released_sets
+from services.records.analytics.privacy import Budget, BudgetSpent, Terms
 from services.records.analytics.sdc import Control, Key, Ledger, Members
 from tests.integration.records.conftest import Db
 
@@ -26,7 +27,7 @@ WITHOUT_TWO = frozenset(range(1, 13))  # the same but 2: their difference must n
 
 def answer(total: Members, delay: float = 0.0):  # type: ignore[no-untyped-def]
     """The release callback records uses: disclosure control of a one-total answer against the ledger given."""
-    def run(near: Ledger) -> Release:
+    def run(near: Ledger, _budget: Budget | None) -> Release:
         time.sleep(delay)  # a slow answer widens the window two unlocked processes would both slip through
         groups: dict[Key, Members] = {}
         released = Control().protect([], groups, total, near)
@@ -101,3 +102,27 @@ def test_two_processes_at_once_cannot_release_both_halves_of_a_difference(db: Db
     finally:
         for e in engines:
             e.dispose()
+
+
+def test_a_privacy_budget_is_spent_once_per_new_answer_across_processes(db: Db) -> None:
+    first, second = db.engine(), db.engine()
+    spend = Spend("prj-1", Terms(budget=200_000, per_query=100_000))  # two answers of epsilon 0.1
+    seen: list[Budget | None] = []
+
+    def noised(_near: Ledger, budget: Budget | None) -> Release:
+        seen.append(budget)
+        return Release(b"noisy", [])
+
+    try:
+        assert ReleaseLedger(first, MASTER).release("a", "v1", "qa", [], 7, noised, spend) == (b"noisy", False)
+        assert ReleaseLedger(second, MASTER).release("a", "v1", "qa", [], 7, noised, spend) == (b"noisy", True)
+        ReleaseLedger(second, MASTER).release("b", "v1", "qb", [], 7, noised, spend)
+        with pytest.raises(BudgetSpent) as refused:
+            ReleaseLedger(first, MASTER).release("c", "v1", "qc", [], 7, noised, spend)
+        assert (refused.value.budget.spent, refused.value.budget.total) == (200_000, 200_000)
+        assert seen == [Budget(200_000, 100_000), Budget(200_000, 200_000)]  # the repeat spent nothing
+        other = Spend("prj-2", spend.terms)  # another project's budget is its own
+        assert ReleaseLedger(first, MASTER).release("c", "v1", "qc", [], 7, noised, other)[1] is False
+    finally:
+        first.dispose()
+        second.dispose()

@@ -1,4 +1,4 @@
-"""The disclosure ledger and the answer cache of population analytics (docs/architecture.md §16).
+"""The disclosure ledger, the answer cache and privacy budgets of population analytics (docs/architecture.md §16).
 
 - ``records_sdc_released``: every set of people an analytic answer released
   (sealed keyed pseudonyms, with the query digest, cell and released count),
@@ -6,6 +6,8 @@
   later answer must not differ from by a few people.
 - ``records_analytics_answer``: the bytes released for a question on a store
   version, so that any process gives the same question the same answer.
+- ``records_dp_spend`` and ``records_project.privacy``: a project's
+  differential-privacy terms and what its answers spent of its budget.
 
 Revision ID: 0006_analytics_ledger
 Revises: 0005
@@ -49,8 +51,22 @@ def upgrade() -> None:
         sa.Column("released_at", _ts, nullable=False),
     )
     op.create_index("ix_records_analytics_answer_released_at", "records_analytics_answer", ["released_at"])
+    op.create_table(
+        "records_dp_spend",
+        sa.Column("pk", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("project", _str(), nullable=False),
+        sa.Column("query_digest", _str(), nullable=False),
+        sa.Column("epsilon", sa.Integer(), nullable=False),
+        sa.Column("spent_at", _ts, nullable=False),
+    )
+    op.create_index("ix_records_dp_spend_project", "records_dp_spend", ["project"])
+    with op.batch_alter_table("records_project") as batch:
+        batch.add_column(sa.Column("privacy", _str(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("records_project") as batch:
+        batch.drop_column("privacy")
+    op.drop_table("records_dp_spend")
     op.drop_table("records_analytics_answer")
     op.drop_table("records_sdc_released")
