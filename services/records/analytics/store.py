@@ -144,7 +144,7 @@ class AnalyticStore:
         self.cipher = Cipher(master_key)
         self._lock = threading.RLock()
         self._persons: dict[Path, tuple[tuple[int, int], pa.Array]] = {}  # file -> (size, mtime), its people
-        self.generation = 0  # bumped by every change of the files: the answer cache's key
+        self.generation = 0  # bumped by every change of the files this process made: what an engine reloads on
 
     # --- the files ------------------------------------------------------------------
 
