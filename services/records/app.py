@@ -45,6 +45,8 @@ from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.fhir.compartment import DIRECTORY_TYPES
 from services.records import search
 from services.records.analytics.api import Refresher, install_analytics_routes
+from services.records.analytics.ledger import ReleaseLedger
+from services.records.analytics.privacy import dp_default
 from services.records.analytics.sdc import Control
 from services.records.analytics.sdc import Settings as DisclosureSettings
 from services.records.analytics.service import Analytics
@@ -139,7 +141,8 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         store=AnalyticStore(settings.analytics_root, engine=read_engine(engine), vault=vault, person_key=person_key,
                             master_key=parquet_key),
         policy=policy, gate=gate, projects=projects,
-        control=Control(DisclosureSettings(settings.analytics_threshold, settings.analytics_rounding)))
+        control=Control(DisclosureSettings(settings.analytics_threshold, settings.analytics_rounding)),
+        ledger=ReleaseLedger(engine, parquet_key), dp_default=dp_default(settings))
     refresher = Refresher(analytics, settings.analytics_refresh_seconds)
 
     @asynccontextmanager

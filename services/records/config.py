@@ -21,6 +21,10 @@ class RecordsSettings(PlatformSettings):
     analytics_rounding: int = 5
     analytics_refresh_seconds: float = 30.0
     analytics_dir: Path | None = None
+    # Differential privacy (analytics/privacy.py) for every research project whose agreement names no terms of
+    # its own: each project may spend this much epsilon, each answer this much. 0: off (the default).
+    analytics_dp_epsilon_budget: float = 0.0
+    analytics_dp_epsilon_per_query: float = 0.1
 
     @property
     def analytics_root(self) -> Path:

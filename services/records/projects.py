@@ -29,6 +29,7 @@ from services.contracts.events import rfc3339, utcnow
 from services.contracts.ids import is_fhir_id
 from services.contracts.policy import Decision, PolicyInput, PolicyResource
 from services.records.access import Authority
+from services.records.analytics.privacy import parse_terms
 from services.records.cohort import Cohort, CohortInvalid
 from services.records.gate import Gate
 from services.records.store import Project
@@ -55,6 +56,7 @@ def facts(p: Project) -> dict[str, Any]:
 def public(p: Project) -> dict[str, Any]:
     """What the applicant and the regulator read back."""
     return {**facts(p), "title": p.title, "description": p.description, "cohort": orjson.loads(p.cohort),
+            "privacy": orjson.loads(p.privacy) if p.privacy else None,
             "ethics_approval": p.approval_id, "created": rfc3339(utc(p.created_at))}
 
 
@@ -117,6 +119,7 @@ class ProjectRegistry:
             raise errors.Invalid("an application is a JSON object")
         title, description = _text(doc, "title"), _text(doc, "purpose")
         types, level, cohort, expires = _terms(doc)
+        privacy = parse_terms(doc.get("privacy"))  # optional differential privacy of its analytic answers
         if not approval:
             raise errors.Invalid("an application carries its signed ethics approval (X-Ethics-Approval)")
         try:
@@ -126,6 +129,7 @@ class ProjectRegistry:
                                    details={"action": "project_apply", "refused": exc.kind.name}) from exc
         p = Project(id=f"prj-{uuid.uuid4().hex[:20]}", org=caller.org, title=title, description=description,
                     types=orjson.dumps(types).decode(), deidentify=level, cohort=orjson.dumps(cohort).decode(),
+                    privacy=orjson.dumps(privacy.as_json()).decode() if privacy else None,
                     expires_at=expires, approval=approval, approval_id=str(verified["id"]))
         decision = self.ask(caller, authority, "project_apply", facts(p))
         with UnitOfWork(self.engine) as uow:

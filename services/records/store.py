@@ -159,6 +159,7 @@ class Project(SQLModel, table=True):
     types: str  # JSON list of resource types the agreement covers
     deidentify: str  # pseudonymize | safe_harbor
     cohort: str = "{}"  # JSON cohort criteria
+    privacy: str | None = None  # JSON differential-privacy terms of its analytic answers (None: none asked)
     expires_at: datetime
     approval: str  # the compact JWS of the ethics approval
     approval_id: str

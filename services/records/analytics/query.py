@@ -151,7 +151,7 @@ class Query(_Strict):
         return self
 
     def canonical(self) -> bytes:
-        """The query in one canonical form: the answer cache's key (with the audience and store generation)."""
+        """The query in one canonical form: the answer cache's key (with the audience and store version)."""
         return self.model_dump_json(exclude_none=True).encode()
 
 

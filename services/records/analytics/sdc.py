@@ -10,7 +10,8 @@ leaves records it passes ``Control.protect``:
    a cell already released (to anyone) by 1..``threshold`` people is withheld:
    otherwise two overlapping queries ("district D" and "district D without
    code X") subtract to a small count that was never released directly. The
-   ledger of released sets lives in records, inside its trust boundary.
+   ledger of released sets lives in records' database, inside its trust
+   boundary, shared by its processes and kept across restarts (``ledger.py``).
 3. **Secondary (complementary) suppression**: within every slice of the table
    along each grouping dimension (whose marginal a caller may know or ask for),
    if exactly one cell is withheld, or the withheld cells together count at
@@ -115,16 +116,21 @@ class Control:
     settings: Settings = field(default_factory=Settings)
     ledger: Ledger = field(default_factory=Ledger)
 
-    def protect(self, by: list[str], cells: dict[Key, Members], total: Members) -> Released:
-        """The releasable form of one answer; records the released sets in the ledger."""
+    def protect(self, by: list[str], cells: dict[Key, Members], total: Members,
+                ledger: Ledger | None = None) -> Released:
+        """The releasable form of one answer; records the released sets in ``ledger`` (default: this control's).
+
+        Records passes the sets of nearby size from its shared ledger (``ledger.py``), under its lock.
+        """
+        ledger = self.ledger if ledger is None else ledger
         t = self.settings.threshold
         why: dict[Key, str] = {}
         for key, members in cells.items():
             if len(members) <= t:
                 why[key] = PRIMARY
-            elif self.ledger.near(members, t):
+            elif ledger.near(members, t):
                 why[key] = OVERLAP
-        total_why: str | None = PRIMARY if len(total) <= t else (OVERLAP if self.ledger.near(total, t) else None)
+        total_why: str | None = PRIMARY if len(total) <= t else (OVERLAP if ledger.near(total, t) else None)
         slice_unprotected = self._secondary(by, cells, why)
         if slice_unprotected and total_why is None and not by[1:]:
             total_why = SECONDARY  # a 1-D table whose withheld cells cannot be hidden: the total goes too
@@ -132,7 +138,7 @@ class Control:
                     ReleasedCell(k, round_to(len(m), self.settings.rounding)) for k, m in sorted(cells.items())]
         out_total = ReleasedCell((), None, total_why) if total_why else \
             ReleasedCell((), round_to(len(total), self.settings.rounding))
-        self.ledger.add([m for k, m in cells.items() if k not in why] + ([] if total_why else [total]))
+        ledger.add([m for k, m in cells.items() if k not in why] + ([] if total_why else [total]))
         return Released(by=by, cells=released, total=out_total)
 
     def _secondary(self, by: list[str], cells: dict[Key, Members], why: dict[Key, str]) -> bool:

@@ -7,10 +7,13 @@
 3. The store takes in what records committed since its last update (an update
    already under way elsewhere is waited for at most ``update_wait_s``: then 503).
 4. An identical query (same canonical form, same audience, same store
-   generation) is answered from the cache, so repeating a question yields the
+   version) is answered from the cache, so repeating a question yields the
    same answer and nothing new to average or subtract.
 5. Otherwise the engine runs the SQL and disclosure control (``sdc.py``)
-   decides what of the answer may leave.
+   decides what of the answer may leave, against the ledger of what was
+   released before; the cache and the ledger are records' tables, consulted
+   and appended under one lock (``ledger.py``), so neither a restart nor a
+   second records process forgets what was released.
 6. The gate publishes a ``disclosure`` event naming the query, the rule, the
    project and the SHA-256 of the exact bytes released, and only then does
    the answer leave.
@@ -21,8 +24,6 @@ answers never do (an opt-out does not bind the state, docs/architecture.md §5).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +39,13 @@ from services.contracts.policy import Decision, PolicyInput, PolicyResource
 from services.records.access import Authority
 from services.records.analytics import query as q
 from services.records.analytics.engines import DuckDBEngine, Engine, cells
-from services.records.analytics.sdc import Control
+from services.records.analytics.ledger import Release, ReleaseLedger, Spend, released_sets
+from services.records.analytics.privacy import MECHANISM, MICRO, Budget, BudgetSpent, Terms, noisy_count, parse_terms
+from services.records.analytics.sdc import PRIMARY, Control, Key, Ledger, Members, round_to
 from services.records.analytics.store import AnalyticStore
 from services.records.gate import Gate
 from services.records.projects import ProjectRegistry, facts
-
-CACHE_SIZE = 1024
+from services.records.store import Project
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,20 @@ class Analytics:
     policy: PolicyClient
     gate: Gate
     projects: ProjectRegistry
+    ledger: ReleaseLedger  # records' shared disclosure ledger, answer cache and privacy budgets
     control: Control = field(default_factory=Control)
     engine: Engine | None = None
     update_wait_s: float = 20.0  # how long a query waits for an update already under way (then 503)
-    _cache: OrderedDict[bytes, bytes] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    dp_default: Terms | None = None  # differential privacy for every project whose agreement names none
 
     def __post_init__(self) -> None:
         if self.engine is None:
             self.engine = DuckDBEngine(self.store)
 
-    def decide(self, caller: Caller, authority: Authority, query: q.Query) -> Decision:
-        """The policy's decision; a refusal is audited and raised (``Denied``)."""
+    def decide(self, caller: Caller, authority: Authority, query: q.Query) -> tuple[Decision, Project | None]:
+        """The policy's decision and the project the query is asked under; a refusal is audited and raised."""
         project = None
+        stored: Project | None = None
         details: dict[str, Any] = {"action": "analytics_query", "query_digest": crypto.sha256_hex(query.canonical())}
         if query.project is not None:
             details["project"] = query.project
@@ -94,41 +97,84 @@ class Analytics:
         decision = self.policy.decide(pin)
         if not decision.allow:
             raise self.gate.refuse(caller, authority, None, decision, details=details)
-        return decision
+        return decision, stored
 
     def ask(self, caller: Caller, authority: Authority, doc: Any) -> Answer:
         query = q.parse(doc)
-        decision = self.decide(caller, authority, query)
+        decision, project = self.decide(caller, authority, query)
         research = authority.purpose == "HRESCH" or caller.org_type == "research"
+        spend = self._spend(project)
+        if spend is not None and query.measure.by:
+            raise errors.Invalid("this project's answers are differentially private: only totals are offered "
+                                 "(ask without 'measure.by')", code="not-supported")
         self.store.update(wait_s=self.update_wait_s)
-        key = b"|".join([query.canonical(), b"research" if research else b"all", str(self.store.generation).encode()])
-        with self._lock:
-            body = self._cache.get(key)
-            if body is not None:
-                self._cache.move_to_end(key)
-        cached = body is not None
-        if body is None:
-            body = self._answer(query, research)
-            with self._lock:
-                self._cache[key] = body
-                while len(self._cache) > CACHE_SIZE:
-                    self._cache.popitem(last=False)
+        details: dict[str, Any] = {"action": "analytics_query", "query": orjson.loads(query.canonical()),
+                                   "query_digest": crypto.sha256_hex(query.canonical()), "project": query.project}
+        try:
+            body, cached = self._released(query, research, self.store.version(), spend)
+        except BudgetSpent as exc:
+            refused = Decision(allow=False, reasons=["privacy_budget_spent"], policy_version=decision.policy_version)
+            raise self.gate.refuse(caller, authority, None, refused, details={
+                **details, "epsilon_spent": exc.budget.spent / MICRO, "epsilon_budget": exc.budget.total / MICRO,
+                "epsilon_asked": exc.cost / MICRO}) from exc
         event = self.gate.record(
             kind="disclosure", caller=caller, authority=authority, patient=None, decision=decision, body=body,
-            details={"action": "analytics_query", "query": orjson.loads(query.canonical()),
-                     "query_digest": crypto.sha256_hex(query.canonical()),
-                     "project": query.project, "cached": cached,
-                     "engine": self.engine.name if self.engine else None,
-                     "research_opt_outs_excluded": research})
+            details={**details, "cached": cached, "engine": self.engine.name if self.engine else None,
+                     "research_opt_outs_excluded": research,
+                     "epsilon": spend.terms.epsilon if spend is not None and not cached else None})
         return Answer(body=body, event_id=event.event_id, cached=cached)
 
-    def _answer(self, query: q.Query, research: bool) -> bytes:
+    def _spend(self, project: Project | None) -> Spend | None:
+        """What an answer under ``project`` spends of its privacy budget (None: its answers are not noised)."""
+        if project is None:
+            return None
+        terms = parse_terms(orjson.loads(project.privacy)) if project.privacy else self.dp_default
+        return Spend(project.id, terms) if terms is not None else None
+
+    def _released(self, query: q.Query, research: bool, version: str, spend: Spend | None) -> tuple[bytes, bool]:
+        """The bytes to release for ``query`` on the store's ``version``, and whether they were released before."""
+        key = crypto.sha256_hex(b"|".join([query.canonical(), b"research" if research else b"all", version.encode()]))
+        body = self.ledger.cached(key)
+        if body is not None:
+            return body, True
+        by, groups, total = self._count(query, research)
+        digest = crypto.sha256_hex(query.canonical())
+        if spend is not None:
+            return self.ledger.release(key, version, digest, [], self.control.settings.threshold,
+                                       lambda _near, budget: self._noised(total, spend, budget), spend=spend)
+        return self.ledger.release(
+            key, version, digest, [len(m) for m in groups.values()] + [len(total)], self.control.settings.threshold,
+            lambda near, _budget: self._protect(by, groups, total, near))
+
+    def _count(self, query: q.Query, research: bool) -> tuple[list[str], dict[Key, Members], Members]:
+        """The raw answer: each group's set of people and the total's (never leaves records)."""
         assert self.engine is not None
         table = self.engine.run(q.sql(query, research=research), q.scope(query))
         groups, total = cells(table, [q.GROUPS[g] for g in query.measure.by])
-        released = self.control.protect(list(query.measure.by), groups, total)
-        doc = {"measure": "patients", **released.as_json(),
-               "disclosure_control": {"threshold": self.control.settings.threshold,
-                                      "rounding": self.control.settings.rounding}}
-        return orjson.dumps(doc)
+        return list(query.measure.by), groups, total
 
+    def _controls(self) -> dict[str, int]:
+        return {"threshold": self.control.settings.threshold, "rounding": self.control.settings.rounding}
+
+    def _protect(self, by: list[str], groups: dict[Key, Members], total: Members, near: Ledger) -> Release:
+        """Disclosure control against the ledger ``near``: the body to release and the sets it releases."""
+        released = self.control.protect(by, groups, total, near)
+        doc = {"measure": "patients", **released.as_json(), "disclosure_control": self._controls()}
+        return Release(orjson.dumps(doc), released_sets(released, groups, total))
+
+    def _noised(self, total: Members, spend: Spend, budget: Budget | None) -> Release:
+        """A differentially private total: OpenDP's noise, then small counts withheld and the rest rounded.
+
+        Nothing of it goes to the disclosure ledger: no exact set is released.
+        """
+        assert budget is not None
+        noisy = noisy_count(len(total), spend.terms.epsilon)
+        settings = self.control.settings
+        count = None if noisy <= settings.threshold else round_to(noisy, settings.rounding)
+        doc = {"measure": "patients", "by": [], "rows": [],
+               "total": {"count": count, "suppressed": None if count is not None else PRIMARY},
+               "disclosure_control": self._controls(),
+               "differential_privacy": {"mechanism": MECHANISM, "epsilon": spend.terms.epsilon,
+                                        "budget": budget.total / MICRO, "spent": budget.spent / MICRO,
+                                        "remaining": budget.remaining / MICRO}}
+        return Release(orjson.dumps(doc), [])

@@ -122,6 +122,9 @@ class Marks:
     shredded_at: str = "1970-01-01T00:00:00+00:00"  # the newest erasure taken in
     recent_erasures: list[str] = field(default_factory=list)  # those taken in within GAP_SECONDS of it
     updated_at: str | None = None
+    # Names the files' content, new at every change of them: answers computed on one content are cached
+    # under it by every records process sharing the store (a per-process counter would not see the others').
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class AnalyticStore:
         self.cipher = Cipher(master_key)
         self._lock = threading.RLock()
         self._persons: dict[Path, tuple[tuple[int, int], pa.Array]] = {}  # file -> (size, mtime), its people
-        self.generation = 0  # bumped by every change of the files: the answer cache's key
+        self.generation = 0  # bumped by every change of the files this process made: what an engine reloads on
 
     # --- the files ------------------------------------------------------------------
 
@@ -156,6 +159,10 @@ class AnalyticStore:
                     continue
                 found.extend(part.glob("*.parquet"))
         return sorted(found)
+
+    def version(self) -> str:
+        """The files' current content version (``Marks.version``)."""
+        return self._marks().version
 
     def _marks(self) -> Marks:
         path = self.root / "manifest.json"
@@ -243,14 +250,16 @@ class AnalyticStore:
             table = self._facts(batch, now)
             written += self._replace({person_of(self.person_key, p) for p in batch}, table)
             rows += table.num_rows
+        version = marks.version
         if ordered:
             written += self._compact()
             self.generation += 1
+            version = uuid.uuid4().hex
         last_shred = max([datetime.fromisoformat(marks.shredded_at), *(_utc(at) for _, at in shred_rows)])
         recent = sorted(p for p, at in shred_rows if _utc(at) > last_shred - timedelta(seconds=GAP_SECONDS))
         self._save_marks(Marks(resource_pk=resource_pk, consent_pk=consent_pk, resource_gaps=resource_gaps,
                                consent_gaps=consent_gaps, shredded_at=last_shred.isoformat(),
-                               recent_erasures=recent, updated_at=now.isoformat()))
+                               recent_erasures=recent, updated_at=now.isoformat(), version=version))
         return UpdateStats(patients=len(ordered), rows=rows, files_written=written,
                            seconds=time.perf_counter() - started)
 

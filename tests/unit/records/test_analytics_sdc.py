@@ -139,3 +139,13 @@ def test_released_json_holds_no_raw_counts_or_people() -> None:
     assert body["rows"][1] == {"district": "b", "count": None, "suppressed": PRIMARY}
     assert 41 not in [r["count"] for r in body["rows"]]
     assert "members" not in str(body)
+
+
+def test_the_ledger_reads_only_sets_of_nearby_size() -> None:
+    from services.records.analytics.ledger import pack, size_ranges, unpack
+
+    assert size_ranges([], 7) == []
+    assert size_ranges([3], 7) == [(0, 10)]
+    assert size_ranges([40, 50, 100], 7) == [(33, 57), (93, 107)]  # 47..57 and 43..57 merge
+    members = frozenset({1, 2**62 + 5, 123456789})
+    assert unpack(pack(members)) == members
