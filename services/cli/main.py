@@ -74,11 +74,7 @@ def stack_up(
             progress.update(task, description=f"starting {name}", advance=0)
 
         try:
-            stack.prepare_state()
-            for name in stack.components:
-                step(name)
-                stack.start(name)
-                progress.advance(task)
+            stack.up(progress=step, started=lambda _name: progress.advance(task))
         except ComponentFailed as exc:
             progress.stop()
             console.print(f"[red]{exc.name} failed to start[/red]; last log lines:\n{exc.tail}")

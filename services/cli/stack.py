@@ -533,8 +533,9 @@ class Stack:
         A component started again (``stack restart``, the supervisor, a test) must run as its predecessor
         did, whoever starts it and from whatever shell: with the same trace exporter, metrics token, key
         provider. So the ``HEALTHGOV_*`` and ``OTEL_*`` variables present at ``up`` are written to the run
-        directory (owner only: a metrics token is a secret) and win over the starter's own. To change a
-        setting, bring the stack down and up again.
+        directory (owner only: a metrics token is a secret) and win over the starter's own. An ``up`` that
+        finds components running (starting what crashed) keeps what was recorded, so that every component
+        of one stack runs with one set of settings. To change a setting, bring the stack down and up again.
         """
         wanted = {k: v for k, v in os.environ.items() if k.startswith(RECORDED_PREFIXES)}
         path = self._environment_file()
@@ -574,12 +575,17 @@ class Stack:
         self._end_leftovers(name)
         self._pidfile(name).unlink(missing_ok=True)
 
-    def up(self, progress: Callable[[str], None] = lambda _n: None) -> None:
+    def up(self, progress: Callable[[str], None] = lambda _n: None,
+           started: Callable[[str], None] = lambda _n: None) -> None:
+        """Prepare the state, record the environment, start every component in order (``progress`` before
+        each start, ``started`` after it)."""
         self.prepare_state()
-        self.record_environment()
+        if not self._environment_file().exists() or all(self.pid(n) is None for n in self.components):
+            self.record_environment()  # a fresh start; one that completes a running stack keeps its settings
         for name in self.components:
             progress(name)
             self.start(name)
+            started(name)
 
     def down(self) -> None:
         stop_supervisor(self.run_dir)  # or it would start again what is being stopped

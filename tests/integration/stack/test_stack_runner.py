@@ -77,3 +77,27 @@ def test_a_component_started_again_runs_with_the_settings_the_stack_came_up_with
     finally:
         stack.stop("echo")
     assert seen.read_text() == "file chosen-at-up"
+
+
+def test_an_up_that_completes_a_running_stack_keeps_its_recorded_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stack up` after a crash starts what died with the settings of the stack, not of the shell it runs in."""
+    stack = Stack(PlatformSettings(state_dir=tmp_path, port_offset=5000))
+    stack.prepare_state()
+    monkeypatch.setenv("HEALTHGOV_TRACE_EXPORTER", "file")
+    stack.record_environment()
+    sleeper = Component(name="sleeper", argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+                        healthy=lambda: True, url="")
+    stack.components = {"sleeper": sleeper}
+    stack.start("sleeper")
+    try:
+        monkeypatch.delenv("HEALTHGOV_TRACE_EXPORTER")
+        stack.up()  # finds sleeper running: keeps what was recorded
+        assert stack._recorded_env().get("HEALTHGOV_TRACE_EXPORTER") == "file"
+    finally:
+        stack.stop("sleeper")
+    stack.up()  # nothing running: a fresh start records the environment it is given
+    try:
+        assert "HEALTHGOV_TRACE_EXPORTER" not in stack._recorded_env()
+    finally:
+        stack.stop("sleeper")
