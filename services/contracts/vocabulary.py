@@ -220,6 +220,8 @@ DENY_REASONS: Final[dict[str, str]] = {
     "project_purpose_not_research": N_("A data-use project is for research (HRESCH) only."),
     "export_type_not_in_agreement": N_("The export asks for types of record the project's agreement does not "
                                        "cover."),
+    "export_element_not_in_agreement": N_("The export asks for elements of records the project's agreement does "
+                                          "not cover."),
     "project_deidentification_invalid": N_("A project's data leaves pseudonymised or Safe Harbor, never "
                                            "identified."),
     "project_apply_requires_research_org": N_("Only research organisations apply for data-use projects."),
