@@ -192,7 +192,12 @@ def _claimed(form: dict[str, str]) -> str:
         pass
     if not isinstance(claim, str) or not claim:
         return "unknown"
-    return "".join(c if c.isprintable() else "?" for c in claim[:MAX_CLAIMED])
+    return _printable(claim)
+
+
+def _printable(text: str) -> str:
+    """A caller's text as an audit event may repeat it: short and printable (the log is kept for years)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:MAX_CLAIMED])
 
 
 class TokenDesk:
@@ -229,7 +234,7 @@ class TokenDesk:
                                   details={"action": "access_token", "client": claimed,
                                            "client_verified": exc.client is not None, "error": exc.error,
                                            "why": exc.description[:200],
-                                           "scopes": scope.split()[:20] if isinstance(scope, str) else []})
+                                           "scopes": [_printable(x) for x in scope.split()[:20]]})
         return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status,
                             headers={**NO_STORE, errors.EVENT_HEADER: denied.event_id})
 
