@@ -147,6 +147,8 @@ def test_each_refused_attempt_is_a_denial_event(stack, settings, keys, token) ->
                     Ed25519PrivateKey.generate(), algorithm="EdDSA"), {}, "invalid_client", stranger, False),
         (replayed, {}, "invalid_client", RESEARCH, True),
         (assertion(keys, settings=settings), {"scope": "system/*.write"}, "invalid_scope", RESEARCH, True),
+        (assertion(keys, settings=settings), {"scope": " ".join(["system/" + "X" * 5000 + ".read"] * 50)},
+         "invalid_scope", RESEARCH, True),
     ]
     answers = [grant(settings, signed, **form) for signed, form, *_ in attempts]
     for (signed, _, error, claimed, verified), r in zip(attempts, answers, strict=True):
@@ -157,3 +159,4 @@ def test_each_refused_attempt_is_a_denial_event(stack, settings, keys, token) ->
         assert event["details"]["client"] == claimed and event["details"]["client_verified"] is verified
         assert event["accessor"]["org"] == (claimed if verified else "unverified")
         assert signed not in json.dumps(event)
+        assert len(event["details"]["scopes"]) <= 20 and all(len(x) <= 64 for x in event["details"]["scopes"])
