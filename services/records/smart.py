@@ -56,6 +56,7 @@ AUDIENCE = "healthgov-records-bulk"
 TOKEN_TTL_S = 300
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPE_ACCESS = ("read", "rs", "*")
+MAX_SCOPES = 50
 MAX_CLAIMED = 64  # how much of an unverified client id a denial event repeats
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -84,11 +85,13 @@ def _scopes(raw: str) -> list[str]:
     scopes = raw.split()
     if not scopes:
         raise OAuthError("invalid_scope", "ask for system/<type>.read scopes")
+    if len(scopes) > MAX_SCOPES:  # each is in the token and in its audit event: bounded
+        raise OAuthError("invalid_scope", f"at most {MAX_SCOPES} scopes")
     for s in scopes:
         context, _, rest = s.partition("/")
         rtype, _, access = rest.partition(".")
-        if context != "system" or not (rtype == "*" or (rtype.isalpha() and rtype[:1].isupper())) or \
-                access not in SCOPE_ACCESS:
+        if context != "system" or not (rtype == "*" or (rtype.isalpha() and rtype[:1].isupper() and
+                                                        len(rtype) <= 64)) or access not in SCOPE_ACCESS:
             raise OAuthError("invalid_scope", f"not a read scope this server grants: {s[:80]}")
     return scopes
 
