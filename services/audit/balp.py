@@ -64,6 +64,9 @@ _SHAPES: dict[str, tuple[dict[str, str], list[dict[str, str]], str]] = {
                 [{"system": RESTFUL, "code": "update", "display": "update"}], "U"),
     "break_glass_review": ({"system": EVENT_TYPE, "code": "rest", "display": "Restful Operation"},
                            [{"system": RESTFUL, "code": "update", "display": "update"}], "U"),
+    # A SMART Backend Services client authenticated and was given an access token (DICOM User Authentication/Login).
+    "access_token": ({"system": DCM, "code": "110114", "display": "User Authentication"},
+                     [{"system": DCM, "code": "110122", "display": "Login"}], "E"),
 }
 
 

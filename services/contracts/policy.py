@@ -62,10 +62,12 @@ class PolicyInput(BaseModel):
     legal: Legal = Field(default_factory=Legal)
     break_glass: dict[str, Any] | None = None
     now: str
-    # A data-use project's facts (id, org, status, purpose, types, deidentify, expires) and, for an
-    # export, the resource types it asks for (policies/healthgov/access/projects.rego).
+    # A data-use project's facts (id, org, status, purpose, types, elements, deidentify, expires) and, for an
+    # export, the resource types and the elements ("Type.element") it asks for
+    # (policies/healthgov/access/projects.rego).
     project: dict[str, Any] | None = None
     requested_types: list[str] | None = None
+    requested_elements: list[str] | None = None
     # An analytic query's shape (policies/healthgov/access/analytics.rego): {"feasibility", "grouped"}.
     analytics: dict[str, Any] | None = None
 

@@ -90,7 +90,7 @@ DEIDENTIFY: Final[dict[str, str]] = {
 
 AuditKind = Literal[
     "disclosure", "denial", "break_glass", "consent", "erasure", "key_rotation", "ingest", "referral",
-    "care_relationship", "project", "break_glass_review", "download", "complaint",
+    "care_relationship", "project", "break_glass_review", "download", "complaint", "access_token",
 ]
 # What happened, per audit event kind, worded as an organisation's act: the patient's trail reads it after the
 # organisation's name ("<hospital> read your records"), a receipt as "what happened". Operators read the code.
@@ -108,6 +108,7 @@ AUDIT_KINDS: Final[dict[str, str]] = {
     "break_glass_review": N_("judged an emergency opening of your records"),
     "download": N_("received a copy of your whole record as a file"),
     "complaint": N_("answered a report about an access to your records"),
+    "access_token": N_("was given an access token for research exports"),
 }
 # The kinds that read differently when the patient acted themselves, through the portal ("You, through this
 # portal, let a hospital treat you"); the rest read as in AUDIT_KINDS.
@@ -219,6 +220,8 @@ DENY_REASONS: Final[dict[str, str]] = {
     "project_purpose_not_research": N_("A data-use project is for research (HRESCH) only."),
     "export_type_not_in_agreement": N_("The export asks for types of record the project's agreement does not "
                                        "cover."),
+    "export_element_not_in_agreement": N_("The export asks for elements of records the project's agreement does "
+                                          "not cover."),
     "project_deidentification_invalid": N_("A project's data leaves pseudonymised or Safe Harbor, never "
                                            "identified."),
     "project_apply_requires_research_org": N_("Only research organisations apply for data-use projects."),

@@ -243,7 +243,7 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         return informational(201 if created else 200, "informational", f"{hospital} now has a care relationship",
                              {EVENT_HEADER: event_id})
 
-    bulk_caller = install_smart_routes(app, TokenService(app_keys, keys.records_token_key()))
+    bulk_caller = install_smart_routes(app, TokenService(app_keys, keys.records_token_key()), gate)
     install_export_routes(app, projects, exporter, authority, bulk_caller)
     install_analytics_routes(app, analytics, authority)
 

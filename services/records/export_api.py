@@ -6,7 +6,9 @@ ethics approval in ``X-Ethics-Approval``), ``GET /projects/{id}``,
 
 Export: kick-off ``GET /fhir/$export``, ``/fhir/Patient/$export`` (both with
 ``project=``) or ``/fhir/Group/{project id}/$export``, with ``Prefer:
-respond-async`` → 202 and ``Content-Location``; ``GET /export-jobs/{id}``
+respond-async`` → 202 and ``Content-Location`` (``_type``, ``_since``,
+``_elements`` and ``_typeFilter`` as ``bulk_params`` says; any other
+parameter the IG defines is refused, never ignored); ``GET /export-jobs/{id}``
 answers 202 with ``X-Progress`` while running, then 200 with the manifest;
 ``DELETE`` cancels; ``GET /export-jobs/{id}/files/{n}`` downloads one NDJSON
 file, only to the organisation that asked for it, until the job expires.
@@ -27,6 +29,7 @@ from services.adapters.auth import Caller
 from services.adapters.web import MAX_INT64, CallerDep, current_caller, json_body
 from services.contracts import errors
 from services.contracts.events import rfc3339
+from services.records import bulk_params
 from services.records.authority import AuthorityReader
 from services.records.exports import Exporter
 from services.records.projects import ProjectRegistry, utc
@@ -34,7 +37,7 @@ from services.records.store import ExportJob
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = frozenset({NDJSON, "application/ndjson", "ndjson"})
-UNSUPPORTED = frozenset({"_typeFilter", "_elements", "includeAssociatedData", "patient"})
+UNSUPPORTED = frozenset({"includeAssociatedData", "patient"})
 
 
 def _types(raw: str | None) -> list[str] | None:
@@ -131,9 +134,11 @@ def install_export_routes(app: FastAPI, projects: ProjectRegistry, exporter: Exp
         fmt = request.query_params.get("_outputFormat")
         if fmt is not None and fmt not in OUTPUT_FORMATS:
             raise errors.Invalid("_outputFormat: only application/fhir+ndjson", code="not-supported")
+        elements = bulk_params.parse_elements(request.query_params.getlist("_elements"))
+        filters = bulk_params.parse_type_filters(request.query_params.getlist("_typeFilter"))
         how = authority(request, caller)
         job_id = await run_in_threadpool(exporter.kickoff, caller, how, project, _types(types), _since(since),
-                                         str(request.url))
+                                         str(request.url), elements, filters)
         return Response(status_code=202, headers={"Content-Location": f"{_base(request)}/export-jobs/{job_id}"})
 
     @app.get("/fhir/$export")

@@ -24,8 +24,10 @@ row (``records_export_job``) that a worker thread runs patient by patient:
   project and the export) and, through the gate, a ``research_use`` notice;
   a batch's events are published in one Kafka transaction (one round trip per
   batch, not per patient) before its parts commit; the export as a whole gets
-  one event naming the project, recipient, counts and the SHA-256 of each
-  output file.
+  one event naming the project, recipient, counts, the ``_elements`` and
+  ``_typeFilter`` it was narrowed by and the SHA-256 of each output file;
+- ``_elements`` and ``_typeFilter`` (``bulk_params.py``) shape each resource
+  after de-identification: filters read only what may leave.
 
 Excluded patients are counted by reason, never named.
 """
@@ -55,7 +57,7 @@ from services.contracts import errors
 from services.contracts.events import ResourceRef, utcnow
 from services.contracts.ids import is_fhir_id
 from services.contracts.policy import Decision, Legal
-from services.records import deident
+from services.records import bulk_params, deident
 from services.records.access import DIRECTORY_KEY, Asker, Authority, load_facts
 from services.records.cohort import Cohort, CohortInvalid
 from services.records.gate import Gate, audit_event
@@ -82,6 +84,7 @@ class Batch:
     excluded: dict[str, int] = field(default_factory=dict)
     withheld: dict[str, int] = field(default_factory=dict)
     included: list[tuple[str, list[ResourceRef]]] = field(default_factory=list)
+    unmatched: int = 0  # patients of whom no resource passed the job's _typeFilter (counted as done, no more)
 
 
 @dataclass
@@ -106,8 +109,14 @@ class Exporter:
     # --- kick-off ------------------------------------------------------------------
 
     def kickoff(self, caller: Caller, authority: Authority, project_id: str, types: list[str] | None,
-                since: datetime | None, request_url: str) -> str:
-        """Decide the export against the project and queue its job; a refusal is an audited 403."""
+                since: datetime | None, request_url: str, elements: dict[str, frozenset[str]] | None = None,
+                filters: list[bulk_params.TypeFilter] | None = None) -> str:
+        """Decide the export against the project and queue its job; a refusal is an audited 403.
+
+        ``elements`` (``_elements``) are part of the policy's question: one outside the agreement is refused
+        and audited like a type outside it. ``_elements`` or ``_typeFilter`` naming a type the export does not
+        include is a 400: it would otherwise be silently ignored."""
+        elements, filters = elements or {}, filters or []
         try:
             project = self.projects.get(project_id)
         except errors.NotFound:
@@ -117,7 +126,10 @@ class Exporter:
                               {**facts(project), "org": project.org}, types or [])
             raise errors.NotFound("no such project")
         requested = sorted(set(types)) if types else orjson.loads(project.types)
-        self.projects.ask(caller, authority, "export", facts(project), requested)
+        self.projects.ask(caller, authority, "export", facts(project), requested,
+                          bulk_params.asked_elements(elements, requested))
+        narrowed = bulk_params.expand_elements(elements, requested)
+        by_type = bulk_params.filters_by_type(filters, requested)
         try:
             self.projects.approval_facts(project)
         except DocumentRefused as exc:
@@ -127,6 +139,7 @@ class Exporter:
         kid, kek = self.keyring.active()
         job = ExportJob(id=uuid.uuid4().hex, project=project.id, org=caller.org, caller=caller.id, role=caller.role,
                         request=request_url, types=orjson.dumps(requested).decode(), since=since, kek_id=kid,
+                        elements=orjson.dumps(narrowed).decode(), type_filters=orjson.dumps(by_type).decode(),
                         wrapped_key=crypto.wrap_key(kek, crypto.new_key()))
         with UnitOfWork(self.engine) as uow:
             uow.session.add(job)
@@ -280,6 +293,12 @@ class Exporter:
         except CohortInvalid as exc:  # never export past criteria that cannot be read: fail closed
             self._fail(job.id, f"cohort criteria: {exc}")
             return
+        try:
+            shape = bulk_params.Shape.of(orjson.loads(project.elements or "{}"), orjson.loads(job.elements or "{}"),
+                                         orjson.loads(job.type_filters or "{}"))
+        except bulk_params.ParameterInvalid as exc:  # a filter that cannot be applied must not widen: fail closed
+            self._fail(job.id, f"parameters: {exc}")
+            return
         key = self._key(job)
         while not self._stop.is_set():
             current = self.projects.get(job.project)
@@ -292,13 +311,13 @@ class Exporter:
                 return
             batch = Batch()
             for patient in patients:
-                self._one_patient(batch, caller, authority, project, job, cohort, patient)
+                self._one_patient(batch, caller, authority, project, job, cohort, shape, patient)
             if not self._store(job, batch, key, patients[-1], caller, authority, project):
                 return  # cancelled meanwhile
             job.cursor = patients[-1]
 
     def _one_patient(self, batch: Batch, caller: Caller, authority: Authority, project: Project, job: ExportJob,
-                     cohort: Cohort, patient: str) -> None:
+                     cohort: Cohort, shape: bulk_params.Shape, patient: str) -> None:
         types = set(orjson.loads(job.types))
         since = utc(job.since) if job.since is not None else None
         with Session(self.engine) as s:
@@ -332,6 +351,7 @@ class Exporter:
         patient_id = self._patient_id(plains, patient)
         refs: list[ResourceRef] = []
         refusal: list[str] = []
+        withheld = 0
         for plain in plains:
             d = asker.decide(plain.row.rtype, plain.labels, plain.row.hospital)
             if not d.allow:
@@ -341,20 +361,27 @@ class Exporter:
             if hidden:
                 reason = "redacted:" + ",".join(hidden)
                 batch.withheld[reason] = batch.withheld.get(reason, 0) + 1
+                withheld += 1
                 continue
             level = max(project.deidentify, d.obligations.deidentify, key=lambda m: STRICTNESS.get(m, 3))
             if level not in deident.DEIDENTIFIERS:  # counts only: no row of it may leave in an export
                 batch.withheld[level] = batch.withheld.get(level, 0) + 1
+                withheld += 1
                 continue
-            shaped = deident.DEIDENTIFIERS[level](plain.resource, patient_id, pseudo)
+            # De-identified first, then cut: filters and _elements see only what may leave.
+            shaped = shape.apply(plain.row.rtype, deident.DEIDENTIFIERS[level](plain.resource, patient_id, pseudo))
+            if shaped is None:
+                continue  # the client's _typeFilter does not ask for it: not released, not withheld
             batch.lines.setdefault(plain.row.rtype, []).append(orjson.dumps(shaped))
             refs.append(ResourceRef(type=plain.row.rtype, id=str(shaped.get("id") or pseudo),
                                     version=str(plain.row.version)))
         if refs:
             batch.included.append((patient, refs))
-        else:
+        elif refusal or withheld:
             reason = ",".join(sorted(refusal)) if refusal else "all_resources_withheld"
             batch.excluded[reason] = batch.excluded.get(reason, 0) + 1
+        else:  # nothing of theirs matched the filters, so nothing of theirs left: neither included nor excluded
+            batch.unmatched += 1
 
     def _patient_id(self, plains: list[Any], patient: str) -> str | None:
         """The patient's FHIR id as their own records name it (the de-identifier replaces it)."""
@@ -394,7 +421,7 @@ class Exporter:
                                                   "deidentified": project.deidentify})
                                   for patient, refs in batch.included], decision, session=s)
             row.cursor, row.patients_done = cursor, row.patients_done + len(batch.included) + sum(
-                batch.excluded.values())
+                batch.excluded.values()) + batch.unmatched
             row.excluded = _merge(row.excluded, batch.excluded)
             row.withheld = _merge(row.withheld, batch.withheld)
             s.add(row)
@@ -418,6 +445,8 @@ class Exporter:
                                      "project": project.id, "export": job_id, "recipient": job.org,
                                      "counts": counts, "excluded": orjson.loads(job.excluded),
                                      "withheld": orjson.loads(job.withheld),
+                                     "elements": orjson.loads(job.elements or "{}"),
+                                     "type_filters": orjson.loads(job.type_filters or "{}"),
                                      "files": [{"type": t, "count": n, "sha256": d} for t, n, d in parts]})
         with UnitOfWork(self.engine) as uow:
             row = uow.session.get(ExportJob, job_id)

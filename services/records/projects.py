@@ -1,9 +1,9 @@
 """Data-use projects: a research organisation's governed licence for bulk, de-identified export.
 
 A research organisation applies (title, stated purpose, the ethics approval its
-board signed, and the terms: resource types, de-identification level, cohort
-criteria, expiry); the regulator approves, suspends or revokes. Each step is
-asked of the policy (``project_apply``, ``project_review``) and written down by
+board signed, and the terms: resource types, optionally the elements of each,
+de-identification level, cohort criteria, expiry); the regulator approves,
+suspends or revokes. Each step is asked of the policy (``project_apply``, ``project_review``) and written down by
 the disclosure gate as an audit event of kind ``project`` before the change is
 committed, so the trail says who changed a licence, when and under which rule.
 What an export under the project may take is the policy's ``export`` decision
@@ -12,6 +12,7 @@ What an export under the project may take is the policy's ``export`` decision
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ REVIEWS = {"approve": "approved", "suspend": "suspended", "revoke": "revoked"}
 REVIEW_FROM = {"approve": {"applied", "suspended"}, "suspend": {"approved"}, "revoke": {"applied", "approved",
                                                                                       "suspended"}}
 MAX_TEXT = 2000
+ELEMENT = re.compile(r"^[a-z][A-Za-z0-9]{0,63}$")  # a root element name (a choice element by its base: "value")
 
 
 def utc(moment: datetime) -> datetime:
@@ -50,7 +52,8 @@ def utc(moment: datetime) -> datetime:
 def facts(p: Project) -> dict[str, Any]:
     """The project as the policy sees it (no free text: the policy needs none)."""
     return {"id": p.id, "org": p.org, "status": p.status, "purpose": p.purpose, "types": orjson.loads(p.types),
-            "deidentify": p.deidentify, "expires": rfc3339(utc(p.expires_at))}
+            "elements": orjson.loads(p.elements or "{}"), "deidentify": p.deidentify,
+            "expires": rfc3339(utc(p.expires_at))}
 
 
 def public(p: Project) -> dict[str, Any]:
@@ -65,6 +68,19 @@ def _text(doc: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
         raise errors.Invalid(f"'{name}' must be a non-empty string of at most {MAX_TEXT} characters")
     return value.strip()
+
+
+def _elements(raw: Any, types: list[str]) -> dict[str, list[str]]:
+    """The agreement's element terms: per type it covers, the root elements it allows (none listed: all that
+    de-identification leaves). ``_elements`` in an export can only narrow these."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(
+            t in types and isinstance(names, list) and names and all(
+                isinstance(n, str) and ELEMENT.match(n) for n in names) for t, names in raw.items()):
+        raise errors.Invalid("'elements' must map types the agreement covers to non-empty lists of root element "
+                             "names, e.g. {\"Condition\": [\"code\", \"onset\"]}")
+    return {t: sorted(set(names)) for t, names in sorted(raw.items())}
 
 
 def _terms(doc: dict[str, Any]) -> tuple[list[str], str, dict[str, Any], datetime]:
@@ -99,15 +115,18 @@ class ProjectRegistry:
     verifier: DocumentVerifier
 
     def ask(self, caller: Caller, authority: Authority, action: str, project: dict[str, Any],
-            requested: list[str] | None = None) -> Decision:
+            requested: list[str] | None = None, elements: list[str] | None = None) -> Decision:
         """The policy's decision on ``action`` about ``project``; a refusal is audited and raised."""
         pin = PolicyInput(subject=caller.subject(None), action=action,  # type: ignore[arg-type]
                           purpose=authority.purpose, resource=PolicyResource(patient=None, type="Group"),
-                          project=project, requested_types=requested, now=rfc3339(utcnow()))
+                          project=project, requested_types=requested, requested_elements=elements,
+                          now=rfc3339(utcnow()))
         decision = self.policy.decide(pin)
         if not decision.allow:
-            raise self.gate.refuse(caller, authority, None, decision,
-                                   details={"action": action, "project": project.get("id")})
+            details: dict[str, Any] = {"action": action, "project": project.get("id")}
+            if elements:
+                details["elements"] = elements[:100]
+            raise self.gate.refuse(caller, authority, None, decision, details=details)
         return decision
 
     def approval_facts(self, p: Project) -> dict[str, Any]:
@@ -120,6 +139,7 @@ class ProjectRegistry:
         title, description = _text(doc, "title"), _text(doc, "purpose")
         types, level, cohort, expires = _terms(doc)
         privacy = parse_terms(doc.get("privacy"))  # optional differential privacy of its analytic answers
+        elements = _elements(doc.get("elements"), types)
         if not approval:
             raise errors.Invalid("an application carries its signed ethics approval (X-Ethics-Approval)")
         try:
@@ -130,13 +150,14 @@ class ProjectRegistry:
         p = Project(id=f"prj-{uuid.uuid4().hex[:20]}", org=caller.org, title=title, description=description,
                     types=orjson.dumps(types).decode(), deidentify=level, cohort=orjson.dumps(cohort).decode(),
                     privacy=orjson.dumps(privacy.as_json()).decode() if privacy else None,
-                    expires_at=expires, approval=approval, approval_id=str(verified["id"]))
+                    elements=orjson.dumps(elements).decode(), expires_at=expires, approval=approval,
+                    approval_id=str(verified["id"]))
         decision = self.ask(caller, authority, "project_apply", facts(p))
         with UnitOfWork(self.engine) as uow:
             uow.session.add(p)
             self.gate.record(kind="project", caller=caller, authority=authority, patient=None, decision=decision,
                              details={"action": "apply", "project": p.id, "status": p.status, "types": types,
-                                      "deidentify": level, "ethics_approval": p.approval_id},
+                                      "elements": elements, "deidentify": level, "ethics_approval": p.approval_id},
                              session=uow.session)
             uow.commit()
             return public(p)

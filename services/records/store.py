@@ -160,6 +160,7 @@ class Project(SQLModel, table=True):
     deidentify: str  # pseudonymize | safe_harbor
     cohort: str = "{}"  # JSON cohort criteria
     privacy: str | None = None  # JSON differential-privacy terms of its analytic answers (None: none asked)
+    elements: str = Field(default="{}", sa_column_kwargs={"server_default": "{}"})  # JSON type -> allowed elements
     expires_at: datetime
     approval: str  # the compact JWS of the ethics approval
     approval_id: str
@@ -184,6 +185,9 @@ class ExportJob(SQLModel, table=True):
     request: str
     types: str  # JSON list
     since: datetime | None = None
+    # JSON type -> the elements ``_elements`` narrows it to / the ``_typeFilter`` queries for it
+    elements: str = Field(default="{}", sa_column_kwargs={"server_default": "{}"})
+    type_filters: str = Field(default="{}", sa_column_kwargs={"server_default": "{}"})
     kek_id: str
     wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     cursor: str | None = None  # the last patient pseudonym whose output is stored

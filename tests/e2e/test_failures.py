@@ -14,6 +14,7 @@ import httpx
 
 from services.cli import visits
 from tests.conftest import auth, clinician_counts, first_patient, wait_for
+from tests.security.test_smart_backend import assertion, grant
 
 
 def _audit_size(settings) -> int:
@@ -38,7 +39,7 @@ def test_with_opa_stopped_a_read_is_denied(loaded, stack, token, settings) -> No
                                timeout=10).status_code == 200, 60, "the denial event in the log")
 
 
-def test_with_kafka_stopped_a_read_discloses_nothing(loaded, stack, token, settings) -> None:
+def test_with_kafka_stopped_a_read_discloses_nothing(loaded, stack, token, settings, keys) -> None:
     pid = loaded["patient_ids"][0]
     stack.stop("kafka")
     try:
@@ -53,6 +54,10 @@ def test_with_kafka_stopped_a_read_discloses_nothing(loaded, stack, token, setti
                        headers=auth(token("gy-hosp-001", "ingest", role="integration")))
         assert w.status_code == 503
         assert w.headers["Retry-After"]
+        # Nor is a research client given an access token whose issue could not be audited.
+        t = grant(settings, assertion(keys, settings=settings))
+        assert t.status_code == 503 and t.headers["Retry-After"], t.text
+        assert "access_token" not in t.json()
     finally:
         stack.start("kafka")
 

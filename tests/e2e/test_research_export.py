@@ -47,10 +47,13 @@ def as_patient(token, pid: str) -> dict[str, str]:  # type: ignore[no-untyped-de
 
 
 def apply(settings, token, documents, *, level: str = "safe_harbor", types: list[str] | None = None,  # type: ignore[no-untyped-def]
-          expires: datetime | None = None, cohort: dict[str, Any] | None = None) -> dict[str, Any]:
+          expires: datetime | None = None, cohort: dict[str, Any] | None = None,
+          elements: dict[str, list[str]] | None = None) -> dict[str, Any]:
     body = {"title": "Hypertension outcomes in Guizhou", "purpose": "Cohort study of blood pressure control",
             "types": types or TYPES, "deidentify": level, "cohort": cohort or {},
             "expires": (expires or datetime.now(UTC) + timedelta(days=30)).isoformat()}
+    if elements is not None:
+        body["elements"] = elements
     r = httpx.post(f"{settings.records_url}/projects", json=body, timeout=30,
                    headers=researcher(token, **{"X-Ethics-Approval": documents.ethics_approval(project="htn")}))
     assert r.status_code == 201, r.text
@@ -62,8 +65,9 @@ def review(settings, token, project: str, step: str) -> httpx.Response:  # type:
     return httpx.post(f"{settings.records_url}/projects/{project}/${step}", headers=regulator(token), timeout=30)
 
 
-def kickoff(settings, token, project: str, **params: str) -> httpx.Response:  # type: ignore[no-untyped-def]
-    return httpx.get(f"{settings.records_url}/fhir/Group/{project}/$export", params=params, timeout=60,
+def kickoff(settings, token, project: str, params: Any = None, **named: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+    """The kick-off; ``params`` as a list of pairs repeats a parameter (``_typeFilter`` may be given many times)."""
+    return httpx.get(f"{settings.records_url}/fhir/Group/{project}/$export", params=params or named, timeout=60,
                      headers=researcher(token, Prefer="respond-async", Accept="application/fhir+json"))
 
 
@@ -144,8 +148,10 @@ def test_types_outside_the_agreement_are_refused(approved, settings, token) -> N
     r = kickoff(settings, token, approved["id"], _type="Patient,MedicationRequest")
     assert r.status_code == 403 and "export_type_not_in_agreement" in r.text
     assert kickoff(settings, token, approved["id"], _since="yesterday").status_code == 400
-    unsupported = kickoff(settings, token, approved["id"], _typeFilter="Condition?code=38341003")
+    unsupported = kickoff(settings, token, approved["id"], _typeFilter="Condition?_lastUpdated=ge2020-01-01")
     assert unsupported.status_code == 400 and "_typeFilter" in unsupported.text
+    assert kickoff(settings, token, approved["id"], includeAssociatedData="LatestProvenanceResources"
+                   ).status_code == 400
     assert kickoff(settings, token, approved["id"], _outputFormat="text/csv").status_code == 400
     no_prefer = httpx.get(f"{settings.records_url}/fhir/Group/{approved['id']}/$export", headers=researcher(token))
     assert no_prefer.status_code == 400

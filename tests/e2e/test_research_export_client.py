@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.conftest import first_patient
 from tests.e2e.test_research_export import RESEARCH, apply, review
-from tests.integration.records.support import phi_needles
+from tests.integration.records.support import HYPERTENSION, SNOMED, condition, fresh_patient, ingest, phi_needles
 
 SMART_FETCH = Path(sys.executable).with_name("smart-fetch")
 
@@ -69,6 +70,23 @@ def test_smart_fetch_exports_the_governed_de_identified_output(project, loaded, 
     needles = phi_needles([x for x in ten_patients if x["resourceType"] == "Patient"], beside_base64=False)
     leaked = sorted({n.decode() for n in needles for line in lines if n in line})
     assert not leaked, f"identifying data in the export: {leaked[:5]}"
+
+
+def test_smart_fetch_type_filters_narrow_the_export(project, settings, token, keys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The client's own ``--type-filter`` reaches the server as ``_typeFilter`` and is honoured, not ignored."""
+    patient = fresh_patient(first_patient())
+    wanted, other = condition(patient["id"], HYPERTENSION, "2020-01-01"), condition(patient["id"], "44054006",
+                                                                                      "2020-01-01")
+    ingest(settings, token, patient, wanted, other)
+    run = smart_fetch(settings, tmp_path, jwks_of(keys, RESEARCH), project["id"],
+                      "--type-filter", f"Condition?code={SNOMED}|{HYPERTENSION}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    conditions = [orjson.loads(line) for f in (tmp_path / "out").glob("Condition*.ndjson")
+                  for line in f.read_bytes().splitlines() if line]
+    ids = {c["id"] for c in conditions}
+    assert wanted["id"] in ids and other["id"] not in ids
+    assert all({(c.get("system"), c.get("code")) for c in r["code"]["coding"]} & {(SNOMED, HYPERTENSION)}
+               for r in conditions)
 
 
 def test_smart_fetch_is_refused_with_a_key_that_is_not_the_organisations(project, settings, keys,  # type: ignore[no-untyped-def]

@@ -1,19 +1,25 @@
 """Attacks on the SMART Backend Services token endpoint and its access tokens, on the running platform.
 
 Every refusal is an OAuth error (400/401 with ``error``), never a 5xx; an access
-token opens only the Bulk Data routes, only for the organisation it names.
+token opens only the Bulk Data routes, only for the organisation it names. Every
+token issued is an audit event, every refused attempt a denial.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.integration.records.support import logged_event
 
 RESEARCH = "gz-uni-research"
 TOKEN_PATH = "/auth/token"
@@ -108,3 +114,49 @@ def test_a_forged_access_token_opens_nothing(stack, settings) -> None:  # type: 
     r = httpx.get(f"{settings.records_url}/export-jobs/{uuid.uuid4().hex}",
                   headers={"Authorization": f"Bearer {forged}"}, timeout=30)
     assert r.status_code == 401
+
+
+def test_an_issued_token_is_an_audit_event_naming_client_scopes_and_expiry(stack, settings, keys,  # type: ignore[no-untyped-def]
+                                                                          token) -> None:
+    before = time.time()
+    r = grant(settings, assertion(keys, settings=settings))
+    assert r.status_code == 200, r.text
+    access = r.json()["access_token"]
+    event = logged_event(settings, token, r.headers["X-Healthgov-Event-Id"])
+    assert event["kind"] == "access_token" and event["patient"] is None
+    assert event["accessor"]["org"] == RESEARCH and event["details"]["client"] == RESEARCH
+    assert event["details"]["scopes"] == ["system/Patient.read", "system/Condition.read"]
+    expires = datetime.fromisoformat(event["details"]["expires"]).timestamp()
+    assert before + 250 <= expires <= time.time() + 301
+    assert event["details"]["token_id"] == jwt.decode(access, options={"verify_signature": False})["jti"]
+    # Neither the token nor anything that stands for it: the log is read by many, a token opens exports.
+    logged = json.dumps(event)
+    for secret in (access, access.split(".")[2], hashlib.sha256(access.encode()).hexdigest()):
+        assert secret not in logged
+
+
+def test_each_refused_attempt_is_a_denial_event(stack, settings, keys, token) -> None:  # type: ignore[no-untyped-def]
+    """A forged key, an unknown client, a replayed assertion, a scope not granted: each a denial naming the
+    client it claimed to be (verified only where its key proved it), never the assertion."""
+    stranger = "nobody-" + uuid.uuid4().hex[:8]
+    replayed = assertion(keys, settings=settings)
+    assert grant(settings, replayed).status_code == 200
+    attempts = [  # (assertion, form overrides, error, claimed client, verified)
+        (assertion(keys, signer="gz-insurer-1", settings=settings), {}, "invalid_client", RESEARCH, False),
+        (jwt.encode({"iss": stranger, "sub": stranger, "aud": "x", "exp": int(time.time()) + 60, "jti": "j"},
+                    Ed25519PrivateKey.generate(), algorithm="EdDSA"), {}, "invalid_client", stranger, False),
+        (replayed, {}, "invalid_client", RESEARCH, True),
+        (assertion(keys, settings=settings), {"scope": "system/*.write"}, "invalid_scope", RESEARCH, True),
+        (assertion(keys, settings=settings), {"scope": " ".join(["system/" + "X" * 5000 + ".read"] * 50)},
+         "invalid_scope", RESEARCH, True),
+    ]
+    answers = [grant(settings, signed, **form) for signed, form, *_ in attempts]
+    for (signed, _, error, claimed, verified), r in zip(attempts, answers, strict=True):
+        assert r.status_code in (400, 401) and r.json()["error"] == error, r.text
+        event = logged_event(settings, token, r.headers["X-Healthgov-Event-Id"])
+        assert event["kind"] == "denial" and event["decision"]["allow"] is False
+        assert event["details"]["action"] == "access_token" and event["details"]["error"] == error
+        assert event["details"]["client"] == claimed and event["details"]["client_verified"] is verified
+        assert event["accessor"]["org"] == (claimed if verified else "unverified")
+        assert signed not in json.dumps(event)
+        assert len(event["details"]["scopes"]) <= 20 and all(len(x) <= 64 for x in event["details"]["scopes"])

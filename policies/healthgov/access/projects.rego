@@ -3,10 +3,11 @@
 # by records; the policy sees its facts in `input.project`:
 #
 #   {"id", "org", "status": "applied|approved|suspended|revoked",
-#    "purpose": "HRESCH", "types": [...], "deidentify": "pseudonymize|safe_harbor",
-#    "expires": RFC 3339}
+#    "purpose": "HRESCH", "types": [...], "elements": {type: [element, ...]},
+#    "deidentify": "pseudonymize|safe_harbor", "expires": RFC 3339}
 #
-# and the types an export asks for in `input.requested_types`. Whether each
+# and the types an export asks for in `input.requested_types`, the elements
+# its `_elements` names (as "Type.element") in `input.requested_elements`. Whether each
 # patient is included is a separate `read` decision per patient (read.rego),
 # made with the project's verified ethics approval.
 package healthgov.access
@@ -32,6 +33,29 @@ project_covers_types if {
 	}
 }
 
+# Every element `_elements` names is within the agreement: of a type the
+# agreement covers and, where the agreement lists that type's elements, one of
+# them. `_elements` narrows an export; it never widens what was approved.
+project_covers_elements if {
+	every e in object.get(input, "requested_elements", []) {
+		element_in_agreement(e)
+	}
+}
+
+agreement_elements(t) := object.get(object.get(project, "elements", {}), t, null)
+
+element_in_agreement(e) if {
+	[t, _] := split(e, ".")
+	t in project.types
+	agreement_elements(t) == null
+}
+
+element_in_agreement(e) if {
+	[t, name] := split(e, ".")
+	t in project.types
+	name in agreement_elements(t)
+}
+
 project_levels := {"pseudonymize", "safe_harbor"}
 
 # ------------------------------------------------------------------ export
@@ -53,6 +77,7 @@ grants contains grant("research_project_export", {
 	project_unexpired
 	project_for_research
 	project_covers_types
+	project_covers_elements
 	project.deidentify in project_levels
 }
 
@@ -94,6 +119,12 @@ deny contains "export_type_not_in_agreement" if {
 	input.action == "export"
 	project_present
 	not project_covers_types
+}
+
+deny contains "export_element_not_in_agreement" if {
+	input.action == "export"
+	project_present
+	not project_covers_elements
 }
 
 deny contains "project_deidentification_invalid" if {

@@ -64,6 +64,38 @@ test_type_outside_agreement_refused if {
 	denied_for(d, "export_type_not_in_agreement")
 }
 
+test_elements_within_an_agreement_without_element_terms_allowed if {
+	allowed_by(
+		decide(with_fields(exporter, {"requested_elements": ["Condition.code", "Patient.gender"]})),
+		"research_project_export",
+	)
+}
+
+test_elements_within_the_agreements_element_terms_allowed if {
+	d := decide(with_fields(exporter, {
+		"project": object.union(project, {"elements": {"Condition": ["code", "onset"]}}),
+		"requested_elements": ["Condition.code", "Patient.birthDate"],
+	}))
+	allowed_by(d, "research_project_export")
+}
+
+test_element_outside_the_agreements_element_terms_refused if {
+	d := decide(with_fields(exporter, {
+		"project": object.union(project, {"elements": {"Condition": ["code", "onset"]}}),
+		"requested_elements": ["Condition.code", "Condition.note"],
+	}))
+	denied_for(d, "export_element_not_in_agreement")
+}
+
+test_element_of_a_type_outside_the_agreement_refused if {
+	d := decide(with_fields(exporter, {"requested_elements": ["MedicationRequest.status"]}))
+	denied_for(d, "export_element_not_in_agreement")
+}
+
+test_malformed_element_refused if {
+	denied_for(decide(with_fields(exporter, {"requested_elements": ["code"]})), "export_element_not_in_agreement")
+}
+
 test_no_types_refused if {
 	denied_for(decide(with_fields(exporter, {"requested_types": []})), "export_type_not_in_agreement")
 }
