@@ -52,9 +52,11 @@ export HEALTHGOV_DATABASE_URL
 
 echo "==> stack"
 # Spans to <state>/traces/<service>.jsonl and a JSON access line per request: tests/e2e/test_telemetry.py reads them.
-# Given to `stack up` alone: the stack records them, and a service the chaos tests (or the supervisor) start again
-# runs with them as its predecessor did (Stack.record_environment).
-HEALTHGOV_TRACE_EXPORTER=file HEALTHGOV_ACCESS_LOG=true "$hg" stack up
+# Exported to the whole run, not given to `stack up` alone: the stack records them for components started again
+# from any shell (Stack.record_environment), but some tests bring the whole platform down and up again, and a
+# fresh `up` takes the settings of whoever runs it, here the test process.
+export HEALTHGOV_TRACE_EXPORTER=file HEALTHGOV_ACCESS_LOG=true
+"$hg" stack up
 
 echo "==> pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"
