@@ -84,9 +84,8 @@ def test_the_database_holds_no_pseudonym_in_the_clear(db: Db) -> None:
         engine.dispose()
 
 
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # one process serves SQLite: the lock is PostgreSQL's
 def test_two_processes_at_once_cannot_release_both_halves_of_a_difference(db: Db) -> None:
-    if db.kind != "postgresql":
-        pytest.skip("one process serves SQLite: the cross-process lock is PostgreSQL's")
     engines = [db.engine(), db.engine()]
     results: list[dict] = []  # type: ignore[type-arg]
     try:
