@@ -44,6 +44,7 @@ from services.contracts.ids import is_fhir_id
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.fhir.compartment import DIRECTORY_TYPES
 from services.records import search
+from services.records.analytics import notifiable, rates
 from services.records.analytics.api import Refresher, install_analytics_routes
 from services.records.analytics.sdc import Control
 from services.records.analytics.sdc import Settings as DisclosureSettings
@@ -139,7 +140,9 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
         store=AnalyticStore(settings.analytics_root, engine=read_engine(engine), vault=vault, person_key=person_key,
                             master_key=parquet_key),
         policy=policy, gate=gate, projects=projects,
-        control=Control(DisclosureSettings(settings.analytics_threshold, settings.analytics_rounding)))
+        control=Control(DisclosureSettings(settings.analytics_threshold, settings.analytics_rounding)),
+        diseases=notifiable.load(settings.notifiable_diseases_file),
+        populations=rates.load(settings.district_populations_file))
     refresher = Refresher(analytics, settings.analytics_refresh_seconds)
 
     @asynccontextmanager

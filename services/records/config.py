@@ -21,6 +21,10 @@ class RecordsSettings(PlatformSettings):
     analytics_rounding: int = 5
     analytics_refresh_seconds: float = 30.0
     analytics_dir: Path | None = None
+    # The notifiable diseases' value sets and the district populations of rates per 100,000
+    # (defaults: notifiable.json and populations.json in services/records/analytics/; the populations are illustrative).
+    notifiable_diseases_file: Path | None = None
+    district_populations_file: Path | None = None
 
     @property
     def analytics_root(self) -> Path:
