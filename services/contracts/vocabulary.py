@@ -157,6 +157,8 @@ ALLOW_REASONS: Final[dict[str, str]] = {
                                      "data-use project, disclosure-controlled."),
     "research_feasibility_count": N_("A research organisation asking for one feasibility count, "
                                      "disclosure-controlled."),
+    "regulator_notifiable_disease_counts": N_("The regulator asking for notifiable-disease counts per district "
+                                              "and week, disclosure-controlled."),
     "patient_reports_own_access": N_("A patient reporting an access to their own records to the regulator."),
     "regulator_answers_complaints": N_("A regulator answering a patient's report about an access."),
 }
@@ -230,6 +232,8 @@ DENY_REASONS: Final[dict[str, str]] = {
                                                "for population counts."),
     "analytics_requires_project": N_("Research counts beyond one feasibility total need an approved data-use "
                                      "project."),
+    "notifiable_counts_public_health_and_regulator_only": N_("Only public health authorities and the regulator "
+                                                             "ask for notifiable-disease counts."),
     "complaint_only_by_patient": N_("Only the patient reports an access to their own records."),
     "complaint_answer_not_permitted": N_("Only a regulator answers a patient's report about an access."),
     "conflicting_rules": N_("Two rules matched; the policy refuses rather than guess."),

@@ -140,6 +140,10 @@ class PortalClients:
         """The patient's own reports and their state (open, answered), newest first."""
         return list(self._get(who, "oversight", "/complaints/mine").json()["complaints"])
 
+    def notifiable(self, who: Principal, params: dict[str, Any]) -> httpx.Response:
+        """Notifiable-disease counts per district and week: records asks OPA, protects every cell and audits."""
+        return self._send(who, "GET", "records", "/analytics/notifiable", params=params)
+
     def token_for(self, who: Principal, audience: str) -> str:
         return self._token(who, audience)
 

@@ -1,9 +1,11 @@
 """The regulator's oversight console: pages over the oversight service's API (docs/architecture.md §14).
 
 Hospitals ranked by score (sortable, CSV), a page per hospital with charts,
-the anomaly flags, the break-glass review queue and the audit search. The
-portal computes nothing: every number comes from the oversight API, called
-with the signed-in regulator's token, and that service asks OPA. Charts are
+the anomaly flags, the break-glass review queue, the audit search and the
+notifiable-disease counts per district and week. The portal computes
+nothing: every number comes from the oversight API (or, for the notifiable
+diseases, records' analytics, already disclosure-controlled), called with the
+signed-in regulator's token, and that service asks OPA. Charts are
 drawn by Chart.js, which the portal serves itself (``deploy/setup.sh`` fetches
 it from the npm registry into ``.cache/chartjs``): hospital and government
 networks are often closed to CDNs. The page's own script is a static file as
@@ -16,6 +18,7 @@ environment without a catalogue gets null translations.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +41,8 @@ from services.portal.guards import Poster, SignedIn
 COOKIE = "healthgov_session"
 CHART_JS = REPO_ROOT / ".cache" / "chartjs" / "package" / "dist" / "chart.umd.js"
 CHARTS = Path(__file__).with_name("static") / "oversight-charts.js"
+NOTIFIABLE_CHARTS = Path(__file__).with_name("static") / "notifiable-charts.js"
+NOTIFIABLE_PARAMS = ("since", "until", "district", "disease")
 COLUMNS = ("rank", "hospital", "score", "volume", "coverage", "timeliness", "rejection_rate", "completeness",
            "validity", "open_flags", "overdue_reviews")
 PURPOSES = ("TREAT", "ETREAT", "PUBHLTH", "HLEGAL", "HCOMPL", "HRESCH", "HPAYMT", "HMARKT", "PATRQT")
@@ -82,6 +87,20 @@ class OversightClient:
 
     def get(self, who: Principal, path: str, **params: Any) -> Any:
         return self.send(who, "GET", path, params=params).json()
+
+
+def _withheld(rows: list[dict[str, Any]], measure: str) -> dict[str, int]:
+    """How many cells of a disease's chart are gaps, by the reason disclosure control gave."""
+    key = "rate_suppressed" if measure == "rate" else "suppressed"
+    out: dict[str, int] = {}
+    for row in rows:
+        if row.get(key):
+            out[row[key]] = out.get(row[key], 0) + 1
+    return out
+
+
+def _error_json(detail: str) -> bytes:
+    return json.dumps({"detail": detail}).encode()
 
 
 def _pct(value: Any) -> str:
@@ -268,6 +287,46 @@ def install(app: FastAPI, *, settings: PortalSettings, clients: PortalClients,
             return Response(exc.detail, status_code=exc.status, media_type="text/plain")
         return Response(resp.content, media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="audit-events.csv"'})
+
+    def notifiable_params(request: Request) -> dict[str, str]:
+        """The page's filters as records takes them (dates, districts comma-separated); records checks them."""
+        return {k: v[:500] for k, v in request.query_params.items() if k in NOTIFIABLE_PARAMS and v.strip()}
+
+    @app.get("/oversight/notifiable", response_model=None)
+    def notifiable(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """A chart per notifiable disease: weeks across, a line per district, withheld cells as gaps."""
+        params = notifiable_params(request)
+        measure = "rate" if request.query_params.get("measure") == "rate" else "count"
+        lang = i18n.negotiate(request)
+
+        def load(who: Principal) -> dict[str, Any]:
+            data = clients.notifiable(who, params).json()
+            for d in data["diseases"]:
+                d["label"] = d["name"].get(lang) or d["name"].get("en") or d["id"]
+                d["withheld"] = _withheld(d["rows"], measure)
+            chart = {"measure": measure, "weeks": data["weeks"], "districts": data["districts"],
+                     "diseases": [{"id": d["id"], "rows": d["rows"]} for d in data["diseases"]]}
+            return {"data": data, "chart": chart, "measure": measure, "filters": params,
+                    "json": "/oversight/notifiable.json" + (f"?{urlencode(params)}" if params else "")}
+
+        return shown(request, sid, "notifiable.html", load)
+
+    @app.get("/oversight/notifiable.json", response_model=None)
+    def notifiable_json(request: Request, sid: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
+        """The same answer as records released it (the audited bytes), for the regulator's own tools."""
+        who = regulator(sid)
+        if who is None:
+            return RedirectResponse("/", status_code=303)
+        try:
+            resp = clients.notifiable(who, notifiable_params(request))
+        except Upstream as exc:
+            return Response(_error_json(exc.detail), status_code=exc.status if exc.status < 500 else 503,
+                            media_type="application/json")
+        return Response(resp.content, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+    @app.get("/static/oversight/notifiable.js", include_in_schema=False)
+    def notifiable_js() -> FileResponse:
+        return FileResponse(NOTIFIABLE_CHARTS, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
     @app.get("/static/oversight/chart.umd.js", include_in_schema=False, response_model=None)
     def chart_js() -> Response:

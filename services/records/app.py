@@ -44,6 +44,7 @@ from services.contracts.ids import is_fhir_id
 from services.contracts.topics import CONSENT_CHANGES, INGEST_RESOURCES
 from services.fhir.compartment import DIRECTORY_TYPES
 from services.records import search
+from services.records.analytics import notifiable, rates
 from services.records.analytics.api import Refresher, install_analytics_routes
 from services.records.analytics.ledger import ReleaseLedger
 from services.records.analytics.privacy import dp_default
@@ -142,7 +143,9 @@ def create_app(settings: RecordsSettings | None = None) -> FastAPI:
                             master_key=parquet_key),
         policy=policy, gate=gate, projects=projects,
         control=Control(DisclosureSettings(settings.analytics_threshold, settings.analytics_rounding)),
-        ledger=ReleaseLedger(engine, parquet_key), dp_default=dp_default(settings))
+        ledger=ReleaseLedger(engine, parquet_key), dp_default=dp_default(settings),
+        diseases=notifiable.load(settings.notifiable_diseases_file),
+        populations=rates.load(settings.district_populations_file))
     refresher = Refresher(analytics, settings.analytics_refresh_seconds)
 
     @asynccontextmanager

@@ -25,6 +25,10 @@ class RecordsSettings(PlatformSettings):
     # its own: each project may spend this much epsilon, each answer this much. 0: off (the default).
     analytics_dp_epsilon_budget: float = 0.0
     analytics_dp_epsilon_per_query: float = 0.1
+    # The notifiable diseases' value sets and the district populations of rates per 100,000
+    # (defaults: notifiable.json and populations.json in services/records/analytics/; the populations are illustrative).
+    notifiable_diseases_file: Path | None = None
+    district_populations_file: Path | None = None
 
     @property
     def analytics_root(self) -> Path:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import wait_for
 from tests.integration.records.support import SNOMED, bearer, condition, ingest
 
 DIABETES = "44054006"
@@ -56,6 +57,49 @@ def ask(settings: Any, headers: dict[str, str], body: Any, *, busy_for_s: float 
     deadline = time.monotonic() + busy_for_s
     while True:
         r = httpx.post(f"{settings.records_url}/analytics/query", json=body, headers=headers, timeout=120)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            return r
+        time.sleep(float(r.headers.get("Retry-After", "5")))
+
+
+def cases(settings: Any, token: Any, *groups: tuple[str, int, str, str, str]) -> list[str]:
+    """Patients sent in one transaction, ``(district, n, system, code, onset)`` per group; waits for every one.
+
+    Waiting for each Condition, not only the last: a partial population answered
+    once would be released, and the full one would then differ from it by a few
+    people, which disclosure control rightly withholds.
+    """
+    resources, conditions = [], []
+    for district_name, n, system, code, onset in groups:
+        for _ in range(n):
+            p = person(district_name)
+            c = condition(p["id"], code, onset)
+            c["code"]["coding"][0]["system"] = system
+            resources += [p, c]
+            conditions.append(c["id"])
+    ingest(settings, token, *resources)
+    seen: dict[str, str] = {}
+
+    def stored() -> bool:
+        for cid in conditions:
+            if seen.get(cid) != "200":
+                got = httpx.get(f"{settings.records_url}/fhir/Condition/{cid}", timeout=30,
+                                headers=bearer(token("gy-hosp-001", purpose="TREAT")))  # one token, one use
+                seen[cid] = str(got.status_code) if got.status_code == 200 else f"{got.status_code} {got.text[:300]}"
+        return all(v == "200" for v in seen.values())
+
+    try:
+        wait_for(stored, 120, "records to store every Condition sent")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {sorted(set(seen.values()))[:3]}") from exc
+    return [r["id"] for r in resources if r["resourceType"] == "Patient"]
+
+
+def notifiable(settings: Any, headers: dict[str, str], *, busy_for_s: float = 120, **params: str) -> httpx.Response:
+    """Notifiable-disease counts, asked again after Retry-After while the store is being updated (as ``ask``)."""
+    deadline = time.monotonic() + busy_for_s
+    while True:
+        r = httpx.get(f"{settings.records_url}/analytics/notifiable", params=params, headers=headers, timeout=120)
         if r.status_code != 503 or time.monotonic() > deadline:
             return r
         time.sleep(float(r.headers.get("Retry-After", "5")))

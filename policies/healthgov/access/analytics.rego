@@ -9,11 +9,15 @@
 #   for the resource types the project's agreement covers (opted-out patients
 #   are left out by records);
 # - a research organisation without a project: a feasibility count only (one
-#   total, no grouping), so that a study can be sized before it applies.
+#   total, no grouping), so that a study can be sized before it applies;
+# - the regulator (HCOMPL): the named query of notifiable-disease counts per
+#   district and week, and no other question: it oversees the reporting of
+#   notifiable diseases, it does not study populations. That named query is
+#   public health's and the regulator's alone.
 #
 # The query's facts are in `input.analytics` ({"feasibility": bool,
-# "grouped": bool}), the project's in `input.project` and the types the cohort
-# reads in `input.requested_types`.
+# "grouped": bool, "named": the named query or absent}), the project's in
+# `input.project` and the types the cohort reads in `input.requested_types`.
 package healthgov.access
 
 analytics := object.get(input, "analytics", {})
@@ -32,6 +36,8 @@ aggregate_obligations := {
 }
 
 analytics_org_types := {"public_health", "research"}
+
+notifiable_counts if analytics.named == "notifiable_diseases"
 
 grants contains grant("public_health_analytics", aggregate_obligations) if {
 	input.action == "analytics_query"
@@ -62,9 +68,31 @@ grants contains grant("research_feasibility_count", aggregate_obligations) if {
 	analytics_feasibility_count
 }
 
+grants contains grant("regulator_notifiable_disease_counts", aggregate_obligations) if {
+	input.action == "analytics_query"
+	input.subject.org_type == "regulator"
+	input.purpose == "HCOMPL"
+	org_type_confirmed
+	notifiable_counts
+}
+
+# The regulator's one question is not a general permission: any other query
+# of the regulator's is refused as anyone else's is.
+regulator_notifiable if {
+	input.subject.org_type == "regulator"
+	notifiable_counts
+}
+
 deny contains "analytics_not_permitted_for_org_type" if {
 	input.action == "analytics_query"
 	not input.subject.org_type in analytics_org_types
+	not regulator_notifiable
+}
+
+deny contains "notifiable_counts_public_health_and_regulator_only" if {
+	input.action == "analytics_query"
+	notifiable_counts
+	not input.subject.org_type in {"public_health", "regulator"}
 }
 
 deny contains "analytics_requires_project" if {

@@ -83,3 +83,40 @@ test_regulator_refused if {
 	q := analytics_query(as_caller("gz-nhc", "regulator", "inspector", "HCOMPL"), {})
 	denied_for(decide(q), "analytics_not_permitted_for_org_type")
 }
+
+notifiable_query(caller) := analytics_query(caller, {"analytics": {"feasibility": false, "grouped": true, "named": "notifiable_diseases"}})
+
+test_regulator_asks_notifiable_disease_counts if {
+	d := decide(notifiable_query(regulator))
+	allowed_by(d, "regulator_notifiable_disease_counts")
+	d.obligations.deidentify == "aggregate_only"
+}
+
+test_regulator_needs_its_purpose_for_notifiable_counts if {
+	not decide(notifiable_query(as_caller("gz-nhc", "regulator", "inspector", "PUBHLTH"))).allow
+}
+
+test_regulator_other_named_query_refused if {
+	q := analytics_query(regulator, {"analytics": {"feasibility": false, "grouped": true, "named": "something_else"}})
+	denied_for(decide(q), "analytics_not_permitted_for_org_type")
+}
+
+test_public_health_asks_notifiable_disease_counts if {
+	allowed_by(decide(notifiable_query(public_health)), "public_health_analytics")
+}
+
+test_research_project_refused_notifiable_counts if {
+	q := with_fields(notifiable_query(analytics_researcher), {"project": analytics_project})
+	denied_for(decide(q), "notifiable_counts_public_health_and_regulator_only")
+}
+
+test_hospital_refused_notifiable_counts if {
+	d := decide(notifiable_query(as_caller("gy-hosp-001", "hospital", "clinician", "TREAT")))
+	denied_for(d, "analytics_not_permitted_for_org_type")
+	denied_for(d, "notifiable_counts_public_health_and_regulator_only")
+}
+
+test_unconfirmed_regulator_refused_notifiable_counts if {
+	q := notifiable_query(as_caller("gy-hosp-001", "regulator", "inspector", "HCOMPL"))
+	not decide(q).allow
+}

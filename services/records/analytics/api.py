@@ -1,9 +1,12 @@
-"""HTTP route of population analytics: ``POST /analytics/query``.
+"""HTTP routes of population analytics: ``POST /analytics/query`` and ``GET /analytics/notifiable``.
 
 The body is a query (``query.py``); the answer is JSON counts after
 disclosure control, with ``X-Healthgov-Event-Id`` naming the audit event
 published before it left and ``X-Healthgov-Cached: true`` when an identical
-earlier question was answered again.
+earlier question was answered again. ``GET /analytics/notifiable`` is the
+named query of notifiable-disease counts per district and ISO week
+(``notifiable.py``: ``since``, ``until``, ``disease``, ``district``), answered
+and audited the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.adapters.web import CallerDep, json_body
 from services.contracts import errors
-from services.records.analytics.service import Analytics
+from services.records.analytics.service import Analytics, Answer
 from services.records.authority import AuthorityReader
 
 log = logging.getLogger(__name__)
@@ -33,9 +36,21 @@ def install_analytics_routes(app: FastAPI, analytics: Analytics, authority: Auth
         except orjson.JSONDecodeError as exc:
             raise errors.Invalid("the body is not valid JSON", code="structure") from exc
         answer = await run_in_threadpool(analytics.ask, caller, authority(request, caller), doc)
-        return Response(answer.body, media_type="application/json",
-                        headers={errors.EVENT_HEADER: answer.event_id,
-                                 "X-Healthgov-Cached": "true" if answer.cached else "false"})
+        return _answered(answer)
+
+    @app.get("/analytics/notifiable")
+    async def notifiable_counts(request: Request, caller: CallerDep) -> Response:
+        params: dict[str, list[str]] = {}
+        for name, value in request.query_params.multi_items():
+            params.setdefault(name, []).append(value)
+        answer = await run_in_threadpool(analytics.ask_notifiable, caller, authority(request, caller), params)
+        return _answered(answer)
+
+
+def _answered(answer: Answer) -> Response:
+    return Response(answer.body, media_type="application/json",
+                    headers={errors.EVENT_HEADER: answer.event_id,
+                             "X-Healthgov-Cached": "true" if answer.cached else "false"})
 
 
 class Refresher:

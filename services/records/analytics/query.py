@@ -10,7 +10,7 @@ A query is a cohort (who counts) and a measure (how they are counted):
             "age": {"min": 18, "max": 64}, "sex": ["female", "male"],
             "districts": ["Nanming"], "hospitals": ["gy-hosp-001"],
             "period": {"start": "2020-01-01", "end": "2024-12-31"}},
- "measure": {"count": "patients", "by": ["month", "district"]},
+ "measure": {"count": "patients", "by": ["month", "district"], "rate": "per_100000"},
  "project": "prj-…", "feasibility": false}
 ```
 
@@ -19,6 +19,8 @@ A patient is in the cohort if one of their resources of ``types`` dated in
 any resource) and the filters, and none of their resources in the period
 matches an ``exclude`` coding. ``by`` groups the matching events' people by
 month, ISO week, age band (at the event), sex, district or hospital.
+``rate`` adds to each district's released count its rate per 100,000 people
+(``rates.py``: from the released count, so it reveals nothing more).
 
 The SQL is the same text for DuckDB and Spark: values are validated against
 closed patterns and written as quoted literals (no engine-specific parameter
@@ -129,6 +131,7 @@ class Measure(_Strict):
     count: Literal["patients"] = "patients"
     by: Annotated[list[Literal["month", "week", "age_band", "sex", "district", "hospital", "type"]],
                   Field(max_length=2)] = []
+    rate: Literal["per_100000"] | None = None
 
     @field_validator("by")
     @classmethod
@@ -136,6 +139,12 @@ class Measure(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("each grouping once")
         return v
+
+    @model_validator(mode="after")
+    def _rate_needs_districts(self) -> Measure:
+        if self.rate and "district" not in self.by:
+            raise ValueError("a rate per population is per district: 'by' must include 'district'")
+        return self
 
 
 class Query(_Strict):

@@ -18,6 +18,11 @@
    project and the SHA-256 of the exact bytes released, and only then does
    the answer leave.
 
+The notifiable-disease counts (``notifiable.py``) are a named query through
+the same steps: one decision naming the query, one ordinary query per disease,
+disclosure control of every cell against the ledger (and against the cells of
+the diseases before it in the same answer), one disclosure event for the whole.
+
 Research answers leave out patients who opted out of research; public-health
 answers never do (an opt-out does not bind the state, docs/architecture.md §5).
 """
@@ -25,6 +30,7 @@ answers never do (an opt-out does not bind the state, docs/architecture.md §5).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import orjson
@@ -37,6 +43,7 @@ from services.contracts import errors
 from services.contracts.events import rfc3339, utcnow
 from services.contracts.policy import Decision, PolicyInput, PolicyResource
 from services.records.access import Authority
+from services.records.analytics import notifiable, rates
 from services.records.analytics import query as q
 from services.records.analytics.engines import DuckDBEngine, Engine, cells
 from services.records.analytics.ledger import Release, ReleaseLedger, Spend, released_sets
@@ -64,6 +71,8 @@ class Analytics:
     ledger: ReleaseLedger  # records' shared disclosure ledger, answer cache and privacy budgets
     control: Control = field(default_factory=Control)
     engine: Engine | None = None
+    diseases: dict[str, notifiable.Disease] = field(default_factory=notifiable.load)
+    populations: rates.Populations = field(default_factory=rates.load)
     update_wait_s: float = 20.0  # how long a query waits for an update already under way (then 503)
     dp_default: Terms | None = None  # differential privacy for every project whose agreement names none
 
@@ -89,15 +98,19 @@ class Analytics:
                     raise self.gate.refuse(caller, authority, None, Decision(allow=False, reasons=[exc.reason]),
                                            details=details) from exc
             project = facts(stored) if stored is not None else None  # unknown: asked as no project at all
+        decision = self._decide(caller, authority, details, types=query.cohort.types, project=project,
+                                shape={"feasibility": query.feasibility, "grouped": bool(query.measure.by)})
+        return decision, stored
+
+    def _decide(self, caller: Caller, authority: Authority, details: dict[str, Any], *, types: list[str],
+                shape: dict[str, Any], project: dict[str, Any] | None = None) -> Decision:
         pin = PolicyInput(subject=caller.subject(None), action="analytics_query", purpose=authority.purpose,
                           resource=PolicyResource(patient=None, type="Analytics"),
-                          project=project,
-                          requested_types=query.cohort.types, now=rfc3339(utcnow()),
-                          analytics={"feasibility": query.feasibility, "grouped": bool(query.measure.by)})
+                          project=project, requested_types=types, now=rfc3339(utcnow()), analytics=shape)
         decision = self.policy.decide(pin)
         if not decision.allow:
             raise self.gate.refuse(caller, authority, None, decision, details=details)
-        return decision, stored
+        return decision
 
     def ask(self, caller: Caller, authority: Authority, doc: Any) -> Answer:
         query = q.parse(doc)
@@ -144,7 +157,7 @@ class Analytics:
                                        lambda _near, budget: self._noised(total, spend, budget), spend=spend)
         return self.ledger.release(
             key, version, digest, [len(m) for m in groups.values()] + [len(total)], self.control.settings.threshold,
-            lambda near, _budget: self._protect(by, groups, total, near))
+            lambda near, _budget: self._protect(query, by, groups, total, near))
 
     def _count(self, query: q.Query, research: bool) -> tuple[list[str], dict[Key, Members], Members]:
         """The raw answer: each group's set of people and the total's (never leaves records)."""
@@ -156,11 +169,62 @@ class Analytics:
     def _controls(self) -> dict[str, int]:
         return {"threshold": self.control.settings.threshold, "rounding": self.control.settings.rounding}
 
-    def _protect(self, by: list[str], groups: dict[Key, Members], total: Members, near: Ledger) -> Release:
-        """Disclosure control against the ledger ``near``: the body to release and the sets it releases."""
+    def _protect(self, query: q.Query, by: list[str], groups: dict[Key, Members], total: Members,
+                 near: Ledger) -> Release:
+        """Disclosure control against the ledger ``near``: the body to release and the sets it releases.
+
+        A rate is worked out from the released (rounded) count, so it tells no more than the count does.
+        """
         released = self.control.protect(by, groups, total, near)
-        doc = {"measure": "patients", **released.as_json(), "disclosure_control": self._controls()}
+        doc: dict[str, Any] = {"measure": "patients", **released.as_json(), "disclosure_control": self._controls()}
+        if query.measure.rate:
+            doc["rows"] = rates.add_rates(doc["rows"], self.populations)
+            doc["population"] = self.populations.about()
         return Release(orjson.dumps(doc), released_sets(released, groups, total))
+
+    # --- notifiable diseases ---------------------------------------------------------------------------------
+
+    def ask_notifiable(self, caller: Caller, authority: Authority, params: dict[str, list[str]],
+                       today: date | None = None) -> Answer:
+        """Notifiable-disease counts (and rates) per district and ISO week, decided, protected and audited."""
+        request = notifiable.parse(params, self.diseases, today or utcnow().date())
+        canonical = orjson.dumps(request.canonical(), option=orjson.OPT_SORT_KEYS)
+        digest = crypto.sha256_hex(canonical)
+        details: dict[str, Any] = {"action": "analytics_query", "named": notifiable.NAME, "query_digest": digest}
+        types = sorted({t for d in request.diseases for t in self.diseases[d].types})
+        decision = self._decide(caller, authority, details, types=types,
+                                shape={"feasibility": False, "grouped": True, "named": notifiable.NAME})
+        research = authority.purpose == "HRESCH" or caller.org_type == "research"
+        self.store.update(wait_s=self.update_wait_s)
+        version = self.store.version()
+        key = crypto.sha256_hex(b"|".join([canonical, b"research" if research else b"all", version.encode()]))
+        body = self.ledger.cached(key)
+        cached = body is not None
+        if body is None:
+            counted = [(did, self._count(request.query(self.diseases[did]), research)) for did in request.diseases]
+            sizes = [len(m) for _, (_, groups, total) in counted for m in [*groups.values(), total]]
+            body, cached = self.ledger.release(key, version, digest, sizes, self.control.settings.threshold,
+                                               lambda near, _budget: self._notifiable(request, counted, near))
+        event = self.gate.record(
+            kind="disclosure", caller=caller, authority=authority, patient=None, decision=decision, body=body,
+            details={**details, "query": request.canonical(), "cached": cached,
+                     "engine": self.engine.name if self.engine else None, "research_opt_outs_excluded": research})
+        return Answer(body=body, event_id=event.event_id, cached=cached)
+
+    def _notifiable(self, request: notifiable.Request,
+                    counted: list[tuple[str, tuple[list[str], dict[Key, Members], Members]]], near: Ledger) -> Release:
+        """Each disease's cells through disclosure control, in turn, against ``near`` and the ones before it."""
+        diseases, sets = [], []
+        for did, (by, groups, total) in counted:
+            released = self.control.protect(by, groups, total, near)  # records its sets in ``near`` as it goes
+            shown = released.as_json()
+            diseases.append({**self.diseases[did].about(), "total": shown["total"],
+                             "rows": rates.add_rates(shown["rows"], self.populations)})
+            sets.extend(released_sets(released, groups, total))
+        doc = {"named": notifiable.NAME, "measure": "patients", "since": request.since.isoformat(),
+               "until": request.until.isoformat(), "weeks": request.weeks(), "districts": request.districts,
+               "diseases": diseases, "disclosure_control": self._controls(), "population": self.populations.about()}
+        return Release(orjson.dumps(doc), sets)
 
     def _noised(self, total: Members, spend: Spend, budget: Budget | None) -> Release:
         """A differentially private total: OpenDP's noise, then small counts withheld and the rest rounded.
