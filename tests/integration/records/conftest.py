@@ -18,6 +18,7 @@ from services.adapters.keys import PlatformKeys
 from services.records.store import make_engine
 from services.records.vault import Vault
 from tests.integration.databases import scratch_database
+from tests.integration.records.support import OPEN_PRODUCERS
 
 
 @dataclass
@@ -53,3 +54,11 @@ def private_keys(tmp_path: Path) -> PlatformKeys:
 @pytest.fixture
 def vault(private_keys: PlatformKeys) -> Vault:
     return Vault(private_keys.keyring(), private_keys.blind_index_key(), private_keys.pseudonym_key())
+
+
+@pytest.fixture(autouse=True)
+def _close_producers() -> Iterator[None]:
+    """Close the producers this test's use cases made (see ``support.OPEN_PRODUCERS``)."""
+    yield
+    while OPEN_PRODUCERS:
+        OPEN_PRODUCERS.pop().close()

@@ -32,10 +32,16 @@ class Rec(NamedTuple):
     value: bytes
 
 
+OPEN_PRODUCERS: list[Producer] = []
+"""Every producer ``use_case`` made; the records conftest closes them after each test, so a
+producer pointed at a dead broker does not go on reconnecting (and logging) for the rest of the run."""
+
+
 def use_case(cls: Any, engine: Any, vault: Any, settings: Any, *, kafka: str | None = None,
              opa: str | None = None) -> Any:
     """A records use case (Reader, ConsentRegistry, Eraser...) on the stack's OPA and Kafka, or dead ones."""
     producer = Producer(kafka or settings.kafka_bootstrap, "healthgov-records-test")
+    OPEN_PRODUCERS.append(producer)
     gate = Gate(AuditLog(producer), NoticeOutbox(engine))
     return cls(engine=engine, vault=vault, policy=PolicyClient(opa or settings.opa_url, timeout_s=1.0), gate=gate)
 
