@@ -78,14 +78,23 @@ def round_to(n: int, base: int) -> int:
     return base * ((n + base // 2) // base) if base > 1 else n
 
 
-class Ledger:
-    """Every set of people released so far, indexed by size, to find answers that differ by a few people.
+FRONT = 16  # members of each set the in-memory index keeps: it serves thresholds up to FRONT - 1
 
-    Two sets can differ in at most ``t`` people only if their sizes differ by at
-    most ``t``, so a new cell is compared only with released cells of nearby size.
+
+class Ledger:
+    """Every set of people released so far, to find answers that differ by a few people.
+
+    Two sets that differ in at most ``t`` people share someone among the first
+    ``t + 1`` of each (in the pseudonyms' order: the first shared person has at
+    most ``t`` people of either set before it, all outside the other set;
+    ``ledger.py`` uses the same fact in the database). So each set is indexed by
+    its first ``FRONT`` people, and a new cell is compared only with the sets
+    sharing one of its own first ``t + 1`` that are also of nearby size: few,
+    however many sets were released.
     """
 
     def __init__(self) -> None:
+        self._by_front: dict[int, list[Members]] = defaultdict(list)
         self._by_size: dict[int, list[Members]] = defaultdict(list)
         self._known: set[Members] = set()
         self._lock = threading.Lock()
@@ -94,11 +103,14 @@ class Ledger:
         """True if a released set differs from ``members`` by 1..threshold people."""
         n = len(members)
         with self._lock:
-            for size in range(max(0, n - threshold), n + threshold + 1):
-                for other in self._by_size.get(size, ()):
-                    if other is not members and 0 < len(other ^ members) <= threshold:
-                        return True
-        return False
+            if threshold < FRONT:
+                candidates: Iterable[Members] = {id(o): o for m in sorted(members)[:threshold + 1]
+                                                 for o in self._by_front.get(m, ())}.values()
+            else:  # beyond the index: every set of nearby size
+                candidates = [o for size in range(max(0, n - threshold), n + threshold + 1)
+                              for o in self._by_size.get(size, ())]
+            return any(other is not members and abs(len(other) - n) <= threshold
+                       and 0 < len(other ^ members) <= threshold for other in candidates)
 
     def add(self, sets: Iterable[Members]) -> None:
         with self._lock:
@@ -106,6 +118,8 @@ class Ledger:
                 if s not in self._known:
                     self._known.add(s)
                     self._by_size[len(s)].append(s)
+                    for m in sorted(s)[:FRONT]:
+                        self._by_front[m].append(s)
 
     def __len__(self) -> int:
         return len(self._known)

@@ -156,7 +156,7 @@ class Analytics:
             return self.ledger.release(key, version, digest, [], self.control.settings.threshold,
                                        lambda _near, budget: self._noised(total, spend, budget), spend=spend)
         return self.ledger.release(
-            key, version, digest, [len(m) for m in groups.values()] + [len(total)], self.control.settings.threshold,
+            key, version, digest, [*groups.values(), total], self.control.settings.threshold,
             lambda near, _budget: self._protect(query, by, groups, total, near))
 
     def _count(self, query: q.Query, research: bool) -> tuple[list[str], dict[Key, Members], Members]:
@@ -202,8 +202,8 @@ class Analytics:
         cached = body is not None
         if body is None:
             counted = [(did, self._count(request.query(self.diseases[did]), research)) for did in request.diseases]
-            sizes = [len(m) for _, (_, groups, total) in counted for m in [*groups.values(), total]]
-            body, cached = self.ledger.release(key, version, digest, sizes, self.control.settings.threshold,
+            sets = [m for _, (_, groups, total) in counted for m in [*groups.values(), total]]
+            body, cached = self.ledger.release(key, version, digest, sets, self.control.settings.threshold,
                                                lambda near, _budget: self._notifiable(request, counted, near))
         event = self.gate.record(
             kind="disclosure", caller=caller, authority=authority, patient=None, decision=decision, body=body,

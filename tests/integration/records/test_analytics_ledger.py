@@ -36,7 +36,7 @@ def answer(total: Members, delay: float = 0.0):  # type: ignore[no-untyped-def]
 
 
 def release(ledger: ReleaseLedger, key: str, total: Members, delay: float = 0.0) -> tuple[dict, bool]:  # type: ignore[type-arg]
-    body, cached = ledger.release(key, "v1", "q-" + key, [len(total)], 7, answer(total, delay))
+    body, cached = ledger.release(key, "v1", "q-" + key, [total], 7, answer(total, delay))
     return orjson.loads(body), cached
 
 
@@ -57,10 +57,11 @@ def test_a_second_process_remembers_what_the_first_released(db: Db) -> None:
 def test_the_same_question_gets_the_same_bytes_from_any_process(db: Db) -> None:
     first, second = db.engine(), db.engine()
     try:
-        body, cached = ReleaseLedger(first, MASTER).release("k", "v1", "q", [14], 7, answer(WHOLE))
+        body, cached = ReleaseLedger(first, MASTER).release("k", "v1", "q", [WHOLE], 7, answer(WHOLE))
         assert not cached
         assert ReleaseLedger(second, MASTER).cached("k") == body
-        again, cached = ReleaseLedger(second, MASTER).release("k", "v1", "q", [14], 7, answer(frozenset(range(40))))
+        other = frozenset(range(40))
+        again, cached = ReleaseLedger(second, MASTER).release("k", "v1", "q", [other], 7, answer(other))
         assert cached and again == body
     finally:
         first.dispose()
@@ -79,7 +80,7 @@ def test_the_database_holds_no_pseudonym_in_the_clear(db: Db) -> None:
             assert m.to_bytes(8, "big") not in sealed and str(m) not in repr(raw)
         # Under another deployment's key the row does not open.
         with pytest.raises(DecryptionError):
-            ReleaseLedger(engine, b"x" * 32).release("k2", "v1", "q", [14], 7, answer(members))
+            ReleaseLedger(engine, b"x" * 32).release("k2", "v1", "q", [members], 7, answer(members))
     finally:
         engine.dispose()
 
@@ -125,3 +126,52 @@ def test_a_privacy_budget_is_spent_once_per_new_answer_across_processes(db: Db) 
     finally:
         first.dispose()
         second.dispose()
+
+
+def test_the_token_index_finds_every_set_a_new_one_differs_from_by_few(db: Db) -> None:
+    """The worst cases for the index, where the first shared person is as far back as it can be.
+
+    A new set made of a released one with its first people by token order taken out, or with
+    newcomers added who come before all of it, or both (7 changes at most): with 7 newcomers
+    in front, the first shared person is 8th, and an index looking at only 7 tokens of the
+    new set would miss the released one and release the difference.
+    """
+    import random
+
+    engine = db.engine()
+    try:
+        ledger = ReleaseLedger(engine, MASTER)
+        rnd = random.Random(3)
+        released = []
+        for i in range(60):  # a ledger of many sets of nearby sizes, so a miss would matter
+            members = frozenset(rnd.sample(range(1, 10**9), k=rnd.randrange(16, 40)))
+            body, _ = release(ledger, f"r{i}", members)
+            if body["total"]["count"] is not None:
+                released.append(members)
+        assert len(released) > 40
+        for i, members in enumerate(released[:35]):
+            removed, added = i % 8, 7 - i % 8  # every split of 7 changes, from 0 + 7 to 7 + 0
+            ordered = sorted(members)  # the index's order: the keyed pseudonyms' own
+            ahead = rnd.sample(range(0, ordered[0]), k=added)  # newcomers before every member
+            derived = frozenset(ordered[removed:]) | frozenset(ahead)
+            assert len(derived ^ members) == 7
+            body, _ = release(ReleaseLedger(engine, MASTER), f"d{i}", derived)
+            assert body["total"] == {"count": None, "suppressed": "overlaps_released_answer"}, (removed, added)
+        far = frozenset(rnd.sample(range(3 * 10**9, 4 * 10**9), k=20))
+        assert release(ledger, "far", far)[0]["total"]["count"] == 20
+    finally:
+        engine.dispose()
+
+
+def test_sets_released_before_the_index_are_indexed_by_the_next_release(db: Db) -> None:
+    engine = db.engine()
+    try:
+        release(ReleaseLedger(engine, MASTER), "whole", WHOLE)
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM records_sdc_token"))  # as a ledger from before the index
+        part, _ = release(ReleaseLedger(engine, MASTER), "without", WITHOUT_TWO)
+        assert part["total"] == {"count": None, "suppressed": "overlaps_released_answer"}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM records_sdc_token")).scalar() == len(WHOLE)
+    finally:
+        engine.dispose()

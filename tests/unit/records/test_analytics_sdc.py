@@ -149,3 +149,30 @@ def test_the_ledger_reads_only_sets_of_nearby_size() -> None:
     assert size_ranges([40, 50, 100], 7) == [(33, 57), (93, 107)]  # 47..57 and 43..57 merge
     members = frozenset({1, 2**62 + 5, 123456789})
     assert unpack(pack(members)) == members
+
+
+def test_the_ledger_finds_every_set_within_the_threshold_as_a_full_scan_would() -> None:
+    """The index by each set's first people against the brute-force answer, worst cases included.
+
+    Worst case: a released set's first people taken out, or newcomers before all of it, up to 7
+    changes in all; with 7 newcomers in front the first shared person is 8th of the new set.
+    """
+    import random
+
+    from services.records.analytics.sdc import Ledger
+
+    rnd = random.Random(5)
+    released = [frozenset(rnd.sample(range(10**6, 10**7), k=rnd.randrange(8, 60))) for _ in range(300)]
+    ledger = Ledger()
+    ledger.add(released)
+    probes = []
+    for i, base in enumerate(released[:120]):
+        ordered = sorted(base)
+        removed = i % 8
+        ahead = frozenset(rnd.sample(range(0, 10**6), k=(7 - removed) if i % 3 else rnd.randrange(0, 8 - removed)))
+        probes.append(frozenset(ordered[removed:]) | ahead)
+    probes += [frozenset(rnd.sample(range(10**6, 10**7), k=rnd.randrange(8, 60))) for _ in range(100)]
+    for t in (0, 3, 7, 15, 20):
+        for probe in probes:
+            brute = any(0 < len(probe ^ other) <= t for other in released)
+            assert ledger.near(probe, t) is brute, (t, len(probe))
