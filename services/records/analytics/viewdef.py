@@ -15,8 +15,11 @@ on anything else rather than guessing: ``select`` with ``column``, nested
 ``where``; the spec's ``getResourceKey()`` and ``getReferenceKey([type])``.
 Not ``constant``, ``repeat``, ``collection: true``. FHIRPath is fhirpathpy
 with the R4 model (so ``onset.ofType(dateTime)`` picks a choice element);
-expressions are compiled once per process. It is the reference, not the hot
-path: about a hundred times slower than ``flatten.rows``.
+expressions are compiled once per process (its parser recovers from some
+malformed expressions, ``gender.(`` reading as ``gender``, so a wrong path is
+caught by the equality test, not always here). It is the reference, not the hot
+path: about twenty times slower than ``flatten.rows`` (9,428 fixture resources:
+0.09 s native, 1.8 s through the views).
 
 ``check_deidentified`` is the second half of the contract: no path of a view
 may name an element that carries a name, an identifier, contact details,
