@@ -18,8 +18,8 @@ with the R4 model (so ``onset.ofType(dateTime)`` picks a choice element);
 expressions are compiled once per process (its parser recovers from some
 malformed expressions, ``gender.(`` reading as ``gender``, so a wrong path is
 caught by the equality test, not always here). It is the reference, not the hot
-path: about twenty times slower than ``flatten.rows`` (9,428 fixture resources:
-0.09 s native, 1.8 s through the views).
+path: ten to twenty times slower than ``flatten.rows`` (the fixtures' 7,504
+resources of flattened types: 0.1-0.25 s native, 1.8-2.5 s through the views).
 
 ``check_deidentified`` is the second half of the contract: no path of a view
 may name an element that carries a name, an identifier, contact details,

@@ -48,11 +48,13 @@ def _patients() -> list[tuple[dict[str, Any] | None, list[dict[str, Any]]]]:
     """Each fixture patient with their resources, plus the Synthea-shaped ones of the types the fixtures lack."""
     by_patient: dict[str, list[dict[str, Any]]] = defaultdict(list)
     patients: dict[str, dict[str, Any]] = {}
-    for name in SETS:
+    seen: set[tuple[str, str]] = set()
+    for name in SETS:  # the 10-patient set's patients are also in the 100-patient one: each resource once
         for res in _resources(name):
             pid = _patient_of(res)
-            if pid is None:
+            if pid is None or (res["resourceType"], res["id"]) in seen:
                 continue
+            seen.add((res["resourceType"], res["id"]))
             if res["resourceType"] == "Patient":
                 patients[pid] = res
             by_patient[pid].append(res)
