@@ -100,7 +100,8 @@ def _get(doc: Any, path: str) -> Any:
     return doc
 
 
-def _date(value: Any) -> date | None:
+def full_date(value: Any) -> date | None:
+    """The calendar date a FHIR date, dateTime or instant starts with, if it has a day (as written, no zone shift)."""
     if not isinstance(value, str) or len(value) < 10:
         return None
     try:
@@ -109,8 +110,9 @@ def _date(value: Any) -> date | None:
         return None
 
 
-def _codings(resource: dict[str, Any], rtype: str) -> list[tuple[str | None, str | None]]:
-    out: list[tuple[str | None, str | None]] = []
+def _codings(resource: dict[str, Any], rtype: str) -> list[tuple[Any, Any]]:
+    """The raw (system, code) of every coding under the type's code elements, plausible or not."""
+    out: list[tuple[Any, Any]] = []
     for path in CODES.get(rtype, ()):
         value = resource.get(path)
         concepts = value if isinstance(value, list) else [value]
@@ -119,48 +121,83 @@ def _codings(resource: dict[str, Any], rtype: str) -> list[tuple[str | None, str
                 continue
             codings = concept.get("coding") if "coding" in concept else [concept]  # Encounter.class is a Coding
             for c in codings if isinstance(codings, list) else []:
-                if not isinstance(c, dict):
-                    continue
-                code, system = c.get("code"), c.get("system")
-                if isinstance(code, str) and CODE_PATTERN.fullmatch(code):
-                    ok_system = isinstance(system, str) and SYSTEM_PATTERN.fullmatch(system)
-                    out.append((system if ok_system else None, code))
-    return sorted(set(out), key=lambda sc: (sc[0] or "", sc[1] or "")) or [(None, None)]
+                if isinstance(c, dict):
+                    out.append((c.get("system"), c.get("code")))
+    return out
+
+
+def clinical_date(candidates: Iterable[Any]) -> date | None:
+    """The first candidate that is a full date (a year or a month alone is no date a period can hold)."""
+    return next((d for d in map(full_date, candidates) if d is not None), None)
+
+
+def plausible_codings(pairs: Iterable[tuple[Any, Any]]) -> list[tuple[str | None, str | None]]:
+    """The distinct plausible (system, code) pairs, sorted; ``[(None, None)]`` if there are none.
+
+    A code that is not a plausible code (free text typed into a code field) is
+    dropped; an implausible system is dropped but its code kept. A resource
+    without any code still counts (one row with no code), so "people with an
+    Encounter" does not depend on how well the sender coded it.
+    """
+    out: set[tuple[str | None, str | None]] = set()
+    for system, code in pairs:
+        if isinstance(code, str) and CODE_PATTERN.fullmatch(code):
+            ok_system = isinstance(system, str) and SYSTEM_PATTERN.fullmatch(system)
+            out.add((system if ok_system else None, code))
+    return sorted(out, key=lambda sc: (sc[0] or "", sc[1] or "")) or [(None, None)]
+
+
+def sex_of(gender: Any) -> str:
+    """The administrative gender if it is one of FHIR's four codes, else ``unknown``."""
+    return gender if isinstance(gender, str) and gender in SEXES else "unknown"
+
+
+def district_of(addresses: Iterable[tuple[Any, Any]]) -> str | None:
+    """From each address's (district, city) in order: the first district, else city, that is a plausible name."""
+    for district, city in addresses:
+        value = district or city
+        if isinstance(value, str) and DISTRICT_PATTERN.fullmatch(value.strip()):
+            return value.strip()
+    return None
 
 
 def person_of(patient: dict[str, Any] | None, person: int, research_opt_out: bool) -> Person:
     """The patient's stored attributes from their Patient resource (none known if it was never sent)."""
     patient = patient or {}
-    sex = patient.get("gender") if patient.get("gender") in SEXES else "unknown"
-    district = None
-    for address in patient.get("address") or []:
-        if isinstance(address, dict):
-            value = address.get("district") or address.get("city")
-            if isinstance(value, str) and DISTRICT_PATTERN.fullmatch(value.strip()):
-                district = value.strip()
-                break
-    return Person(person=person, birth=_date(patient.get("birthDate")), sex=str(sex), district=district,
-                  research_opt_out=research_opt_out)
+    addresses = ((a.get("district"), a.get("city")) for a in patient.get("address") or [] if isinstance(a, dict))
+    return Person(person=person, birth=full_date(patient.get("birthDate")), sex=sex_of(patient.get("gender")),
+                  district=district_of(addresses), research_opt_out=research_opt_out)
+
+
+def fact_rows(who: Person, rtype: str, when: date, codings: list[tuple[str | None, str | None]],
+              hospital: str) -> list[dict[str, Any]]:
+    """The rows of one resource: its date's month, week and year, the age at it, one row per coding."""
+    age = None
+    if who.birth is not None:
+        age = when.year - who.birth.year - ((when.month, when.day) < (who.birth.month, who.birth.day))
+        age = age if 0 <= age <= 150 else None
+    iso = when.isocalendar()
+    return [{"person": who.person, "rtype": rtype, "period": f"{when.year:04d}", "event_date": when,
+             "month": f"{when.year:04d}-{when.month:02d}", "week": f"{iso.year:04d}-W{iso.week:02d}",
+             "system": system, "code": code, "age": age, "age_band": age_band(age), "sex": who.sex,
+             "district": who.district, "hospital": hospital, "research_opt_out": who.research_opt_out}
+            for system, code in codings]
 
 
 def rows(who: Person, resources: Iterable[tuple[dict[str, Any], str]]) -> list[dict[str, Any]]:
-    """The fact rows of one patient's current resources, each with the hospital that sent it."""
+    """The fact rows of one patient's current resources, each with the hospital that sent it.
+
+    The fast path: the same rows as the ViewDefinitions in ``views/`` give
+    through ``viewdef.py`` (``tests/unit/records/test_analytics_viewdefs.py``
+    holds them equal), read straight from the JSON.
+    """
     out: list[dict[str, Any]] = []
     for resource, hospital in resources:
         rtype = resource.get("resourceType")
         if rtype not in TYPES:
             continue
-        when = next((d for d in (_date(_get(resource, p)) for p in DATES[rtype]) if d is not None), None)
+        when = clinical_date(_get(resource, p) for p in DATES[rtype])
         if when is None:
             continue  # no clinical date: it belongs to no period a query can ask about
-        age = None
-        if who.birth is not None:
-            age = when.year - who.birth.year - ((when.month, when.day) < (who.birth.month, who.birth.day))
-            age = age if 0 <= age <= 150 else None
-        iso = when.isocalendar()
-        for system, code in _codings(resource, rtype):
-            out.append({"person": who.person, "rtype": rtype, "period": f"{when.year:04d}", "event_date": when,
-                        "month": f"{when.year:04d}-{when.month:02d}", "week": f"{iso.year:04d}-W{iso.week:02d}",
-                        "system": system, "code": code, "age": age, "age_band": age_band(age), "sex": who.sex,
-                        "district": who.district, "hospital": hospital, "research_opt_out": who.research_opt_out})
+        out.extend(fact_rows(who, rtype, when, plausible_codings(_codings(resource, rtype)), hospital))
     return out
