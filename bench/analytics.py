@@ -4,7 +4,7 @@
 
 In one run, in a temporary directory:
 
-1. **Store**: the 100-patient Synthea fixtures flattened once (as the store
+1. **Store**: the Synthea fixtures (both sets, each resource once) flattened once (as the store
    does), then replicated with new pseudonyms, districts and dates shifted by
    whole weeks until ``--resources`` fact rows exist, written as encrypted
    Parquet partitioned by type and year exactly as ``AnalyticStore`` writes.
@@ -50,7 +50,9 @@ from services.records.analytics.parquet import Cipher
 from services.records.analytics.sdc import Control
 from services.records.analytics.store import partitions
 
-FIXTURES = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "fixtures" / "synthea-100-patients"
+FIXTURES = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "fixtures"
+# The 100-patient set has no Conditions; the 10-patient set's 13 patients (also in the 100) have them.
+SETS = ("synthea-100-patients", "synthea-10-patients")
 DISTRICTS = ["Nanming", "Yunyan", "Huaxi", "Wudang", "Baiyun", "Guanshanhu", "Qingzhen", "Kaiyang", "Xifeng",
              "Xiuwen"]
 QUERY = {"cohort": {"types": ["Condition"]}, "measure": {"by": ["district", "month"]}}
@@ -60,10 +62,14 @@ def fixture_rows() -> list[dict[str, Any]]:
     """The fixtures' fact rows, one patient at a time, as the store would hold them."""
     by_patient: dict[str, list[dict[str, Any]]] = defaultdict(list)
     patients: dict[str, dict[str, Any]] = {}
-    for path in sorted(FIXTURES.glob("*.ndjson.gz")):
+    seen: set[tuple[str, str]] = set()
+    for path in (p for name in SETS for p in sorted((FIXTURES / name).glob("*.ndjson.gz"))):
         with gzip.open(path, "rt") as fh:
             for line in fh:
                 res = json.loads(line)
+                if (res["resourceType"], res["id"]) in seen:
+                    continue  # a resource of a patient both sets hold
+                seen.add((res["resourceType"], res["id"]))
                 if res["resourceType"] == "Patient":
                     patients[res["id"]] = res
                 ref = (res.get("subject") or res.get("patient") or {}).get("reference", "")
