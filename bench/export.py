@@ -11,7 +11,7 @@ measured by bench/ingest.py; here it would take most of the run), copy by copy
 so the load itself stays small in memory. Then, in this process:
 
 1. raw: every patient's newest rows read and decrypted, patient by patient, as
-   the exporter reads them, and nothing else (no policy, no de-identification,
+   the exporter reads them (the patient's key row read once), and nothing else (no policy, no de-identification,
    no audit, no output);
 2. export: a data-use project (pseudonymised, every type the set has) is
    approved and its export job run by ``Exporter`` to completion: per-patient
@@ -59,7 +59,7 @@ from services.records.exports import Exporter
 from services.records.gate import Gate
 from services.records.notices import NoticeOutbox
 from services.records.projects import ProjectRegistry
-from services.records.store import ExportJob, Project, Record, make_engine, newest_per_key
+from services.records.store import ExportJob, PatientKey, Project, Record, make_engine, newest_per_key
 from services.records.vault import Vault
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -140,8 +140,9 @@ def raw_read(engine: Any, vault: Vault, types: set[str]) -> tuple[int, float]:
         with Session(engine) as s:
             rows = newest_per_key(s.exec(select(Record).where(Record.patient == patient, Record.rtype.in_(
                 sorted(types)))).all(), key=lambda r: r.rid_index, version=lambda r: r.version)  # type: ignore[attr-defined]
+            key = s.get(PatientKey, patient)  # read once per patient, as the exporter reads it
             for row in rows.values():
-                vault.open_row(s, row)
+                vault.open_row(s, row, key)
                 n += 1
     return n, time.perf_counter() - started
 
