@@ -83,7 +83,7 @@ class ReleasedSet(SQLModel, table=True):
 
 
 class ReleasedToken(SQLModel, table=True):
-    """One of the first ``INDEXED`` members of a released set, by keyed hash: the index that finds near sets."""
+    """A keyed hash of one of a released set's first ``INDEXED`` members (pseudonym order): finds near sets."""
 
     __tablename__ = "records_sdc_token"
     token: str = Field(primary_key=True)  # keyed hash of the member (hex), never the pseudonym

@@ -90,7 +90,9 @@ class Ledger:
     ``ledger.py`` uses the same fact in the database). So each set is indexed by
     its first ``FRONT`` people, and a new cell is compared only with the sets
     sharing one of its own first ``t + 1`` that are also of nearby size: few,
-    however many sets were released.
+    however many sets were released. (That needs the new set to have more than
+    ``t`` people, or two disjoint sets could be within ``t``; a smaller one, which
+    disclosure control withholds anyway, is compared with every set of nearby size.)
     """
 
     def __init__(self) -> None:
@@ -103,7 +105,7 @@ class Ledger:
         """True if a released set differs from ``members`` by 1..threshold people."""
         n = len(members)
         with self._lock:
-            if threshold < FRONT:
+            if n > threshold and threshold < FRONT:  # a set of t or fewer may differ from one it shares no one with
                 candidates: Iterable[Members] = {id(o): o for m in sorted(members)[:threshold + 1]
                                                  for o in self._by_front.get(m, ())}.values()
             else:  # beyond the index: every set of nearby size

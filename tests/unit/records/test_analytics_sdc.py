@@ -172,6 +172,10 @@ def test_the_ledger_finds_every_set_within_the_threshold_as_a_full_scan_would() 
         ahead = frozenset(rnd.sample(range(0, 10**6), k=(7 - removed) if i % 3 else rnd.randrange(0, 8 - removed)))
         probes.append(frozenset(ordered[removed:]) | ahead)
     probes += [frozenset(rnd.sample(range(10**6, 10**7), k=rnd.randrange(8, 60))) for _ in range(100)]
+    small = frozenset(rnd.sample(range(2 * 10**7, 3 * 10**7), k=3))
+    ledger.add([small])
+    released.append(small)
+    probes.append(frozenset(rnd.sample(range(10**7, 2 * 10**7), k=3)))  # shares no one with it, yet within 7
     for t in (0, 3, 7, 15, 20):
         for probe in probes:
             brute = any(0 < len(probe ^ other) <= t for other in released)
