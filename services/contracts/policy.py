@@ -33,6 +33,7 @@ class PolicyResource(BaseModel):
     type: str
     labels: list[str] = Field(default_factory=list)
     hospital: str | None = None
+    accessor: str | None = None  # who made the access judged (oversight_review)
 
 
 class Relationship(BaseModel):

@@ -139,6 +139,8 @@ ALLOW_REASONS: Final[dict[str, str]] = {
     "hospital_ingest": N_("A hospital writing records it produced itself."),
     "regulator_audit_trail": N_("A regulator reading the audit trail."),
     "regulator_reviews_break_glass": N_("A regulator judging a break-glass access (justified or not)."),
+    "privacy_officer_reviews_own_hospital": N_("A hospital's privacy officer judging a break-glass access by its own "
+                                               "staff (justified or not)."),
     "patient_own_audit_events": N_("A patient reading who accessed their records."),
     "patient_manages_own_consents": N_("A patient changing their own consents."),
     "patient_confirms_own_consent": N_("A patient confirming a permit a hospital recorded on their behalf."),
@@ -206,7 +208,11 @@ DENY_REASONS: Final[dict[str, str]] = {
     "write_only_own_hospital_records": N_("A hospital may only write records it produced."),
     "not_own_audit_events": N_("A patient may only read the audit events about themselves."),
     "audit_read_not_permitted": N_("Only regulators and patients may read the audit trail."),
-    "oversight_review_not_permitted": N_("Only a regulator judges break-glass accesses."),
+    "oversight_review_not_permitted": N_("Only a regulator, or the hospital's privacy officer, judges break-glass "
+                                         "accesses."),
+    "break_glass_of_another_hospital": N_("A hospital's privacy officer judges only its own hospital's break-glass "
+                                          "accesses."),
+    "own_break_glass_access": N_("No one judges their own break-glass access."),
     "consent_write_not_permitted": N_("Only the patient or a treating clinician may change consents."),
     "consent_write_requires_treat": N_("Consents are recorded for treatment (TREAT), not break-glass."),
     "erase_only_by_patient": N_("Only the patient may erase their records."),

@@ -4,7 +4,9 @@ Two consumers keep the metrics tables current (``consumer.py``): quality
 reports from ingest and the audit trail. Every route but ``/healthz`` needs a
 caller OPA lets read the whole audit trail (``audit_read`` of everything: the
 regulator), exactly as the audit service asks; judging a break-glass access
-is its own action (``oversight_review``). JSON for the regulator's own tools,
+is its own action (``oversight_review``: the regulator, or the privacy officer
+of the hospital whose staff broke the glass, who also sees that hospital's
+review queue and nothing else). JSON for the regulator's own tools,
 CSV where a spreadsheet is the tool.
 """
 
@@ -72,6 +74,30 @@ def regulator(request: Request, caller: CallerDep) -> Caller:
 
 
 Regulator = Annotated[Caller, Depends(regulator)]
+
+
+def review_scope(request: Request, caller: CallerDep) -> str | None:
+    """Whose break-glass accesses the caller sees in the review queue: every hospital's (``None``) or one.
+
+    A hospital's privacy officer judges their own hospital's accesses (OPA
+    ``oversight_review`` of that hospital, the rule that decides each verdict),
+    so sees that hospital's queue and no other; anyone else needs the
+    regulator's ``audit_read``.
+    """
+    if caller.org_type == "hospital" and caller.role == "privacy_officer":
+        policy: PolicyClient = request.app.state.policy
+        decision = policy.decide(PolicyInput(
+            subject=caller.subject(), action="oversight_review", purpose=purpose_of_use(caller, default="HCOMPL"),
+            resource=PolicyResource(patient=None, type="AuditEvent", hospital=caller.org),
+            now=rfc3339(datetime.now(UTC))))
+        if not decision.allow:
+            raise errors.Forbidden("review denied: " + ", ".join(decision.reasons), reasons=decision.reasons)
+        return caller.org
+    regulator(request, caller)
+    return None
+
+
+ReviewScope = Annotated[str | None, Depends(review_scope)]
 
 
 class ComplaintBody(BaseModel):
@@ -178,9 +204,13 @@ def create_app(settings: OversightSettings | None = None) -> FastAPI:
         return queries.flags(engine, hospital=hospital, rule=rule, page=page, per_page=per_page)
 
     @app.get("/reviews")
-    def review_queue(_caller: Regulator, state: ReviewState = "open", hospital: Name = None, page: Page = 1,
+    def review_queue(scope: ReviewScope, state: ReviewState = "open", hospital: Name = None, page: Page = 1,
                      per_page: PerPage = 50) -> dict[str, Any]:
-        """Break-glass accesses awaiting review (open ones due first), or judged ones."""
+        """Break-glass accesses awaiting review (open ones due first), or judged ones.
+
+        A privacy officer's queue is their own hospital's, whatever ``hospital`` asks.
+        """
+        hospital = scope if scope is not None else hospital
         return {"review_days": settings.review_days,
                 **queries.reviews(engine, state=state, hospital=hospital, now=datetime.now(UTC), page=page,
                                   per_page=per_page)}

@@ -46,7 +46,8 @@ class Reviews:
             subject=caller.subject(), action="oversight_review",
             purpose=purpose_of_use(caller, default="HCOMPL"),
             resource=PolicyResource(patient=row.patient if row else None, type="AuditEvent",
-                                    hospital=row.hospital if row else None),
+                                    hospital=row.hospital if row else None,
+                                    accessor=row.accessor_id if row else None),
             now=rfc3339(now)))
         audit_decision = AuditDecision(allow=decision.allow, reasons=decision.reasons,
                                        policy_version=decision.policy_version)

@@ -102,6 +102,52 @@ def test_a_burst_of_reads_of_one_record_is_flagged(loaded, token, settings) -> N
     assert set(flag["event_ids"]) <= set(ids) and len(flag["event_ids"]) >= 5
 
 
+def test_a_hospitals_privacy_officer_judges_its_own_staffs_break_glass_and_no_other(  # type: ignore[no-untyped-def]
+        loaded, token, settings) -> None:
+    """The hospital's privacy officer: its own staff's break-glass accesses, never another hospital's or their own."""
+    pid = loaded["patient_ids"][2]
+
+    def break_glass(org: str, sub: str) -> str:
+        r = httpx.get(f"{settings.records_url}/fhir/Patient/{pid}", timeout=30,
+                      headers=auth(token(org, sub=sub, purpose="ETREAT"), **{"X-Break-Glass-Reason": "unconscious"}))
+        assert r.status_code == 200, r.text
+        return r.headers["X-Healthgov-Event-Id"]
+
+    def officer() -> dict[str, str]:  # tokens are single-use: one per request
+        return auth(token("gy-hosp-003", "oversight", sub="po-zhao", role="privacy_officer"))
+
+    staff = break_glass("gy-hosp-003", "dr-li")
+    own = break_glass("gy-hosp-003", "po-zhao")  # the privacy officer also treats patients
+    other = break_glass("gy-hosp-002", "dr-chen")
+
+    def queue() -> list[dict[str, Any]]:  # asks for another hospital's queue: gets its own
+        r = httpx.get(f"{settings.oversight_url}/reviews", params={"per_page": 500, "hospital": "gy-hosp-002"},
+                      headers=officer(), timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["reviews"]  # type: ignore[no-any-return]
+
+    wait_for(lambda: {staff, own} <= {v["event_id"] for v in queue()}, 60, "the accesses in the officer's queue")
+    assert {v["hospital"] for v in queue()} == {"gy-hosp-003"}
+    wait_for(lambda: other in {v["event_id"] for v in get(settings, token, "/reviews", per_page=500)["reviews"]},
+             60, "the other hospital's access in the regulator's queue")
+    r = httpx.post(f"{settings.oversight_url}/reviews/{other}", json={"verdict": "justified"}, headers=officer(),
+                   timeout=30)
+    assert r.status_code == 403 and "break_glass_of_another_hospital" in r.text
+    r = httpx.post(f"{settings.oversight_url}/reviews/{own}", json={"verdict": "justified"}, headers=officer(),
+                   timeout=30)
+    assert r.status_code == 403 and "own_break_glass_access" in r.text
+    r = httpx.post(f"{settings.oversight_url}/reviews/{staff}", headers=officer(), timeout=30,
+                   json={"verdict": "not_justified", "note": "no emergency recorded in the ward notes"})
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "not_justified" and r.json()["reviewer"] == "gy-hosp-003/po-zhao"
+    judged = {v["event_id"]: v for v in get(settings, token, "/reviews", state="all", per_page=500)["reviews"]}
+    assert judged[staff]["state"] == "not_justified"
+    assert judged[own]["state"] == "open" and judged[other]["state"] == "open"
+    clinician = httpx.get(f"{settings.oversight_url}/reviews", timeout=30,
+                          headers=auth(token("gy-hosp-003", "oversight", role="clinician")))
+    assert clinician.status_code == 403
+
+
 def test_break_glass_is_queued_judged_by_the_regulator_and_the_verdict_is_logged(  # type: ignore[no-untyped-def]
         loaded, token, settings) -> None:
     pid = loaded["patient_ids"][1]
@@ -115,7 +161,10 @@ def test_break_glass_is_queued_judged_by_the_regulator_and_the_verdict_is_logged
 
     wait_for(queued, 60, "the break-glass access in the review queue")
     refused = httpx.post(f"{settings.oversight_url}/reviews/{event_id}", json={"verdict": "justified"},
-                         headers=auth(token("gy-hosp-002", "oversight", role="privacy_officer")), timeout=30)
+                         headers=auth(token("gy-hosp-003", "oversight", role="privacy_officer")), timeout=30)
+    assert refused.status_code == 403 and "break_glass_of_another_hospital" in refused.text
+    refused = httpx.post(f"{settings.oversight_url}/reviews/{event_id}", json={"verdict": "justified"},
+                         headers=auth(token("gy-hosp-002", "oversight", role="clinician")), timeout=30)
     assert refused.status_code == 403 and "oversight_review_not_permitted" in refused.text
     r = httpx.post(f"{settings.oversight_url}/reviews/{event_id}", headers=regulator(token), timeout=30,
                    json={"verdict": "justified", "note": "resuscitation, documented in the ER record"})

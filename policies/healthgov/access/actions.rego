@@ -71,8 +71,13 @@ deny contains "audit_read_not_permitted" if {
 }
 
 # -------------------------------------------------------- oversight_review
-# Judging a break-glass access (justified or not) is the regulator's: the
-# verdict is an audit event and counts in the hospital's oversight score.
+# Judging a break-glass access (justified or not): the regulator, or the
+# privacy officer of the hospital whose staff broke the glass, for that
+# hospital's accesses only and never their own. The verdict is an audit event
+# and counts in the hospital's oversight score. The oversight service hands
+# over the access's hospital and accessor as the resource's (none for an
+# access it does not know, which a privacy officer is refused like another
+# hospital's: no answer tells them whether it exists).
 
 grants contains grant("regulator_reviews_break_glass", plain_obligations) if {
 	input.action == "oversight_review"
@@ -80,9 +85,38 @@ grants contains grant("regulator_reviews_break_glass", plain_obligations) if {
 	org_type_confirmed
 }
 
+hospital_privacy_officer if {
+	input.subject.org_type == "hospital"
+	input.subject.role == "privacy_officer"
+}
+
+grants contains grant("privacy_officer_reviews_own_hospital", plain_obligations) if {
+	input.action == "oversight_review"
+	hospital_privacy_officer
+	org_type_confirmed
+	input.resource.hospital == input.subject.org
+	not own_break_glass
+}
+
+own_break_glass if input.resource.accessor == input.subject.id
+
 deny contains "oversight_review_not_permitted" if {
 	input.action == "oversight_review"
 	input.subject.org_type != "regulator"
+	not hospital_privacy_officer
+}
+
+deny contains "break_glass_of_another_hospital" if {
+	input.action == "oversight_review"
+	hospital_privacy_officer
+	not input.resource.hospital == input.subject.org
+}
+
+deny contains "own_break_glass_access" if {
+	input.action == "oversight_review"
+	hospital_privacy_officer
+	input.resource.hospital == input.subject.org
+	own_break_glass
 }
 
 # ------------------------------------------ complaint_file, complaint_answer

@@ -96,6 +96,42 @@ test_hospital_cannot_review_break_glass if {
 	d.reasons == ["oversight_review_not_permitted"]
 }
 
+privacy_officer(org) := with_fields(clinician, {
+	"subject": {"id": "po-1", "org": org, "role": "privacy_officer"},
+	"purpose": "HCOMPL",
+})
+
+test_privacy_officer_reviews_own_hospitals_break_glass if {
+	d := decide(break_glass_review(privacy_officer("gy-hosp-001")))
+	allowed_by(d, "privacy_officer_reviews_own_hospital")
+}
+
+test_privacy_officer_cannot_review_another_hospitals_break_glass if {
+	d := decide(break_glass_review(privacy_officer("gy-hosp-002")))
+	d.reasons == ["break_glass_of_another_hospital"]
+}
+
+test_privacy_officer_cannot_review_an_unknown_access if {
+	req := break_glass_review(privacy_officer("gy-hosp-001"))
+	d := decide(with_fields(req, {"resource": {"patient": null, "type": "AuditEvent", "hospital": null}}))
+	d.reasons == ["break_glass_of_another_hospital"]
+}
+
+test_a_hospitals_compliance_purpose_is_for_break_glass_reviews_only if {
+	read := with_fields(privacy_officer("gy-hosp-001"), {"action": "read"})
+	"purpose_not_permitted_for_org_type" in decide(read).reasons
+	as_clinician := with_fields(privacy_officer("gy-hosp-001"), {"subject": {"role": "clinician"}})
+	reasons := decide(break_glass_review(as_clinician)).reasons
+	"purpose_not_permitted_for_org_type" in reasons
+	"oversight_review_not_permitted" in reasons
+}
+
+test_privacy_officer_cannot_review_own_break_glass if {
+	req := break_glass_review(privacy_officer("gy-hosp-001"))
+	d := decide(with_fields(req, {"resource": object.union(req.resource, {"accessor": "po-1"})}))
+	d.reasons == ["own_break_glass_access"]
+}
+
 test_patient_cannot_review_break_glass if {
 	d := decide(break_glass_review(patient))
 	d.reasons == ["oversight_review_not_permitted"]

@@ -54,6 +54,17 @@ deny contains "purpose_not_permitted_for_org_type" if {
 	input.purpose in known_purposes
 	permitted := purposes_by_org_type[input.subject.org_type]
 	not input.purpose in permitted
+	not hospital_compliance_review
+}
+
+# A hospital's privacy officer judging its staff's break-glass accesses acts
+# for compliance (HCOMPL), for that action only: no other hospital request
+# may claim it (actions.rego, oversight_review).
+hospital_compliance_review if {
+	input.action == "oversight_review"
+	input.subject.org_type == "hospital"
+	input.subject.role == "privacy_officer"
+	input.purpose == "HCOMPL"
 }
 
 deny contains "unknown_action" if not input.action in known_actions
