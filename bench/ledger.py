@@ -59,17 +59,12 @@ def a_query(rnd: random.Random, people: list[int], n_cells: int) -> tuple[dict[K
 
 
 def raw_select(ledger: ReleaseLedger, sets: list[Members]) -> Select[Any]:
-    """The SELECT of sealed rows a release makes (the token index's, or by size on a tree before it)."""
+    """The SELECT of sealed rows a release makes (``near_query``; by size on a tree before the index)."""
+    if hasattr(ledger, "near_query"):
+        return ledger.near_query(sets, THRESHOLD)  # type: ignore[no-any-return]
     col = ReleasedSet.size  # type: ignore[var-annotated]
     by_size = or_(*(col.between(lo, hi) for lo, hi in size_ranges((len(m) for m in sets), THRESHOLD)))
-    if not hasattr(ledger, "tokens"):
-        return select(ReleasedSet.digest, ReleasedSet.members).where(by_size)  # type: ignore[call-overload,no-any-return]
-    from services.records.analytics.ledger import ReleasedToken
-
-    wanted = sorted({t for m in sets for t in ledger.tokens(m, THRESHOLD + 1)})
-    return select(ReleasedSet.digest, ReleasedSet.members).distinct().join(  # type: ignore[call-overload,no-any-return]
-        ReleasedToken, ReleasedToken.set_pk == ReleasedSet.pk).where(  # type: ignore[arg-type]
-        ReleasedToken.token.in_(wanted), by_size)  # type: ignore[attr-defined]
+    return select(ReleasedSet.digest, ReleasedSet.members).where(by_size)  # type: ignore[call-overload,no-any-return]
 
 
 def p(samples: list[float], q: float) -> float:

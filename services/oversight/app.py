@@ -85,11 +85,8 @@ def review_scope(request: Request, caller: CallerDep) -> str | None:
     regulator's ``audit_read``.
     """
     if caller.org_type == "hospital" and caller.role == "privacy_officer":
-        policy: PolicyClient = request.app.state.policy
-        decision = policy.decide(PolicyInput(
-            subject=caller.subject(), action="oversight_review", purpose=purpose_of_use(caller, default="HCOMPL"),
-            resource=PolicyResource(patient=None, type="AuditEvent", hospital=caller.org),
-            now=rfc3339(datetime.now(UTC))))
+        reviews: Reviews = request.app.state.reviews
+        decision = reviews.decide(caller, datetime.now(UTC), hospital=caller.org)
         if not decision.allow:
             raise errors.Forbidden("review denied: " + ", ".join(decision.reasons), reasons=decision.reasons)
         return caller.org
@@ -149,6 +146,7 @@ def create_app(settings: OversightSettings | None = None) -> FastAPI:
     app.state.authenticator = build_authenticator(settings, "oversight")
     app.state.audit_log = AuditLog(producer)
     app.state.policy = policy
+    app.state.reviews = reviews
     install_error_handlers(app, fhir=False)
 
 

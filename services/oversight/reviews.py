@@ -37,18 +37,24 @@ class Reviews:
     policy: PolicyClient
     log: AuditLog
 
+    def decide(self, caller: Caller, now: datetime, *, hospital: str | None, patient: str | None = None,
+               accessor: str | None = None) -> Any:
+        """OPA ``oversight_review``: may ``caller`` judge the accesses of ``hospital`` (``accessor``'s, if known)?
+
+        The one rule for both the verdict and which review queue a caller sees.
+        """
+        return self.policy.decide(PolicyInput(
+            subject=caller.subject(), action="oversight_review", purpose=purpose_of_use(caller, default="HCOMPL"),
+            resource=PolicyResource(patient=patient, type="AuditEvent", hospital=hospital, accessor=accessor),
+            now=rfc3339(now)))
+
     def judge(self, caller: Caller, event_id: str, verdict: Verdict, note: str, now: datetime) -> dict[str, Any]:
         """Record the verdict on one break-glass access; 403 for who may not judge, 404 if there is no such
         access, 409 if it was judged already."""
         row = review_row(self.engine, event_id)
         # the policy first: who may not judge learns nothing, not even whether there is such an access
-        decision = self.policy.decide(PolicyInput(
-            subject=caller.subject(), action="oversight_review",
-            purpose=purpose_of_use(caller, default="HCOMPL"),
-            resource=PolicyResource(patient=row.patient if row else None, type="AuditEvent",
-                                    hospital=row.hospital if row else None,
-                                    accessor=row.accessor_id if row else None),
-            now=rfc3339(now)))
+        decision = self.decide(caller, now, hospital=row.hospital if row else None,
+                               patient=row.patient if row else None, accessor=row.accessor_id if row else None)
         audit_decision = AuditDecision(allow=decision.allow, reasons=decision.reasons,
                                        policy_version=decision.policy_version)
         if not decision.allow:

@@ -51,11 +51,12 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Column, LargeBinary, and_, delete, func, insert, or_, select, text
+from sqlalchemy import Column, LargeBinary, Select, and_, delete, func, insert, or_, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
@@ -274,28 +275,32 @@ class ReleaseLedger:
                            for pk, digest, sealed in untokened))
         self._ready = True
 
-    def _near(self, conn: Connection, sets: Sequence[Members], threshold: int) -> tuple[Ledger, set[str]]:
-        """An in-memory ledger of the released sets that could differ from one of ``sets`` by ``threshold`` or fewer.
+    def near_query(self, sets: Sequence[Members], threshold: int) -> Select[Any] | None:
+        """The SELECT of the sealed released sets that could differ from one of ``sets`` by ``threshold`` or fewer.
 
         Through the token index (module docstring) when it serves ``threshold``;
-        otherwise every released set of nearby size, as before the index.
+        otherwise every released set of nearby size, as before the index. ``None``
+        when there is nothing to compare.
         """
-        ledger = Ledger()
         ranges = size_ranges((len(m) for m in sets), threshold)
         if not ranges:
-            return ledger, set()
+            return None
         col = ReleasedSet.size  # type: ignore[var-annotated]
         by_size = or_(*(col.between(lo, hi) for lo, hi in ranges))
-        if threshold < INDEXED:
-            wanted = sorted({t for m in sets if len(m) > 0 for t in self.tokens(m, threshold + 1)})
-            rows: list[tuple[str, bytes]] = []
-            for i in range(0, len(wanted), 500):
-                rows.extend(conn.execute(select(ReleasedSet.digest, ReleasedSet.members).distinct().join(  # type: ignore[call-overload]
-                    ReleasedToken, ReleasedToken.set_pk == ReleasedSet.pk).where(  # type: ignore[arg-type]
-                    ReleasedToken.token.in_(wanted[i:i + 500]), by_size)).all())  # type: ignore[attr-defined]
-        else:
-            rows = list(conn.execute(select(ReleasedSet.digest, ReleasedSet.members).where(by_size)).all())  # type: ignore[call-overload]
-        unique = dict(rows)
+        if threshold >= INDEXED:
+            return select(ReleasedSet.digest, ReleasedSet.members).where(by_size)  # type: ignore[call-overload,no-any-return]
+        wanted = sorted({t for m in sets if len(m) > 0 for t in self.tokens(m, threshold + 1)})
+        return select(ReleasedSet.digest, ReleasedSet.members).distinct().join(  # type: ignore[call-overload,no-any-return]
+            ReleasedToken, ReleasedToken.set_pk == ReleasedSet.pk).where(  # type: ignore[arg-type]
+            ReleasedToken.token.in_(wanted), by_size)  # type: ignore[attr-defined]
+
+    def _near(self, conn: Connection, sets: Sequence[Members], threshold: int) -> tuple[Ledger, set[str]]:
+        """An in-memory ledger of the released sets ``near_query`` finds, and their digests."""
+        ledger = Ledger()
+        query = self.near_query(sets, threshold)
+        if query is None:
+            return ledger, set()
+        unique = dict(conn.execute(query).all())
         ledger.add(unpack(self._seal.decrypt(sealed, digest.encode())) for digest, sealed in unique.items())
         return ledger, set(unique)
 
