@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, func, select, tuple_
+from sqlalchemy import Table, case, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -224,6 +224,7 @@ class AuditHandler(_Handler):
                                 "reason": e.details.get("break_glass_reason"), "state": "open"})
         add_counters(conn, store.access, ("org", "accessor_id", "hour"), ACCESS_COUNTERS,
                      _merge(counters, ("org", "accessor_id", "hour"), ACCESS_COUNTERS))
+        self._seen(conn, counters)
         insert_new(conn, store.care, ("org", "patient"), care)
         insert_new(conn, store.review, ("event_id",), reviews)
         for e, t, _ in fresh:  # a review is itself an event: the log is what the queue shows
@@ -233,6 +234,22 @@ class AuditHandler(_Handler):
                              .values(state=e.details.get("verdict"), note=e.details.get("note"),
                                      reviewer=f"{e.accessor.org}/{e.accessor.id}", reviewed_at=t,
                                      review_event_id=e.event_id))
+
+    def _seen(self, conn: Connection, counters: list[dict[str, Any]]) -> None:
+        """Each accessor's newest active hour (the peers of the break-glass rule)."""
+        last: dict[tuple[str, str], dict[str, Any]] = {}
+        for c in counters:
+            key = (c["org"], c["accessor_id"])
+            if key not in last or c["hour"] > last[key]["last_hour"]:
+                last[key] = {"org": c["org"], "accessor_id": c["accessor_id"], "org_type": c["org_type"],
+                             "last_hour": c["hour"]}
+        if not last:
+            return
+        ins = _insert(conn, store.accessor)
+        table = store.accessor.c
+        conn.execute(ins.on_conflict_do_update(index_elements=["org", "accessor_id"], set_={
+            "last_hour": case((table.last_hour >= ins.excluded.last_hour, table.last_hour),
+                              else_=ins.excluded.last_hour)}), list(last.values()))
 
     def _judge(self, conn: Connection, accesses: list[tuple[AuditEvent, datetime]]) -> list[Flag]:
         """The rules over the recent events of every accessor this batch touched (three queries a batch)."""
@@ -244,7 +261,7 @@ class AuditHandler(_Handler):
             newest[key] = max(newest.get(key, t), t)
         keys = list(newest)
         since = min(newest.values()) - timedelta(days=1)
-        e_, a_, c_ = store.event.c, store.access.c, store.care.c
+        e_, c_ = store.event.c, store.care.c
         recent: dict[tuple[str, str], list[Access]] = defaultdict(list)
         for r in conn.execute(
                 select(e_.accessor_org, e_.accessor_id, e_.event_id, e_.occurred_at, e_.kind, e_.patient, e_.record)
@@ -254,43 +271,77 @@ class AuditHandler(_Handler):
             at = aware(r.occurred_at)
             if newest[key] - timedelta(days=1) < at <= newest[key]:
                 recent[key].append(Access(r.event_id, at, r.kind, key[0], key[1], r.patient, r.record))
-        baseline: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for r in conn.execute(select(a_.org, a_.accessor_id, a_.hour, a_.reads).where(
-                tuple_(a_.org, a_.accessor_id).in_(keys), a_.reads > 0,
-                a_.hour >= since.replace(minute=0, second=0, microsecond=0) - timedelta(days=BASELINE_DAYS))).all():
-            key = (r.org, r.accessor_id)
-            hour = newest[key].replace(minute=0, second=0, microsecond=0)
-            if hour - timedelta(days=BASELINE_DAYS) <= aware(r.hour) < hour:
-                baseline[key].append(int(r.reads))
-        patients = {a.patient for events in recent.values() for a in events if a.patient}
+        judged = {key: sorted(recent.get(key, []), key=lambda a: a.at)[-RECENT_EVENTS:] for key in keys}
+        baseline = self._baselines(conn, {key: newest[key] for key, events in judged.items() if self._hot(events)})
+        patients = {a.patient for events in judged.values() for a in events if a.patient}
         care: set[tuple[str, str]] = set()
         if patients:
             care = {(r.org, r.patient) for r in conn.execute(select(c_.org, c_.patient).where(
                 c_.org.in_({k[0] for k in keys}), c_.patient.in_(patients))).all()}
         flags: list[Flag] = []
-        for key in keys:
-            events = sorted(recent.get(key, []), key=lambda a: a.at)[-RECENT_EVENTS:]
+        for key, events in judged.items():
             flags.extend(accessor_rules(events, baseline.get(key, []), care, self.thresholds))
         if any(e.kind == "break_glass" for e, _ in accesses):
             flags.extend(self._peers(conn, max(newest.values())))
         return flags
 
-    def _peers(self, conn: Connection, last: datetime) -> list[Flag]:
-        """Break-glass per accessor of the hospitals over the last days, against their peers."""
+    def _hot(self, events: list[Access]) -> bool:
+        """Whether the newest hour has enough reads that the accessor's baseline can matter.
+
+        ``reads_above_baseline`` never flags an hour below ``baseline_min_reads``
+        whatever the baseline, so only these accessors' past hours are read: the
+        rule's answer is the same, and a batch no longer reads two weeks of
+        counters for every accessor it touched.
+        """
+        if not events:
+            return False
+        hour = events[-1].at.replace(minute=0, second=0, microsecond=0)
+        reads = sum(1 for a in events if a.is_read and a.at >= hour)
+        return reads >= self.thresholds.baseline_min_reads
+
+    def _baselines(self, conn: Connection, newest: dict[tuple[str, str], datetime]) -> dict[tuple[str, str], list[int]]:
+        """Each accessor's read counts of their active hours in the two weeks before their newest hour."""
+        baseline: dict[tuple[str, str], list[int]] = defaultdict(list)
+        if not newest:
+            return baseline
         a_ = store.access.c
+        since = min(newest.values()).replace(minute=0, second=0, microsecond=0) - timedelta(days=BASELINE_DAYS)
+        for r in conn.execute(select(a_.org, a_.accessor_id, a_.hour, a_.reads).where(
+                tuple_(a_.org, a_.accessor_id).in_(list(newest)), a_.reads > 0, a_.hour >= since)).all():
+            key = (r.org, r.accessor_id)
+            hour = newest[key].replace(minute=0, second=0, microsecond=0)
+            if hour - timedelta(days=BASELINE_DAYS) <= aware(r.hour) < hour:
+                baseline[key].append(int(r.reads))
+        return baseline
+
+    def _peers(self, conn: Connection, last: datetime) -> list[Flag]:
+        """Break-glass per accessor of the hospitals over the last days, against their peers.
+
+        Only accessors who used break-glass are summed (a partial index holds
+        just those hours); the peers who read without it are counted from
+        ``oversight_accessor``, so the cost follows the break-glass, not the
+        whole month of reads.
+        """
+        a_, p_ = store.access.c, store.accessor.c
         since = last - timedelta(days=PEER_DAYS)
         counts = {(r.org, r.accessor_id): int(r.n) for r in conn.execute(
             select(a_.org, a_.accessor_id, func.sum(a_.break_glass).label("n"))
-            .where(a_.hour >= since, a_.org_type == "hospital").group_by(a_.org, a_.accessor_id)).all()}
-        candidates = [k for k, n in counts.items() if n >= self.thresholds.break_glass_min]
-        ids: dict[tuple[str, str], list[str]] = defaultdict(list)
-        if candidates:
+            .where(a_.break_glass > 0, a_.hour >= since, a_.org_type == "hospital")
+            .group_by(a_.org, a_.accessor_id)).all()}
+        active = conn.execute(select(func.count()).select_from(store.accessor).where(
+            p_.org_type == "hospital", p_.last_hour >= since)).scalar_one()
+        flags = break_glass_above_peers(counts, {}, last, self.thresholds, idle=max(0, active - len(counts)))
+        if flags:
             e_ = store.event.c
+            ids: dict[tuple[str, str], list[str]] = defaultdict(list)
             for r in conn.execute(select(e_.accessor_org, e_.accessor_id, e_.event_id).where(
                     e_.kind == "break_glass", e_.occurred_at >= since,
-                    tuple_(e_.accessor_org, e_.accessor_id).in_(candidates)).order_by(e_.occurred_at)).all():
+                    tuple_(e_.accessor_org, e_.accessor_id).in_([(f.org, f.accessor) for f in flags]))
+                    .order_by(e_.occurred_at)).all():
                 ids[(r.accessor_org, r.accessor_id)].append(r.event_id)
-        return break_glass_above_peers(counts, ids, last, self.thresholds)
+            for f in flags:
+                f.event_ids = ids[(f.org, f.accessor)]
+        return flags
 
     def _store_flags(self, conn: Connection, flags: list[Flag]) -> None:
         """A finding seen again keeps its id; its evidence and events grow to what is seen now."""

@@ -14,6 +14,7 @@ finding seen again by a later batch is the same flag, not a new one.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -96,22 +97,35 @@ def _burst(events: Sequence[Access], size: int, span: timedelta) -> list[Access]
     return None
 
 
+def _median_with(values: Sequence[float], extra: float, copies: int) -> float:
+    """The median of sorted ``values`` with ``copies`` more of ``extra`` among them, without building the copies."""
+    at = bisect.bisect_left(values, extra)
+    n = len(values) + copies
+
+    def nth(i: int) -> float:
+        return values[i] if i < at else extra if i < at + copies else values[i - copies]
+
+    return nth(n // 2) if n % 2 else (nth(n // 2 - 1) + nth(n // 2)) / 2
+
+
 def break_glass_above_peers(counts: Mapping[tuple[str, str], int], ids: Mapping[tuple[str, str], list[str]],
-                            day: datetime, t: Thresholds) -> list[Flag]:
+                            day: datetime, t: Thresholds, *, idle: int = 0) -> list[Flag]:
     """Accessors whose break-glass count is far above their peers' (median + k·MAD, robust to the outlier).
 
     ``counts``: (org, accessor) → break-glass accesses in the period; peers are
     every accessor of the period who used break-glass or read at all (zeros count).
+    ``idle``: how many more peers read in the period without any break-glass, so
+    the caller never has to list the thousands of zeros of a large platform.
     """
-    values = list(counts.values())
-    if len(values) < 3:
+    if len(counts) + idle < 3:
         return []
-    median = statistics.median(values)
-    mad = statistics.median(abs(v - median) for v in values)
+    values = sorted(counts.values())
+    median = _median_with(values, 0, idle)
+    mad = _median_with(sorted(abs(v - median) for v in values), median, idle)  # an idle peer is `median` away
     threshold = median + t.break_glass_mads * max(mad, 1.0)
     return [Flag("break_glass_above_peers", org, who, _day(day),
                  {"break_glass": n, "peer_median": median, "peer_mad": mad, "threshold": threshold,
-                  "peers": len(values)}, list(ids.get((org, who), [])))
+                  "peers": len(values) + idle}, list(ids.get((org, who), [])))
             for (org, who), n in sorted(counts.items()) if n >= t.break_glass_min and n > threshold]
 
 

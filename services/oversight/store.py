@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.engine import Engine
 
@@ -111,6 +112,19 @@ access = Table(
     Column("hour", DateTime(timezone=True), primary_key=True),
     Column("org_type", String, nullable=False),
     *_counters(ACCESS_COUNTERS),
+    # The hours with a break-glass only: the peer rule sums these each batch, never the month of reads.
+    Index("oversight_access_break_glass", "hour", postgresql_where=text("break_glass > 0"),
+          sqlite_where=text("break_glass > 0")),
+)
+
+# Every accessor ever seen and their newest active hour: the break-glass rule's peers (who read in the period).
+accessor = Table(
+    "oversight_accessor", metadata,
+    Column("org", String, primary_key=True),
+    Column("accessor_id", String, primary_key=True),
+    Column("org_type", String, nullable=False),
+    Column("last_hour", DateTime(timezone=True), nullable=False),
+    Index("oversight_accessor_active", "org_type", "last_hour"),
 )
 
 care = Table(

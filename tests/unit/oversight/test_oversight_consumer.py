@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -141,3 +142,34 @@ def test_a_review_event_judges_its_break_glass_once_and_a_malformed_one_changes_
     with engine.connect() as conn:
         row = conn.execute(select(store.review)).one()
     assert (row.state, row.note, row.reviewer) == ("not_justified", "no emergency", "gz-nhc/insp")
+
+
+def test_peers_who_only_read_count_toward_the_break_glass_norm(engine: Engine) -> None:
+    """One clinician's break-glass stands out only against the colleagues who read without it."""
+    handler = AuditHandler(engine, Sink(), thresholds=Thresholds(), review_days=7)
+    noon = NIGHT + timedelta(hours=12)
+    glass = [read(i, noon + timedelta(minutes=i), kind="break_glass", who="dr-wu", patient=f"p{i}") for i in range(4)]
+    handler(glass)  # alone: too few peers to compare with
+    assert handler.flags_raised == 0
+    handler([read(100 + i, noon + timedelta(hours=1, minutes=i), who=f"dr-{i}", patient="p1") for i in range(5)])
+    handler([read(200, noon + timedelta(hours=2), kind="break_glass", who="dr-wu", patient="p9")])
+    with engine.connect() as conn:
+        flags = conn.execute(select(store.flag).where(store.flag.c.rule == "break_glass_above_peers")).all()
+    assert [(f.accessor_id, len(json.loads(f.event_ids))) for f in flags] == [("dr-wu", 5)]
+    assert '"peers":6' in flags[0].evidence.replace(" ", "")
+
+
+def test_an_hour_of_reads_is_judged_against_the_accessors_own_past_hours(engine: Engine) -> None:
+    """25 reads in an hour: far above two a hour for one clinician, ordinary for one who reads ten."""
+    handler = AuditHandler(engine, Sink(), thresholds=Thresholds(), review_days=7)
+    noon = NIGHT + timedelta(hours=12)  # 09:00 in Asia/Shanghai, so no after-hours rule
+    past = [read(1000 * h + i, noon - timedelta(hours=h, minutes=-i), who=who, patient=f"p{i}")
+            for who, per_hour in (("dr-quiet", 2), ("dr-busy", 10)) for h in range(1, 11) for i in range(per_hour)]
+    handler(past)
+    now = [read(50_000 + 100 * k + i, noon + timedelta(minutes=2 * i), who=who, patient=f"q{i % 3}")
+           for k, who in enumerate(("dr-quiet", "dr-busy")) for i in range(25)]
+    handler(now)
+    with engine.connect() as conn:
+        flagged = conn.execute(select(store.flag.c.accessor_id).where(
+            store.flag.c.rule == "reads_above_baseline")).scalars().all()
+    assert flagged == ["dr-quiet"]

@@ -95,3 +95,17 @@ def test_accessor_rules_run_together() -> None:
         6, MIDNIGHT_SHANGHAI + timedelta(minutes=1), timedelta(seconds=30), patient=None, record=None, prefix="n")
     rules = sorted(f.rule for f in accessor_rules(trail, [], {("gy-hosp-001", "p1")}, T))
     assert rules == ["after_hours_burst", "repeated_record"]
+
+
+def test_idle_peers_given_as_a_number_judge_exactly_as_listed_zeros() -> None:
+    """The consumer passes the peers without break-glass as a count: the verdicts equal listing each zero."""
+    import random
+
+    rnd = random.Random(11)
+    for _ in range(400):
+        counts = {("h", f"a{i}"): rnd.choice([1, 1, 2, 3, 4, 6, 9, 15, 30]) for i in range(rnd.randrange(0, 8))}
+        idle = rnd.randrange(0, 12)
+        listed = {**counts, **{("h", f"z{i}"): 0 for i in range(idle)}}
+        expect = break_glass_above_peers(listed, {}, NOON_SHANGHAI, T)
+        got = break_glass_above_peers(counts, {}, NOON_SHANGHAI, T, idle=idle)
+        assert [(f.accessor, f.evidence) for f in got] == [(f.accessor, f.evidence) for f in expect]

@@ -1,0 +1,32 @@
+"""The oversight schema is Alembic's: head builds exactly the tables, and a revision keeps the rows before it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+
+from services.oversight import migrations, store
+
+
+def test_head_builds_exactly_the_tables_and_0004_indexes_the_accessors_seen_before_it(tmp_path: Path) -> None:
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'o.db'}", migrate=False)
+    migrations.upgrade(engine, "0003")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO oversight_access (org, accessor_id, hour, org_type, reads, denials, break_glass)"
+                          " VALUES ('h1', 'dr-a', '2026-11-01 08:00:00.000000', 'hospital', 3, 0, 0),"
+                          " ('h1', 'dr-a', '2026-11-03 09:00:00.000000', 'hospital', 1, 0, 1),"
+                          " ('ins', 'clerk', '2026-11-02 10:00:00.000000', 'insurer', 0, 2, 0)"))
+    migrations.upgrade(engine)
+    with engine.connect() as conn:
+        rows = sorted(tuple(r) for r in conn.execute(text(
+            "SELECT org, accessor_id, org_type, last_hour FROM oversight_accessor")).all())
+        ctx = MigrationContext.configure(conn, opts={"include_object": migrations.include_object,
+                                                     "compare_type": True})
+        diff = compare_metadata(ctx, store.metadata)
+    assert rows == [("h1", "dr-a", "hospital", "2026-11-03 09:00:00.000000"),
+                    ("ins", "clerk", "insurer", "2026-11-02 10:00:00.000000")]
+    assert diff == []
+    engine.dispose()
