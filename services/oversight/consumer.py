@@ -252,7 +252,7 @@ class AuditHandler(_Handler):
                               else_=ins.excluded.last_hour)}), list(last.values()))
 
     def _judge(self, conn: Connection, accesses: list[tuple[AuditEvent, datetime]]) -> list[Flag]:
-        """The rules over the recent events of every accessor this batch touched (three queries a batch)."""
+        """The rules over the recent events of every accessor this batch touched (a few queries a batch)."""
         if not accesses:
             return []
         newest: dict[tuple[str, str], datetime] = {}
