@@ -200,6 +200,9 @@ class AuditHandler(_Handler):
                  "purpose": e.purpose, "patient": e.patient,
                  "allowed": None if e.decision is None else e.decision.allow, "resources": len(e.resources),
                  "record": _record(e), "body": b} for e, t, b in fresh])
+            add_counters(conn, store.event_count, ("accessor_org", "kind"), ("n",), _merge(
+                ({"accessor_org": e.accessor.org, "kind": e.kind, "n": 1} for e, _, _ in fresh),
+                ("accessor_org", "kind"), ("n",)))
             self._fold(conn, fresh)
             flags = self._judge(conn, [(e, t) for e, t, _ in fresh if e.kind in ACCESS_KINDS])
             if flags:

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import BigInteger, and_, cast, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.oversight import store
@@ -267,12 +267,21 @@ class EventQuery:
         return out
 
 
+def _total(conn: Connection, query: EventQuery, where: list[ColumnElement[bool]]) -> int:
+    """How many events match: from the per-organisation and kind counters when only those filter, else counted."""
+    if query.accessor or query.patient or query.purpose or query.since or query.until:
+        return int(conn.execute(select(func.count()).select_from(store.event).where(*where)).scalar_one())
+    c = store.event_count.c
+    kept = [column == value for column, value in ((c.accessor_org, query.hospital), (c.kind, query.kind)) if value]
+    return int(conn.execute(select(func.coalesce(func.sum(c.n), 0)).where(*kept)).scalar_one())
+
+
 def events(engine: Engine, query: EventQuery, page: int, per_page: int) -> dict[str, Any]:
     """One page of the audit trail, newest first, with the total that matches."""
     e = store.event.c
     where = query.where()
     with engine.connect() as conn:
-        total = int(conn.execute(select(func.count()).select_from(store.event).where(*where)).scalar_one())
+        total = _total(conn, query, where)
         rows = conn.execute(select(e.body).where(*where).order_by(e.occurred_at.desc(), e.event_id.desc())
                             .limit(per_page).offset((page - 1) * per_page)).scalars().all()
     return {**_page(total, page, per_page), "events": [orjson.loads(b) for b in rows]}

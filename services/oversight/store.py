@@ -117,6 +117,15 @@ access = Table(
           sqlite_where=text("break_glass > 0")),
 )
 
+# How many events of each kind each organisation's accessors caused: the audit search's total when it is
+# filtered by nothing but hospital and kind (its landing page), without counting a million rows per view.
+event_count = Table(
+    "oversight_event_count", metadata,
+    Column("accessor_org", String, primary_key=True),
+    Column("kind", String, primary_key=True),
+    Column("n", BigInteger, nullable=False, server_default="0"),
+)
+
 # Every accessor ever seen and their newest active hour: the break-glass rule's peers (who read in the period).
 accessor = Table(
     "oversight_accessor", metadata,

@@ -1,4 +1,5 @@
-"""The break-glass rule's peers without a scan of the month: accessors' newest hour, break-glass hours indexed.
+"""Bounded reads as the trail grows: the break-glass rule's peers (accessors' newest hour, break-glass hours
+indexed) and the audit search's unfiltered totals (events per organisation and kind).
 
 Revision ID: 0004
 Revises: 0003
@@ -28,12 +29,22 @@ def upgrade() -> None:
     op.create_index("oversight_accessor_active", "oversight_accessor", ["org_type", "last_hour"])
     op.create_index("oversight_access_break_glass", "oversight_access", ["hour"],
                     postgresql_where=sa.text("break_glass > 0"), sqlite_where=sa.text("break_glass > 0"))
+    op.create_table(
+        "oversight_event_count",
+        sa.Column("accessor_org", sa.String(), nullable=False),
+        sa.Column("kind", sa.String(), nullable=False),
+        sa.Column("n", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("accessor_org", "kind"),
+    )
+    op.execute("INSERT INTO oversight_event_count (accessor_org, kind, n) "
+               "SELECT accessor_org, kind, count(*) FROM oversight_event GROUP BY accessor_org, kind")
     # Accessors seen before this revision: their newest hour from the counters.
     op.execute("INSERT INTO oversight_accessor (org, accessor_id, org_type, last_hour) "
                "SELECT org, accessor_id, max(org_type), max(hour) FROM oversight_access GROUP BY org, accessor_id")
 
 
 def downgrade() -> None:
+    op.drop_table("oversight_event_count")
     op.drop_index("oversight_access_break_glass", table_name="oversight_access")
     op.drop_index("oversight_accessor_active", table_name="oversight_accessor")
     op.drop_table("oversight_accessor")
