@@ -106,7 +106,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                   code_systems=fhir.RECOGNISED_CODE_SYSTEMS | frozenset(settings.recognised_code_systems),
                   priority=dict(settings.priority_fields))
     producer = Producer(settings.kafka_bootstrap, "healthgov-ingest", instance_id())
-    pool = Pool(settings.validation_workers, settings.validation_memo)
+    pool = Pool(settings.validation_workers)
     ingestor = Ingestor(ctx=ctx, producer=producer, policy=PolicyClient(settings.opa_url), pool=pool,
                         idempotency=Idempotency(engine, keys.pseudonym_key(), stale_after_s=60),
                         claims=ClaimRegistry(engine),

@@ -1,7 +1,7 @@
 """From validated resources to sealed Kafka messages: the CPU-bound core of ingest.
 
 Pure functions over bytes and dicts (no I/O), so the worker processes of the
-validation pool run them in parallel: parse, validate (fhir.resources),
+validation pool run them in parallel: parse, validate (structure and rules),
 resolve references, assign missing ids, label, group by patient and seal. Only
 the sealed bytes travel back to the parent, which sends them to Kafka.
 
@@ -263,7 +263,7 @@ def check_line(raw: bytes, n: int, hospital: str, systems: frozenset[str] = RECO
         out.issues = [too_large(f"line {n}", rtype, size).as_tuple()]
         return None, out
     where = rtype if isinstance(rtype, str) and rtype.isidentifier() else "Resource"
-    verdict = check_resource(doc, where, raw, systems)
+    verdict = check_resource(doc, where, systems)
     issues = verdict.errors
     if not issues and references.needs_rewrite(raw):
         issues = references.rewrite(doc, where, full_urls=None, ids=None)
@@ -343,6 +343,6 @@ def validate_entries(docs: list[bytes], wheres: list[str], systems: frozenset[st
     """The verdicts on serialised resources, as (errors, warnings) tuples (a worker job for large Bundles)."""
     out = []
     for d, w in zip(docs, wheres, strict=True):
-        verdict = check_resource(orjson.loads(d), w, d, systems)
+        verdict = check_resource(orjson.loads(d), w, systems)
         out.append(([i.as_tuple() for i in verdict.errors], [i.as_tuple() for i in verdict.warnings]))
     return out
