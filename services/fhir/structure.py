@@ -57,10 +57,18 @@ def _date_ok(value: str) -> bool:
     return True
 
 
+GOOD_LIMIT = 50_000  # valid strings remembered per regex-checked type; codes, systems and units repeat
+
+
 def _string_check(pattern: str | None, kind: str) -> Callable[[Any], str | None]:
-    """A checker for a primitive carried as a JSON string: its type, its regex, and for dates the calendar."""
+    """A checker for a primitive carried as a JSON string: its type, its regex, and for dates the calendar.
+
+    Values already found valid are remembered (a bounded set per type): the
+    same code, code system and unit come in nearly every resource, and a set
+    look-up costs a tenth of the regular expression.
+    """
     if kind in ("string", "markdown", "xhtml") or pattern is None:
-        # The specification's [ \\r\\n\\t\\S]+ allows every character: what it says is "not empty".
+        # The specification's [ \r\n\t\S]+ allows every character: what it says is "not empty".
         def plain(value: Any) -> str | None:
             if type(value) is not str:
                 return f"expected a {kind} (a JSON string)"
@@ -68,12 +76,18 @@ def _string_check(pattern: str | None, kind: str) -> Callable[[Any], str | None]
         return plain
     regex = re.compile(pattern)
     temporal = kind in ("date", "dateTime", "instant")
+    good: set[str] = set()
 
     def matched(value: Any) -> str | None:
         if type(value) is not str:
             return f"expected a {kind} (a JSON string)"
+        if value in good:
+            return None
         if regex.fullmatch(value) is None or (temporal and not _date_ok(value)):
             return f"not a valid {kind}"
+        if len(good) >= GOOD_LIMIT:
+            good.clear()
+        good.add(value)
         return None
     return matched
 
@@ -115,18 +129,32 @@ def _checkers(primitives: dict[str, str | None]) -> dict[str, Callable[[Any], st
     return out
 
 
+Checker = Callable[[Any], "str | None"]
+Spec = tuple["Checker | None", "str | None", bool, bool]  # (primitive checker, child path, repeats, required)
 # A primitive's extension sibling (``_birthDate``): an Element, that is an id and extensions.
-_ELEMENT = {"id": ("string", None, False, False), "extension": (None, "Extension", True, False)}
+_ELEMENT = {"id": ["string", None, False, False], "extension": [None, "Extension", True, False]}
+Trail = Any  # (parent trail, key or index), or the resource's own location as a string: spelled only on error
+
+
+def spell(trail: Trail) -> str:
+    """The FHIRPath-style location of a trail: ``Patient.name[0].given``."""
+    parts: list[str] = []
+    while type(trail) is tuple:
+        trail, step = trail
+        parts.append(f"[{step}]" if type(step) is int else f".{step}")
+    return str(trail) + "".join(reversed(parts))
 
 
 class Structure:
     """The loaded structure table: elements per path, choices, primitive checkers, resource types."""
 
     def __init__(self, table: dict[str, Any]) -> None:
-        self.check_primitive = _checkers(table["primitives"])
-        self.paths: dict[str, dict[str, tuple[Any, ...]]] = {
-            path: {key: tuple(spec) for key, spec in keys.items()} for path, keys in table["paths"].items()}
-        self.paths.setdefault("Element", dict(_ELEMENT))
+        checkers = _checkers(table["primitives"])
+        paths = {**table["paths"], "Element": table["paths"].get("Element", _ELEMENT)}
+        self.paths: dict[str, dict[str, Spec]] = {
+            path: {key: (checkers[kind] if kind else None, child, many, required)
+                   for key, (kind, child, many, required) in keys.items()}
+            for path, keys in paths.items()}
         self.required: dict[str, tuple[str, ...]] = {
             path: tuple(k for k, spec in keys.items() if spec[3]) for path, keys in self.paths.items()}
         self.choices: dict[str, tuple[tuple[str, bool, tuple[str, ...]], ...]] = {
@@ -153,25 +181,29 @@ class Structure:
         ``{}``, an object with only an ``id``, a null that no ``_name``
         array pairs with): the same walk finds them at almost no cost, where a
         separate one (or a regular expression over the JSON) cost more than
-        the structure itself.
+        the structure itself. Locations are kept as trails of steps and
+        spelled only for what is reported.
         """
-        out: list[Problem] = []
-        self._resource(doc, where, out, [] if empty is None else empty)
-        return out[:MAX_PROBLEMS]
+        out: list[tuple[Trail, str, str]] = []
+        hollow: list[Trail] = []
+        self._resource(doc, where, out, hollow)
+        if empty is not None:
+            empty.extend(spell(t) for t in hollow[:MAX_PROBLEMS])
+        return [(spell(t), what, code) for t, what, code in out[:MAX_PROBLEMS]]
 
-    def _resource(self, doc: Any, where: str, out: list[Problem], empty: list[str]) -> None:
+    def _resource(self, doc: Any, trail: Trail, out: list[Any], empty: list[Trail]) -> None:
         if type(doc) is not dict:
-            out.append((where, "expected a resource (a JSON object)", "structure"))
+            out.append((trail, "expected a resource (a JSON object)", "structure"))
             return
         rtype = doc.get("resourceType")
         if type(rtype) is not str:
-            out.append((f"{where}.resourceType", "resourceType is missing", "required"))
+            out.append(((trail, "resourceType"), "resourceType is missing", "required"))
         elif rtype not in self.resources:
-            out.append((f"{where}.resourceType", "unknown resourceType", "not-supported"))
+            out.append(((trail, "resourceType"), "unknown resourceType", "not-supported"))
         else:
-            self._node(doc, rtype, where, out, empty, resource=True)
+            self._node(doc, rtype, trail, out, empty, resource=True)
 
-    def _node(self, node: dict[str, Any], path: str, where: str, out: list[Problem], empty: list[str],
+    def _node(self, node: dict[str, Any], path: str, trail: Trail, out: list[Any], empty: list[Trail],
               resource: bool = False) -> None:
         elements = self.paths[path]
         for key, value in node.items():
@@ -181,50 +213,55 @@ class Structure:
                     continue
                 base = elements.get(key[1:]) if key[:1] == "_" else None
                 if base is not None and base[0] is not None:
-                    self._extension_sibling(node, key, value, base[2], f"{where}.{key}", out, empty)
+                    self._extension_sibling(node, key, value, base[2], (trail, key), out, empty)
                 else:
-                    out.append((f"{where}.{key}", f"{key} is not an element of {path}", "structure"))
+                    out.append(((trail, key), f"{key} is not an element of {path}", "structure"))
                 continue
-            kind, child, many, _ = spec
-            at = f"{where}.{key}"
+            check, child, many, _ = spec
             if value is None:
-                empty.append(at)
-                continue
-            if many:
+                empty.append((trail, key))
+            elif many:
                 if type(value) is not list:
-                    out.append((at, "expected an array (the element repeats)", "structure"))
+                    out.append(((trail, key), "expected an array (the element repeats)", "structure"))
                     continue
+                at = (trail, key)
                 if not value:
                     empty.append(at)
-                elif kind is not None and None in value and type(node.get("_" + key)) is not list:
-                    empty.append(at)  # a null in a primitive array only lines up with its _key partner
-                for i, item in enumerate(value):
-                    if item is None:
-                        if kind is None:  # a null in an array of complex elements has no meaning
-                            out.append((f"{at}[{i}]", "null is not an element", "structure"))
-                        continue
-                    self._value(item, kind, child, f"{at}[{i}]", out, empty)
+                elif check is not None:
+                    if None in value and type(node.get("_" + key)) is not list:
+                        empty.append(at)  # a null in a primitive array only lines up with its _key partner
+                    for i, item in enumerate(value):
+                        if item is not None:
+                            problem = check(item)
+                            if problem is not None:
+                                out.append(((at, i), problem, "value"))
+                else:
+                    for i, item in enumerate(value):
+                        if item is None:  # a null in an array of complex elements has no meaning
+                            out.append(((at, i), "null is not an element", "structure"))
+                        else:
+                            self._complex(item, child, (at, i), out, empty)
             elif type(value) is list:
-                out.append((at, "expected a single value, not an array (the element does not repeat)", "structure"))
+                out.append(((trail, key), "expected a single value, not an array (the element does not repeat)",
+                            "structure"))
+            elif check is not None:
+                problem = check(value)
+                if problem is not None:
+                    out.append(((trail, key), problem, "value"))
             else:
-                self._value(value, kind, child, at, out, empty)
+                self._complex(value, child, (trail, key), out, empty)
         for key in self.required[path]:
             if node.get(key) is None and node.get("_" + key) is None:
-                out.append((f"{where}.{key}", f"{key} is required", "required"))
+                out.append(((trail, key), f"{key} is required", "required"))
         for name, required, keys in self.choices.get(path, ()):
             given = sum(1 for k in keys if node.get(k) is not None or node.get("_" + k) is not None)
             if given > 1:
-                out.append((f"{where}.{name}[x]", f"{name}[x] takes one type, not {given}", "structure"))
+                out.append(((trail, f"{name}[x]"), f"{name}[x] takes one type, not {given}", "structure"))
             elif required and not given:
-                out.append((f"{where}.{name}[x]", f"{name}[x] is required", "required"))
+                out.append(((trail, f"{name}[x]"), f"{name}[x] is required", "required"))
 
-    def _value(self, value: Any, kind: str | None, child: str | None, at: str, out: list[Problem],
-               empty: list[str]) -> None:
-        if kind is not None:
-            problem = self.check_primitive[kind](value)
-            if problem is not None:
-                out.append((at, problem, "value"))
-        elif child == "*":
+    def _complex(self, value: Any, child: str | None, at: Trail, out: list[Any], empty: list[Trail]) -> None:
+        if child == "*":
             self._resource(value, at, out, empty)
         elif type(value) is not dict:
             out.append((at, f"expected a {child} (a JSON object)", "structure"))
@@ -233,13 +270,13 @@ class Structure:
                 empty.append(at)
             self._node(value, child or "", at, out, empty)
 
-    def _extension_sibling(self, node: dict[str, Any], key: str, value: Any, many: bool, at: str,
-                           out: list[Problem], empty: list[str]) -> None:
+    def _extension_sibling(self, node: dict[str, Any], key: str, value: Any, many: bool, at: Trail,
+                           out: list[Any], empty: list[Trail]) -> None:
         """``_name``: the id and extensions of primitive ``name``, one per value when it repeats."""
         if value is None:
             empty.append(at)
         elif not many:
-            self._value(value, None, "Element", at, out, empty)
+            self._complex(value, "Element", at, out, empty)
         elif type(value) is not list:
             out.append((at, "expected an array (the element repeats)", "structure"))
         else:
@@ -247,7 +284,7 @@ class Structure:
                 empty.append(at)
             for i, item in enumerate(value):
                 if item is not None:
-                    self._value(item, None, "Element", f"{at}[{i}]", out, empty)
+                    self._complex(item, "Element", (at, i), out, empty)
 
 
 _structure: Structure | None = None
