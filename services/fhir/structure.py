@@ -161,6 +161,7 @@ class Structure:
             path: tuple((name, req, tuple(keys)) for name, req, keys in items)
             for path, items in table["choices"].items()}
         self.resources = frozenset(table["resources"])
+        self._holders: list[tuple[dict[str, Any], Trail]] = []
 
     @classmethod
     def load(cls) -> Structure:
@@ -174,18 +175,22 @@ class Structure:
             raise RulesMissing(f"{RULES_FILE} predates the structure table: run make setup")
         return cls(table["structure"])
 
-    def check(self, doc: Any, where: str, empty: list[str] | None = None) -> list[Problem]:
+    def check(self, doc: Any, where: str, empty: list[str] | None = None,
+              holders: list[tuple[dict[str, Any], Trail]] | None = None) -> list[Problem]:
         """The structural problems of one resource, at most ``MAX_PROBLEMS``; ``where`` prefixes each path.
 
         ``empty`` receives the path of every empty element (ele-1: ``[]``,
         ``{}``, an object with only an ``id``, a null that no ``_name``
         array pairs with): the same walk finds them at almost no cost, where a
         separate one (or a regular expression over the JSON) cost more than
-        the structure itself. Locations are kept as trails of steps and
-        spelled only for what is reported.
+        the structure itself. ``holders`` receives every object holding a
+        ``reference`` string, with its trail (``spell`` names it): ingest
+        rewrites references without a walk of its own. Locations are kept as
+        trails of steps and spelled only for what is reported.
         """
         out: list[tuple[Trail, str, str]] = []
         hollow: list[Trail] = []
+        self._holders = [] if holders is None else holders
         self._resource(doc, where, out, hollow)
         if empty is not None:
             empty.extend(spell(t) for t in hollow[:MAX_PROBLEMS])
@@ -248,6 +253,8 @@ class Structure:
                 problem = check(value)
                 if problem is not None:
                     out.append(((trail, key), problem, "value"))
+                elif key == "reference":
+                    self._holders.append((node, trail))
             else:
                 self._complex(value, child, (trail, key), out, empty)
         for key in self.required[path]:

@@ -83,6 +83,9 @@ class Verdict:
 
     errors: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
+    # The objects holding a ``reference`` string and their trails, found by the structure's walk, so that
+    # ingest rewrites references (references.rewrite_held) without walking the resource again.
+    holders: list[tuple[dict[str, Any], Any]] = field(default_factory=list)
 
     @property
     def accepted(self) -> bool:
@@ -116,13 +119,17 @@ def validate_resource(doc: Any, where: str) -> list[Issue]:
     return structural(doc, where)[0]
 
 
-def structural(doc: Any, where: str) -> tuple[list[Issue], list[str]]:
-    """Structure and type issues, and the paths of empty elements (ele-1), from one walk over the resource."""
+def structural(doc: Any, where: str, holders: list[tuple[dict[str, Any], Any]] | None = None,
+               ) -> tuple[list[Issue], list[str]]:
+    """Structure and type issues, and the paths of empty elements (ele-1), from one walk over the resource.
+
+    ``holders`` receives the objects holding a reference (``Structure.check``).
+    """
     if isinstance(doc, dict) and "id" in doc and not is_fhir_id(doc["id"]):
         return [Issue(f"{where}.id: {RULE}", f"{where}.id", "value")], []
     empty: list[str] = []
     try:
-        problems = structure().check(doc, where, empty)
+        problems = structure().check(doc, where, empty, holders)
     except RecursionError:  # no FHIR resource nests hundreds of levels deep; answer, do not crash
         return [Issue(f"{where}: elements are nested too deeply", where, "too-costly")], []
     return [Issue(f"{path}: {what}", path, code) for path, what, code in problems], empty
@@ -171,7 +178,8 @@ def check_resource(doc: Any, where: str, systems: Iterable[str] = RECOGNISED_COD
     ele-1 (no empty elements) is checked natively, in the structure's walk:
     FHIRPath at every node would cost more than the rest of ingest.
     """
-    errors, empty = structural(doc, where)
+    holders: list[tuple[dict[str, Any], Any]] = []
+    errors, empty = structural(doc, where, holders)
     if errors:
         return Verdict(errors)
     errors = [Issue(f"{path}: ele-1: an element has a value or children; empty arrays, empty "
@@ -182,7 +190,7 @@ def check_resource(doc: Any, where: str, systems: Iterable[str] = RECOGNISED_COD
     for finding in rules().check(doc):
         (errors if finding.severity == "error" else warnings).append(_issue(finding, where))
     warnings += _code_systems(doc, where, systems if isinstance(systems, frozenset) else frozenset(systems))
-    return Verdict(errors[:MAX_ISSUES_PER_RESOURCE], warnings[:MAX_ISSUES_PER_RESOURCE])
+    return Verdict(errors[:MAX_ISSUES_PER_RESOURCE], warnings[:MAX_ISSUES_PER_RESOURCE], holders)
 
 
 def parse_json(body: bytes, where: str = "body") -> Any:

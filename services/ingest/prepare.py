@@ -266,7 +266,7 @@ def check_line(raw: bytes, n: int, hospital: str, systems: frozenset[str] = RECO
     verdict = check_resource(doc, where, systems)
     issues = verdict.errors
     if not issues and references.needs_rewrite(raw):
-        issues = references.rewrite(doc, where, full_urls=None, ids=None)
+        issues = references.rewrite_held(verdict.holders, full_urls=None, ids=None)
     if issues:
         out.rtype = rtype if isinstance(rtype, str) else None
         out.issues = _on_line(n, issues)
