@@ -29,7 +29,11 @@ finds it apart from the structural problems (``check(empty=...)``), because
 inside an array of complex elements is a structural problem: it has no
 meaning there.
 
-Diagnostics name the element path and never echo the submitted value.
+Diagnostics name the element path and never echo the submitted value. An
+element's problem has the OperationOutcome issue code ``invalid``, as the
+models' had (quality reports and metrics count refusals by it); a resource
+that is not an object, has no ``resourceType`` or an unknown one keeps
+``structure``, ``required`` and ``not-supported``.
 """
 
 from __future__ import annotations
@@ -220,14 +224,14 @@ class Structure:
                 if base is not None and base[0] is not None:
                     self._extension_sibling(node, key, value, base[2], (trail, key), out, empty)
                 else:
-                    out.append(((trail, key), f"{key} is not an element of {path}", "structure"))
+                    out.append(((trail, key), f"{key} is not an element of {path}", "invalid"))
                 continue
             check, child, many, _ = spec
             if value is None:
                 empty.append((trail, key))
             elif many:
                 if type(value) is not list:
-                    out.append(((trail, key), "expected an array (the element repeats)", "structure"))
+                    out.append(((trail, key), "expected an array (the element repeats)", "invalid"))
                     continue
                 at = (trail, key)
                 if not value:
@@ -239,39 +243,39 @@ class Structure:
                         if item is not None:
                             problem = check(item)
                             if problem is not None:
-                                out.append(((at, i), problem, "value"))
+                                out.append(((at, i), problem, "invalid"))
                 else:
                     for i, item in enumerate(value):
                         if item is None:  # a null in an array of complex elements has no meaning
-                            out.append(((at, i), "null is not an element", "structure"))
+                            out.append(((at, i), "null is not an element", "invalid"))
                         else:
                             self._complex(item, child, (at, i), out, empty)
             elif type(value) is list:
                 out.append(((trail, key), "expected a single value, not an array (the element does not repeat)",
-                            "structure"))
+                            "invalid"))
             elif check is not None:
                 problem = check(value)
                 if problem is not None:
-                    out.append(((trail, key), problem, "value"))
+                    out.append(((trail, key), problem, "invalid"))
                 elif key == "reference":
                     self._holders.append((node, trail))
             else:
                 self._complex(value, child, (trail, key), out, empty)
         for key in self.required[path]:
             if node.get(key) is None and node.get("_" + key) is None:
-                out.append(((trail, key), f"{key} is required", "required"))
+                out.append(((trail, key), f"{key} is required", "invalid"))
         for name, required, keys in self.choices.get(path, ()):
             given = sum(1 for k in keys if node.get(k) is not None or node.get("_" + k) is not None)
             if given > 1:
-                out.append(((trail, f"{name}[x]"), f"{name}[x] takes one type, not {given}", "structure"))
+                out.append(((trail, f"{name}[x]"), f"{name}[x] takes one type, not {given}", "invalid"))
             elif required and not given:
-                out.append(((trail, f"{name}[x]"), f"{name}[x] is required", "required"))
+                out.append(((trail, f"{name}[x]"), f"{name}[x] is required", "invalid"))
 
     def _complex(self, value: Any, child: str | None, at: Trail, out: list[Any], empty: list[Trail]) -> None:
         if child == "*":
             self._resource(value, at, out, empty)
         elif type(value) is not dict:
-            out.append((at, f"expected a {child} (a JSON object)", "structure"))
+            out.append((at, f"expected a {child} (a JSON object)", "invalid"))
         else:
             if not value or (len(value) == 1 and "id" in value):
                 empty.append(at)
@@ -285,7 +289,7 @@ class Structure:
         elif not many:
             self._complex(value, "Element", at, out, empty)
         elif type(value) is not list:
-            out.append((at, "expected an array (the element repeats)", "structure"))
+            out.append((at, "expected an array (the element repeats)", "invalid"))
         else:
             if not value or (None in value and type(node.get(key[1:])) is not list):
                 empty.append(at)

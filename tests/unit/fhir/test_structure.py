@@ -266,7 +266,7 @@ def test_deep_nesting_is_answered_not_crashed() -> None:
 def test_an_object_or_array_where_a_primitive_belongs_is_named() -> None:
     doc = {**P, "gender": {"code": "male"}, "birthDate": ["1990-01-01"], "language": {"x": 1}}
     assert [(e.expression, e.code) for e in validation.validate_resource(doc, "R")] == [
-        ("R.gender", "value"), ("R.birthDate", "structure"), ("R.language", "value")]
+        ("R.gender", "invalid"), ("R.birthDate", "invalid"), ("R.language", "invalid")]
     # A value found valid before is remembered; a broken one is still refused after it.
     assert validation.validate_resource({**P, "gender": "male"}, "R") == []
     assert validation.validate_resource({**P, "gender": "male "}, "R")[0].expression == "R.gender"
