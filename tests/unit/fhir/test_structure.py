@@ -270,3 +270,11 @@ def test_an_object_or_array_where_a_primitive_belongs_is_named() -> None:
     # A value found valid before is remembered; a broken one is still refused after it.
     assert validation.validate_resource({**P, "gender": "male"}, "R") == []
     assert validation.validate_resource({**P, "gender": "male "}, "R")[0].expression == "R.gender"
+
+
+@pytest.mark.parametrize(("data", "ok"), [("QUFB", True), ("QUFB\nQUFB", True), (" QUFBQUFB ", True), ("QUF", False),
+                                          ("QUFBQ", False), ("QU FB", False), ("QUF!", False), ("", False)])
+def test_base64_is_the_specifications_expression(data: str, ok: bool) -> None:
+    doc = {"resourceType": "Binary", "contentType": "text/plain", "data": data}
+    assert (validation.validate_resource(doc, "R") == []) is ok
+    assert (re.fullmatch(r"(\s*([0-9a-zA-Z\+/=]){4}\s*)+", data) is not None) is ok
