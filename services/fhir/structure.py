@@ -62,6 +62,7 @@ def _date_ok(value: str) -> bool:
 
 
 GOOD_LIMIT = 50_000  # valid strings remembered per regex-checked type; codes, systems and units repeat
+GOOD_MAX_LENGTH = 256  # longer ones are not kept: they rarely repeat, and the set must stay small
 
 
 def _string_check(pattern: str | None, kind: str) -> Callable[[Any], str | None]:
@@ -69,7 +70,10 @@ def _string_check(pattern: str | None, kind: str) -> Callable[[Any], str | None]
 
     Values already found valid are remembered (a bounded set per type): the
     same code, code system and unit come in nearly every resource, and a set
-    look-up costs a tenth of the regular expression.
+    look-up costs a tenth of the regular expression. The set is bounded in
+    entries and in their length (at most ``GOOD_LIMIT`` × ``GOOD_MAX_LENGTH``
+    characters), and it is the only state a check keeps between calls: the
+    walk itself carries everything in its arguments, so threads may share it.
     """
     if kind in ("string", "markdown", "xhtml") or pattern is None:
         # The specification's [ \r\n\t\S]+ allows every character: what it says is "not empty".
@@ -89,9 +93,10 @@ def _string_check(pattern: str | None, kind: str) -> Callable[[Any], str | None]
             return None
         if regex.fullmatch(value) is None or (temporal and not _date_ok(value)):
             return f"not a valid {kind}"
-        if len(good) >= GOOD_LIMIT:
-            good.clear()
-        good.add(value)
+        if len(value) <= GOOD_MAX_LENGTH:
+            if len(good) >= GOOD_LIMIT:
+                good.clear()
+            good.add(value)
         return None
     return matched
 
@@ -169,7 +174,6 @@ class Structure:
             path: tuple((name, req, tuple(keys)) for name, req, keys in items)
             for path, items in table["choices"].items()}
         self.resources = frozenset(table["resources"])
-        self._holders: list[tuple[dict[str, Any], Trail]] = []
 
     @classmethod
     def load(cls) -> Structure:
@@ -198,13 +202,12 @@ class Structure:
         """
         out: list[tuple[Trail, str, str]] = []
         hollow: list[Trail] = []
-        self._holders = [] if holders is None else holders
-        self._resource(doc, where, out, hollow)
+        self._resource(doc, where, out, hollow, [] if holders is None else holders)
         if empty is not None:
             empty.extend(spell(t) for t in hollow[:MAX_PROBLEMS])
         return [(spell(t), what, code) for t, what, code in out[:MAX_PROBLEMS]]
 
-    def _resource(self, doc: Any, trail: Trail, out: list[Any], empty: list[Trail]) -> None:
+    def _resource(self, doc: Any, trail: Trail, out: list[Any], empty: list[Trail], held: list[Any]) -> None:
         if type(doc) is not dict:
             out.append((trail, "expected a resource (a JSON object)", "structure"))
             return
@@ -214,10 +217,10 @@ class Structure:
         elif rtype not in self.resources:
             out.append(((trail, "resourceType"), "unknown resourceType", "not-supported"))
         else:
-            self._node(doc, rtype, trail, out, empty, resource=True)
+            self._node(doc, rtype, trail, out, empty, held, resource=True)
 
     def _node(self, node: dict[str, Any], path: str, trail: Trail, out: list[Any], empty: list[Trail],
-              resource: bool = False) -> None:
+              held: list[Any], resource: bool = False) -> None:
         elements = self.paths[path]
         for key, value in node.items():
             spec = elements.get(key)
@@ -226,7 +229,7 @@ class Structure:
                     continue
                 base = elements.get(key[1:]) if key[:1] == "_" else None
                 if base is not None and base[0] is not None:
-                    self._extension_sibling(node, key, value, base[2], (trail, key), out, empty)
+                    self._extension_sibling(node, key, value, base[2], (trail, key), out, empty, held)
                 else:
                     out.append(((trail, key), f"{key} is not an element of {path}", "invalid"))
                 continue
@@ -253,7 +256,7 @@ class Structure:
                         if item is None:  # a null in an array of complex elements has no meaning
                             out.append(((at, i), "null is not an element", "invalid"))
                         else:
-                            self._complex(item, child, (at, i), out, empty)
+                            self._complex(item, child, (at, i), out, empty, held)
             elif type(value) is list:
                 out.append(((trail, key), "expected a single value, not an array (the element does not repeat)",
                             "invalid"))
@@ -262,9 +265,9 @@ class Structure:
                 if problem is not None:
                     out.append(((trail, key), problem, "invalid"))
                 elif key == "reference":
-                    self._holders.append((node, trail))
+                    held.append((node, trail))
             else:
-                self._complex(value, child, (trail, key), out, empty)
+                self._complex(value, child, (trail, key), out, empty, held)
         for key in self.required[path]:
             if node.get(key) is None and node.get("_" + key) is None:
                 out.append(((trail, key), f"{key} is required", "invalid"))
@@ -275,23 +278,24 @@ class Structure:
             elif required and not given:
                 out.append(((trail, f"{name}[x]"), f"{name}[x] is required", "invalid"))
 
-    def _complex(self, value: Any, child: str | None, at: Trail, out: list[Any], empty: list[Trail]) -> None:
+    def _complex(self, value: Any, child: str | None, at: Trail, out: list[Any], empty: list[Trail],
+                 held: list[Any]) -> None:
         if child == "*":
-            self._resource(value, at, out, empty)
+            self._resource(value, at, out, empty, held)
         elif type(value) is not dict:
             out.append((at, f"expected a {child} (a JSON object)", "invalid"))
         else:
             if not value or (len(value) == 1 and "id" in value):
                 empty.append(at)
-            self._node(value, child or "", at, out, empty)
+            self._node(value, child or "", at, out, empty, held)
 
     def _extension_sibling(self, node: dict[str, Any], key: str, value: Any, many: bool, at: Trail,
-                           out: list[Any], empty: list[Trail]) -> None:
+                           out: list[Any], empty: list[Trail], held: list[Any]) -> None:
         """``_name``: the id and extensions of primitive ``name``, one per value when it repeats."""
         if value is None:
             empty.append(at)
         elif not many:
-            self._complex(value, "Element", at, out, empty)
+            self._complex(value, "Element", at, out, empty, held)
         elif type(value) is not list:
             out.append((at, "expected an array (the element repeats)", "invalid"))
         else:
@@ -299,7 +303,7 @@ class Structure:
                 empty.append(at)
             for i, item in enumerate(value):
                 if item is not None:
-                    self._complex(item, "Element", (at, i), out, empty)
+                    self._complex(item, "Element", (at, i), out, empty, held)
 
 
 _structure: Structure | None = None
