@@ -147,6 +147,7 @@ Spec = tuple["Checker | None", "str | None", bool, bool]  # (primitive checker, 
 # A primitive's extension sibling (``_birthDate``): an Element, that is an id and extensions.
 _ELEMENT = {"id": ["string", None, False, False], "extension": [None, "Extension", True, False]}
 Trail = Any  # (parent trail, key or index), or the resource's own location as a string: spelled only on error
+Finds = tuple[list[tuple[dict[str, Any], Trail]], list[dict[str, Any]]]  # (reference holders, coded objects)
 
 
 def spell(trail: Trail) -> str:
@@ -188,7 +189,8 @@ class Structure:
         return cls(table["structure"])
 
     def check(self, doc: Any, where: str, empty: list[str] | None = None,
-              holders: list[tuple[dict[str, Any], Trail]] | None = None) -> list[Problem]:
+              holders: list[tuple[dict[str, Any], Trail]] | None = None,
+              coded: list[dict[str, Any]] | None = None) -> list[Problem]:
         """The structural problems of one resource, at most ``MAX_PROBLEMS``; ``where`` prefixes each path.
 
         ``empty`` receives the path of every empty element (ele-1: ``[]``,
@@ -197,17 +199,22 @@ class Structure:
         separate one (or a regular expression over the JSON) cost more than
         the structure itself. ``holders`` receives every object holding a
         ``reference`` string, with its trail (``spell`` names it): ingest
-        rewrites references without a walk of its own. Locations are kept as
-        trails of steps and spelled only for what is reported.
+        rewrites references without a walk of its own. ``coded`` receives every
+        object holding a ``code`` string below the resource's root, except in
+        its own ``meta`` (a contained resource's root and meta count): the
+        Codings (and Quantities) whose codes ingest's sensitivity labels look
+        up (``LabelTable.labels_of``). Locations are kept as trails of steps
+        and spelled only for what is reported.
         """
         out: list[tuple[Trail, str, str]] = []
         hollow: list[Trail] = []
-        self._resource(doc, where, out, hollow, [] if holders is None else holders)
+        finds = ([] if holders is None else holders, [] if coded is None else coded)
+        self._resource(doc, where, out, hollow, finds)
         if empty is not None:
             empty.extend(spell(t) for t in hollow[:MAX_PROBLEMS])
         return [(spell(t), what, code) for t, what, code in out[:MAX_PROBLEMS]]
 
-    def _resource(self, doc: Any, trail: Trail, out: list[Any], empty: list[Trail], held: list[Any]) -> None:
+    def _resource(self, doc: Any, trail: Trail, out: list[Any], empty: list[Trail], finds: Finds) -> None:
         if type(doc) is not dict:
             out.append((trail, "expected a resource (a JSON object)", "structure"))
             return
@@ -217,10 +224,10 @@ class Structure:
         elif rtype not in self.resources:
             out.append(((trail, "resourceType"), "unknown resourceType", "not-supported"))
         else:
-            self._node(doc, rtype, trail, out, empty, held, resource=True)
+            self._node(doc, rtype, trail, out, empty, finds, resource=True)
 
     def _node(self, node: dict[str, Any], path: str, trail: Trail, out: list[Any], empty: list[Trail],
-              held: list[Any], resource: bool = False) -> None:
+              finds: Finds, resource: bool = False) -> None:
         elements = self.paths[path]
         for key, value in node.items():
             spec = elements.get(key)
@@ -229,7 +236,7 @@ class Structure:
                     continue
                 base = elements.get(key[1:]) if key[:1] == "_" else None
                 if base is not None and base[0] is not None:
-                    self._extension_sibling(node, key, value, base[2], (trail, key), out, empty, held)
+                    self._extension_sibling(node, key, value, base[2], (trail, key), out, empty, finds)
                 else:
                     out.append(((trail, key), f"{key} is not an element of {path}", "invalid"))
                 continue
@@ -256,7 +263,7 @@ class Structure:
                         if item is None:  # a null in an array of complex elements has no meaning
                             out.append(((at, i), "null is not an element", "invalid"))
                         else:
-                            self._complex(item, child, (at, i), out, empty, held)
+                            self._complex(item, child, (at, i), out, empty, finds)
             elif type(value) is list:
                 out.append(((trail, key), "expected a single value, not an array (the element does not repeat)",
                             "invalid"))
@@ -265,9 +272,13 @@ class Structure:
                 if problem is not None:
                     out.append(((trail, key), problem, "invalid"))
                 elif key == "reference":
-                    held.append((node, trail))
+                    finds[0].append((node, trail))
+                elif key == "code" and type(trail) is not str:
+                    finds[1].append(node)
+            elif key == "meta" and type(trail) is str:  # the resource's own meta: its codes are not labelled
+                self._complex(value, child, (trail, key), out, empty, (finds[0], []))
             else:
-                self._complex(value, child, (trail, key), out, empty, held)
+                self._complex(value, child, (trail, key), out, empty, finds)
         for key in self.required[path]:
             if node.get(key) is None and node.get("_" + key) is None:
                 out.append(((trail, key), f"{key} is required", "invalid"))
@@ -279,23 +290,23 @@ class Structure:
                 out.append(((trail, f"{name}[x]"), f"{name}[x] is required", "invalid"))
 
     def _complex(self, value: Any, child: str | None, at: Trail, out: list[Any], empty: list[Trail],
-                 held: list[Any]) -> None:
+                 finds: Finds) -> None:
         if child == "*":
-            self._resource(value, at, out, empty, held)
+            self._resource(value, at, out, empty, finds)
         elif type(value) is not dict:
             out.append((at, f"expected a {child} (a JSON object)", "invalid"))
         else:
             if not value or (len(value) == 1 and "id" in value):
                 empty.append(at)
-            self._node(value, child or "", at, out, empty, held)
+            self._node(value, child or "", at, out, empty, finds)
 
     def _extension_sibling(self, node: dict[str, Any], key: str, value: Any, many: bool, at: Trail,
-                           out: list[Any], empty: list[Trail], held: list[Any]) -> None:
+                           out: list[Any], empty: list[Trail], finds: Finds) -> None:
         """``_name``: the id and extensions of primitive ``name``, one per value when it repeats."""
         if value is None:
             empty.append(at)
         elif not many:
-            self._complex(value, "Element", at, out, empty, held)
+            self._complex(value, "Element", at, out, empty, finds)
         elif type(value) is not list:
             out.append((at, "expected an array (the element repeats)", "invalid"))
         else:
@@ -303,7 +314,7 @@ class Structure:
                 empty.append(at)
             for i, item in enumerate(value):
                 if item is not None:
-                    self._complex(item, "Element", (at, i), out, empty, held)
+                    self._complex(item, "Element", (at, i), out, empty, finds)
 
 
 _structure: Structure | None = None

@@ -86,6 +86,8 @@ class Verdict:
     # The objects holding a ``reference`` string and their trails, found by the structure's walk, so that
     # ingest rewrites references (references.rewrite_held) without walking the resource again.
     holders: list[tuple[dict[str, Any], Any]] = field(default_factory=list)
+    # The objects holding a code the sensitivity labels look up (Structure.check), for the same reason.
+    coded: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def accepted(self) -> bool:
@@ -120,16 +122,16 @@ def validate_resource(doc: Any, where: str) -> list[Issue]:
 
 
 def structural(doc: Any, where: str, holders: list[tuple[dict[str, Any], Any]] | None = None,
-               ) -> tuple[list[Issue], list[str]]:
+               coded: list[dict[str, Any]] | None = None) -> tuple[list[Issue], list[str]]:
     """Structure and type issues, and the paths of empty elements (ele-1), from one walk over the resource.
 
-    ``holders`` receives the objects holding a reference (``Structure.check``).
+    ``holders`` and ``coded`` receive the objects holding a reference and a code (``Structure.check``).
     """
     if isinstance(doc, dict) and "id" in doc and not is_fhir_id(doc["id"]):
         return [Issue(f"{where}.id: {RULE}", f"{where}.id", "value")], []
     empty: list[str] = []
     try:
-        problems = structure().check(doc, where, empty, holders)
+        problems = structure().check(doc, where, empty, holders, coded)
     except RecursionError:  # no FHIR resource nests hundreds of levels deep; answer, do not crash
         return [Issue(f"{where}: elements are nested too deeply", where, "too-costly")], []
     return [Issue(f"{path}: {what}", path, code) for path, what, code in problems], empty
@@ -179,7 +181,8 @@ def check_resource(doc: Any, where: str, systems: Iterable[str] = RECOGNISED_COD
     FHIRPath at every node would cost more than the rest of ingest.
     """
     holders: list[tuple[dict[str, Any], Any]] = []
-    errors, empty = structural(doc, where, holders)
+    coded: list[dict[str, Any]] = []
+    errors, empty = structural(doc, where, holders, coded)
     if errors:
         return Verdict(errors)
     errors = [Issue(f"{path}: ele-1: an element has a value or children; empty arrays, empty "
@@ -190,7 +193,7 @@ def check_resource(doc: Any, where: str, systems: Iterable[str] = RECOGNISED_COD
     for finding in rules().check(doc):
         (errors if finding.severity == "error" else warnings).append(_issue(finding, where))
     warnings += _code_systems(doc, where, systems if isinstance(systems, frozenset) else frozenset(systems))
-    return Verdict(errors[:MAX_ISSUES_PER_RESOURCE], warnings[:MAX_ISSUES_PER_RESOURCE], holders)
+    return Verdict(errors[:MAX_ISSUES_PER_RESOURCE], warnings[:MAX_ISSUES_PER_RESOURCE], holders, coded)
 
 
 def parse_json(body: bytes, where: str = "body") -> Any:

@@ -76,10 +76,11 @@ def _empties(node: Any, trail: str, out: list[str]) -> None:
                 _empties(value, f"{trail}[{i}]", out)
 
 
-def structural_models(doc: Any, where: str, holders: list[Any] | None = None) -> tuple[list[Issue], list[str]]:
+def structural_models(doc: Any, where: str, holders: list[Any] | None = None,
+                      coded: list[Any] | None = None) -> tuple[list[Issue], list[str]]:
     """What ``validation.structural`` answered before: the models' issues, else the empty elements' paths.
 
-    ``holders`` is not filled: the comparison is of verdicts, before references are looked at.
+    ``holders`` and ``coded`` are not filled: the comparison is of verdicts, not of references or labels.
     """
     errors = validate_resource_models(doc, where)
     empty: list[str] = []
