@@ -30,7 +30,6 @@ from tests.unit.fhir.models_reference import structural_models, validate_resourc
 
 FIXTURES = [REPO_ROOT / "deploy" / "demo" / "fixtures" / name for name in ("synthea-10-patients",
                                                                           "synthea-100-patients")]
-SHARED = REPO_ROOT.parent.parent / "shared" / "fixtures"
 Step = str | int
 
 
@@ -40,8 +39,7 @@ def _lines(directory: Path) -> list[bytes]:
 
 
 def _fixture_docs() -> list[dict[str, Any]]:
-    dirs = FIXTURES + ([SHARED / d.name for d in FIXTURES] if SHARED.is_dir() else [])
-    return [orjson.loads(ln) for d in dirs if d.is_dir() for ln in _lines(d)]
+    return [orjson.loads(ln) for d in FIXTURES for ln in _lines(d)]
 
 
 def _accepted(doc: Any, *, models: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[bool, list[validation.Issue]]:
