@@ -3,9 +3,10 @@
 Two layers. Structure and types: ``validate_resource``, against the table
 ``structure.py`` makes from the specification's StructureDefinitions (it
 replaced the fhir.resources models, at a fraction of their cost; the unit
-tests hold it to their verdicts). The rules that need the
-specification's own definitions (required bindings, FHIRPath invariants, no
-empty elements, contained ids) come from ``rules.py``, and ``check_resource``
+tests hold it to their verdicts); the same walk finds empty elements
+(ele-1). The rules that need the specification's value sets and invariants
+(required bindings, FHIRPath invariants) come from ``rules.py``, contained
+ids are checked here, and ``check_resource``
 gives each resource its ``Verdict``: rejected when it has errors, accepted
 with the warnings it has otherwise (an extensible binding not met, a clinical
 code in no recognised code system). The warnings are returned to the sender
@@ -107,13 +108,6 @@ class InvalidSubmission(errors.Invalid):
 
 def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
 
 
 def validate_resource(doc: Any, where: str) -> list[Issue]:
