@@ -10,8 +10,8 @@ GC_YOUNG_THRESHOLD = 50_000
 def freeze_startup_heap() -> None:
     """Move everything built at start-up out of the garbage collector's sight.
 
-    A service's imports and models (fhir.resources alone is a large object
-    graph) make a full collection take tens of milliseconds, during which no
+    A service's imports and tables (the FHIR rule and structure tables are a
+    large object graph) make a full collection take tens of milliseconds, during which no
     request advances: that pause is what a p99 latency sees. What exists at
     start-up lives for the process's lifetime anyway; ``gc.freeze`` keeps the
     collector to objects made by requests. The first generation is also made

@@ -1,6 +1,6 @@
 """The FHIR R4 rules that need the specification's own definitions: bindings, invariants, no empty elements.
 
-fhir.resources checks structure and types; it does not know which codes a
+``structure.py`` checks structure and types; it does not know which codes a
 required binding allows, nor the invariants (``per-1``: a period does not end
 before it starts). Those come from the specification itself: ``specbuild.py``
 reduces the official 4.0.1 definitions to a table at setup time, and this

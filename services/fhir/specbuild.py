@@ -26,6 +26,15 @@ The table (``rules.py`` reads it):
   code system the definitions do not enumerate (SNOMED CT, BCP-13 MIME types)
   is left out, and its binding is not checked.
 
+- ``structure``: what ``structure.py`` checks every resource against, in
+  place of a model per type: for each type or backbone path, each JSON key →
+  ``[primitive, child, many, required]`` (``primitive`` the FHIR primitive
+  type of a primitive element, else null; ``child`` as above; ``many`` when it
+  repeats; ``required`` when its minimum cardinality is 1), the choice
+  elements of each path (``[name, required, [json keys]]``, one may appear),
+  the regular expression of each primitive type as the specification writes
+  it, and the concrete resource types.
+
 Left out on purpose: ``ele-1`` (checked natively for every element:
 evaluating FHIRPath at every node would cost more than the rest of ingest),
 best-practice constraints (guidance, not validity), and constraints that need
@@ -135,6 +144,71 @@ def _constraints(element: dict[str, Any], own: str | None) -> list[list[str]]:
     return out
 
 
+FHIR_TYPE = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+REGEX = "http://hl7.org/fhir/StructureDefinition/regex"
+
+
+def _type_code(t: dict[str, Any]) -> str:
+    """A type's FHIR name: the system types (``System.String``) carry theirs in an extension."""
+    code = t.get("code", "")
+    if code.startswith(PRIMITIVE_PREFIX):
+        return next((x["valueUrl"] for x in t.get("extension") or [] if x.get("url") == FHIR_TYPE), "string")
+    return str(code)
+
+
+def structure(structures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Known elements, cardinality, primitive types and their regexes, choices, resource types."""
+    primitives: dict[str, str | None] = {}
+    for sd in structures:
+        if sd["kind"] != "primitive-type":
+            continue
+        value = next(el for el in sd["snapshot"]["element"] if el["path"] == f"{sd['type']}.value")
+        exts = [x for t in value.get("type") or [] for x in t.get("extension") or []]
+        primitives[sd["type"]] = next((x["valueString"] for x in exts if x.get("url") == REGEX), None)
+    complex_types = {sd["type"] for sd in structures if sd["kind"] in ("complex-type", "resource")}
+    resources = sorted(sd["type"] for sd in structures if sd["kind"] == "resource" and not sd.get("abstract")
+                       and sd["type"] not in ("Resource", "DomainResource"))
+    paths: dict[str, dict[str, list[Any]]] = {}
+    choices: dict[str, list[list[Any]]] = {}
+    for sd in structures:
+        if sd["kind"] not in ("complex-type", "resource"):
+            continue
+        root = sd["type"]
+        paths.setdefault(root, {})
+        backbones = {el["path"] for el in sd["snapshot"]["element"]
+                     if any(t.get("code") in ("BackboneElement", "Element") for t in el.get("type") or [])}
+        for el in sd["snapshot"]["element"]:
+            path = el["path"]
+            if path == root or el.get("max") == "0":
+                continue
+            parent, _, name = path.rpartition(".")
+            many, required = el.get("max") != "1", int(el.get("min") or 0) >= 1
+            ref = el.get("contentReference")
+            codes = [_type_code(t) for t in el.get("type") or []]
+            keys = []
+            for code in codes or [""]:
+                key = name[:-3] + code[:1].upper() + code[1:] if name.endswith("[x]") else name
+                if name == "id" and parent == root and sd["kind"] == "resource":
+                    code = "id"  # the definitions type Resource.id as a string; the specification says id
+                if ref:
+                    entry: list[Any] = [None, ref.lstrip("#")]
+                elif path in backbones:
+                    entry = [None, path]
+                elif code == "Resource":
+                    entry = [None, "*"]
+                elif code in primitives:
+                    entry = [code, None]
+                elif code in complex_types:
+                    entry = [None, code]
+                else:
+                    raise ValueError(f"{path}: type {code!r} is not defined")
+                paths.setdefault(parent, {})[key] = [*entry, many, required and not name.endswith("[x]")]
+                keys.append(key)
+            if name.endswith("[x]"):
+                choices.setdefault(parent, []).append([name[:-3], required, keys])
+    return {"paths": paths, "choices": choices, "primitives": primitives, "resources": resources}
+
+
 def build(defs: Path) -> dict[str, Any]:
     """The rule table from the definition bundles in ``defs``."""
     structures = [r for r in _bundle(defs / "profiles-types.json") + _bundle(defs / "profiles-resources.json")
@@ -193,7 +267,7 @@ def build(defs: Path) -> dict[str, Any]:
                     continue
                 elements.setdefault(parent, {})[key] = [child, binding, own]
     return {"fhirVersion": "4.0.1", "elements": elements, "invariants": invariants, "valuesets": valuesets,
-            "choices": sorted(choices)}
+            "choices": sorted(choices), "structure": structure(structures)}
 
 
 def main(argv: list[str]) -> int:

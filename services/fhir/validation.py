@@ -1,9 +1,12 @@
 """FHIR R4 validation and OperationOutcome errors, shared by every service that accepts FHIR.
 
-Two layers. Structure and types use the fhir.resources models (R4B, which
-accepts R4 content): ``validate_resource``. The rules that need the
-specification's own definitions (required bindings, FHIRPath invariants, no
-empty elements, contained ids) come from ``rules.py``, and ``check_resource``
+Two layers. Structure and types: ``validate_resource``, against the table
+``structure.py`` makes from the specification's StructureDefinitions (it
+replaced the fhir.resources models, at a fraction of their cost; the unit
+tests hold it to their verdicts); the same walk finds empty elements
+(ele-1). The rules that need the specification's value sets and invariants
+(required bindings, FHIRPath invariants) come from ``rules.py``, contained
+ids are checked here, and ``check_resource``
 gives each resource its ``Verdict``: rejected when it has errors, accepted
 with the warnings it has otherwise (an extensible binding not met, a clinical
 code in no recognised code system). The warnings are returned to the sender
@@ -18,18 +21,16 @@ stored, and it must not carry PHI.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
 
 from services.contracts import errors
 from services.contracts.ids import RULE, is_fhir_id
 from services.fhir.rules import Finding, rules
+from services.fhir.structure import structure
 
 MAX_ISSUES_PER_RESOURCE = 20
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some Windows tools write at the start of a file
@@ -83,6 +84,11 @@ class Verdict:
 
     errors: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
+    # The objects holding a ``reference`` string and their trails, found by the structure's walk, so that
+    # ingest rewrites references (references.rewrite_held) without walking the resource again.
+    holders: list[tuple[dict[str, Any], Any]] = field(default_factory=list)
+    # The objects holding a code the sensitivity labels look up (Structure.check), for the same reason.
+    coded: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def accepted(self) -> bool:
@@ -104,44 +110,25 @@ def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
 def validate_resource(doc: Any, where: str) -> list[Issue]:
-    """Issues with one resource; ``where`` prefixes each path (e.g. ``Bundle.entry[3].resource``)."""
-    if not isinstance(doc, dict):
-        return [Issue(f"{where}: expected a JSON object", where, "structure")]
-    rtype = doc.get("resourceType")
-    if not isinstance(rtype, str):
-        return [Issue(f"{where}: resourceType is missing", f"{where}.resourceType", "required")]
-    if "id" in doc and not is_fhir_id(doc["id"]):
-        return [Issue(f"{where}.id: {RULE}", f"{where}.id", "value")]
+    """Structure and type issues with one resource; ``where`` prefixes each path (``Bundle.entry[3].resource``)."""
+    return structural(doc, where)[0]
+
+
+def structural(doc: Any, where: str, holders: list[tuple[dict[str, Any], Any]] | None = None,
+               coded: list[dict[str, Any]] | None = None) -> tuple[list[Issue], list[str]]:
+    """Structure and type issues, and the paths of empty elements (ele-1), from one walk over the resource.
+
+    ``holders`` and ``coded`` receive the objects holding a reference and a code (``Structure.check``).
+    """
+    if isinstance(doc, dict) and "id" in doc and not is_fhir_id(doc["id"]):
+        return [Issue(f"{where}.id: {RULE}", f"{where}.id", "value")], []
+    empty: list[str] = []
     try:
-        model = get_fhir_model_class(rtype)
-    except (KeyError, ValueError):  # fhir.resources raises ValueError for an unknown type
-        return [Issue(f"{where}: unknown resourceType", f"{where}.resourceType", "not-supported")]
-    try:
-        model.model_validate(doc)
-    except ValidationError as exc:
-        return [
-            Issue(f"{where}{_path(err['loc'])}: {err['msg']}", f"{where}{_path(err['loc'])}")
-            for err in exc.errors(include_input=False, include_url=False)[:MAX_ISSUES_PER_RESOURCE]
-        ]
-    except LookupError:  # fhir_core raises KeyError, not a ValidationError, for a nested resource of unknown type
-        return [Issue(f"{where}: a contained or nested resource has an unknown resourceType", where, "not-supported")]
-    except (ValueError, TypeError) as exc:  # a validator that raised outside pydantic's wrapping
-        return [Issue(f"{where}: {type(exc).__name__}", where)]
+        problems = structure().check(doc, where, empty, holders, coded)
     except RecursionError:  # no FHIR resource nests hundreds of levels deep; answer, do not crash
-        return [Issue(f"{where}: elements are nested too deeply", where, "too-costly")]
-    return []
-
-
-# What an empty element looks like in JSON: [], {}, null, or an object holding only an id.
-_MAYBE_EMPTY = re.compile(rb'[\[{]\s*[\]}]|null|\{\s*"id"\s*:\s*"[^"]*"\s*\}')
+        return [Issue(f"{where}: elements are nested too deeply", where, "too-costly")], []
+    return [Issue(f"{path}: {what}", path, code) for path, what, code in problems], empty
 
 
 def _spell(trail: Any, where: str) -> str:
@@ -150,35 +137,6 @@ def _spell(trail: Any, where: str) -> str:
         trail, step = trail
         parts.append(f"[{step}]" if isinstance(step, int) else f".{step}")
     return where + "".join(reversed(parts))
-
-
-def _hollow(value: Any) -> bool:
-    """An element with neither a value nor children besides ``id`` (ele-1); a null is never a FHIR value."""
-    kind = type(value)
-    if kind is dict:
-        return not value or (len(value) == 1 and "id" in value)
-    return value is None or (kind is list and not value)
-
-
-def _empties(node: Any, trail: Any, out: list[Any]) -> None:
-    """ele-1 natively: every element has a value or children; no empty array or object, no stray null."""
-    if type(node) is dict:
-        for key, value in node.items():
-            if _hollow(value):
-                out.append((trail, key))
-            elif type(value) is list:
-                pair = key[1:] if key[:1] == "_" else "_" + key
-                if None in value and not isinstance(node.get(pair), list):
-                    out.append((trail, key))  # a null in an array only pairs with its `_key` partner
-                _empties(value, (trail, key), out)
-            elif type(value) is dict:
-                _empties(value, (trail, key), out)
-    elif type(node) is list:
-        for i, value in enumerate(node):
-            if value is not None and _hollow(value):
-                out.append((trail, i))
-            elif type(value) is dict or type(value) is list:
-                _empties(value, (trail, i), out)
 
 
 def _contained_ids(doc: dict[str, Any], where: str) -> list[Issue]:
@@ -210,29 +168,26 @@ def _issue(f: Finding, where: str) -> Issue:
     return Issue(f"{path}: {f.message}", path, f.code, f.severity, f.rule)
 
 
-def check_resource(doc: Any, where: str, raw: bytes | None = None,
-                   systems: Iterable[str] = RECOGNISED_CODE_SYSTEMS) -> Verdict:
+def check_resource(doc: Any, where: str, systems: Iterable[str] = RECOGNISED_CODE_SYSTEMS) -> Verdict:
     """The verdict on one resource: structure and types, then the specification's own rules.
 
-    ``raw``, the resource's JSON as received, lets the empty-element check
-    skip resources that cannot hold one (no ``[]``, ``{}`` or ``null`` in
-    their bytes), which is nearly all of them.
+    ele-1 (no empty elements) is checked natively, in the structure's walk:
+    FHIRPath at every node would cost more than the rest of ingest.
     """
-    errors = validate_resource(doc, where)
+    holders: list[tuple[dict[str, Any], Any]] = []
+    coded: list[dict[str, Any]] = []
+    errors, empty = structural(doc, where, holders, coded)
     if errors:
         return Verdict(errors)
-    empty: list[Any] = []
-    if _MAYBE_EMPTY.search(raw if raw is not None else orjson.dumps(doc)):
-        _empties(doc, None, empty)
-    errors = [Issue(f"{_spell(t, where)}: ele-1: an element has a value or children; empty arrays, empty "
-                    "objects and nulls are not FHIR", _spell(t, where), "invalid", rule="ele-1")
-              for t in empty[:MAX_ISSUES_PER_RESOURCE]]
+    errors = [Issue(f"{path}: ele-1: an element has a value or children; empty arrays, empty "
+                    "objects and nulls are not FHIR", path, "invalid", rule="ele-1")
+              for path in empty[:MAX_ISSUES_PER_RESOURCE]]
     errors += _contained_ids(doc, where)
     warnings: list[Issue] = []
     for finding in rules().check(doc):
         (errors if finding.severity == "error" else warnings).append(_issue(finding, where))
     warnings += _code_systems(doc, where, systems if isinstance(systems, frozenset) else frozenset(systems))
-    return Verdict(errors[:MAX_ISSUES_PER_RESOURCE], warnings[:MAX_ISSUES_PER_RESOURCE])
+    return Verdict(errors[:MAX_ISSUES_PER_RESOURCE], warnings[:MAX_ISSUES_PER_RESOURCE], holders, coded)
 
 
 def parse_json(body: bytes, where: str = "body") -> Any:

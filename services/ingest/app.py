@@ -35,6 +35,7 @@ from services.contracts import errors
 from services.contracts.ids import RULE, is_fhir_id
 from services.fhir import validation as fhir
 from services.fhir.rules import rules as fhir_rules
+from services.fhir.structure import structure as fhir_structure
 from services.ingest import bundle as bundles
 from services.ingest.body import read_body, split_lines
 from services.ingest.claims import ClaimRegistry
@@ -106,7 +107,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                   code_systems=fhir.RECOGNISED_CODE_SYSTEMS | frozenset(settings.recognised_code_systems),
                   priority=dict(settings.priority_fields))
     producer = Producer(settings.kafka_bootstrap, "healthgov-ingest", instance_id())
-    pool = Pool(settings.validation_workers, settings.validation_memo)
+    pool = Pool(settings.validation_workers)
     ingestor = Ingestor(ctx=ctx, producer=producer, policy=PolicyClient(settings.opa_url), pool=pool,
                         idempotency=Idempotency(engine, keys.pseudonym_key(), stale_after_s=60),
                         claims=ClaimRegistry(engine),
@@ -127,7 +128,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
         # Off the start path: a broker that is down must not keep ingest from answering 503s.
         threading.Thread(target=producer.fence_predecessors, name="kafka-fence", daemon=True).start()
-        await run_in_threadpool(fhir_rules)  # the specification's rules, compiled before the first request
+        await run_in_threadpool(fhir_structure)  # the structure table and the specification's rules, loaded
+        await run_in_threadpool(fhir_rules)  # and compiled before the first request (ingest refuses without them)
         await run_in_threadpool(pool.warm_up)
         runner.start()
         if mllp is not None:

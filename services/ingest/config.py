@@ -24,9 +24,8 @@ class IngestSettings(PlatformSettings):
     retry_after_s: int = 5
     # Sensitivity labels: the code→label table (docs/architecture.md §4).
     labels_file: Path = DEFAULT_TABLE
-    # Validation: worker processes for bulk work and the memo of repeated data types.
+    # Validation: worker processes for bulk work.
     validation_workers: int = max(1, os.cpu_count() or 1)
-    validation_memo: bool = True
     pool_threshold: int = 200  # resources in one request before the pool is used
     chunk_lines: int = 1_000  # NDJSON lines per validation chunk and per spooled job chunk
     message_resources: int = 250  # resources per sealed Kafka message (same patient)

@@ -1,7 +1,7 @@
 """HL7 v2 in: ``POST /hl7v2`` (and the MLLP listener) take one ER7 message and answer an ACK.
 
 The mapped resources go through the same path as a FHIR transaction
-(fhir.resources validation, labels, one atomic sealed message, the ingest
+(structure and rules validation, labels, one atomic sealed message, the ingest
 AuditEvent). The message control id, scoped to the sending hospital, is the
 idempotency key: a resent message is acknowledged again and stored once.
 HTTP status follows the ACK: AA 200, AE/AR for content 400, AR because the

@@ -1,8 +1,8 @@
 """HL7 v2 (ER7, v2.3-2.5) to FHIR R4: ADT^A01/A04/A08 and ORU^R01, answered with an ACK.
 
 hl7apy parses the message; we map PID to Patient, PV1 to Encounter and each
-OBX to an Observation, then the resources go the FHIR way (validated by
-fhir.resources, labelled, sealed, published as one atomic transaction). Ids
+OBX to an Observation, then the resources go the FHIR way (validated against
+the specification's tables, labelled, sealed, published as one atomic transaction). Ids
 are derived from the hospital and the message's own identifiers (MRN, visit
 number, filler order number, OBX set id), so a resent message updates the
 same resources instead of duplicating them.

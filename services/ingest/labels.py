@@ -103,6 +103,30 @@ class LabelTable:
                 removed |= found[1]
         return frozenset(added - removed)
 
+    def labels_of(self, resource: dict[str, Any], coded: list[dict[str, Any]]) -> list[str]:
+        """``labels_for`` from the objects holding a code that validation's walk found (``Verdict.coded``).
+
+        The same labels without a walk of its own: the structure check already
+        visits every element, and NDJSON lines are labelled right after it.
+        """
+        found: set[str] = set()
+        meta = resource.get("meta")
+        if isinstance(meta, dict):
+            for sec in meta.get("security") or ():
+                if isinstance(sec, dict) and sec.get("code") in SENSITIVE:
+                    found.add(sec["code"])
+        exact, hierarchy = self.exact, self.hierarchy
+        for node in coded:
+            code = node.get("code")
+            if code.__class__ is str:
+                system = node.get("system")
+                hit = exact.get((system, code))
+                if hit is not None:
+                    found.update(hit)
+                elif system in hierarchy:
+                    found.update(self.lookup(system, code))
+        return sorted(found) if found else []
+
     def labels_for(self, resource: dict[str, Any]) -> list[str]:
         """Labels of one resource (every resource of every submission passes here: one walk, dict look-ups)."""
         found: set[str] = set()

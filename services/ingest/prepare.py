@@ -1,7 +1,7 @@
 """From validated resources to sealed Kafka messages: the CPU-bound core of ingest.
 
 Pure functions over bytes and dicts (no I/O), so the worker processes of the
-validation pool run them in parallel: parse, validate (fhir.resources),
+validation pool run them in parallel: parse, validate (structure and rules),
 resolve references, assign missing ids, label, group by patient and seal. Only
 the sealed bytes travel back to the parent, which sends them to Kafka.
 
@@ -211,17 +211,21 @@ def pack(items: list[_Item], max_resources: int, max_bytes: int = PAYLOAD_BUDGET
 
 
 def seal_grouped(ctx: Context, *, submission_id: str, hospital: str,
-                 resources: list[dict[str, Any]]) -> list[Message]:
-    """Independent resources, grouped by patient, packed within the message limits (resources and bytes)."""
+                 resources: list[dict[str, Any]], labels: list[list[str]] | None = None) -> list[Message]:
+    """Independent resources, grouped by patient, packed within the message limits (resources and bytes).
+
+    ``labels``: each resource's sensitivity labels when the caller has them already (else the table's walk).
+    """
     table = ctx.labels
     groups: dict[str, list[_Item]] = {}
     keys: dict[str | None, str] = {}  # one keyed hash per patient, not per resource
-    for res in resources:
+    for n, res in enumerate(resources):
         pid = patient_id_of(res)
         key = keys.get(pid)
         if key is None:
             key = keys[pid] = ctx.key_for(pid)
-        groups.setdefault(key, []).append(_Item(orjson.dumps(res), table.labels_for(res), pid))
+        found = labels[n] if labels is not None else table.labels_for(res)
+        groups.setdefault(key, []).append(_Item(orjson.dumps(res), found, pid))
     out: list[Message] = []
     for n, (key, items) in enumerate(groups.items()):
         for k, run in enumerate(pack(items, ctx.message_resources)):
@@ -246,34 +250,41 @@ def _on_line(n: int, issues: list[Issue]) -> list[IssueTuple]:
 def check_line(raw: bytes, n: int, hospital: str, systems: frozenset[str] = RECOGNISED_CODE_SYSTEMS,
                ) -> tuple[dict[str, Any] | None, Outcome]:
     """Parse, validate and normalise one NDJSON line (line numbers start at 1)."""
+    doc, out, _ = _check_line(raw, n, hospital, systems)
+    return doc, out
+
+
+def _check_line(raw: bytes, n: int, hospital: str, systems: frozenset[str],
+                ) -> tuple[dict[str, Any] | None, Outcome, list[dict[str, Any]]]:
+    """``check_line``, and the objects holding a code that validation found (for the labels)."""
     out = Outcome(index=n)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         out.issues = [Issue(f"line {n}: {malformed(exc)}", f"line {n}", "structure").as_tuple()]
-        return None, out
+        return None, out, []
     rtype = doc.get("resourceType") if isinstance(doc, dict) else None
     if not writable(doc, raw):
         out.rtype = rtype if isinstance(rtype, str) else None
         out.issues = [too_deep(f"line {n}").as_tuple()]
-        return None, out
+        return None, out, []
     # A line is never shorter than its compact JSON, so only long lines need measuring.
     if len(raw) > MAX_RESOURCE_BYTES and (size := oversize(doc)):
         out.rtype = rtype if isinstance(rtype, str) else None
         out.issues = [too_large(f"line {n}", rtype, size).as_tuple()]
-        return None, out
+        return None, out, []
     where = rtype if isinstance(rtype, str) and rtype.isidentifier() else "Resource"
-    verdict = check_resource(doc, where, raw, systems)
+    verdict = check_resource(doc, where, systems)
     issues = verdict.errors
     if not issues and references.needs_rewrite(raw):
-        issues = references.rewrite(doc, where, full_urls=None, ids=None)
+        issues = references.rewrite_held(verdict.holders, full_urls=None, ids=None)
     if issues:
         out.rtype = rtype if isinstance(rtype, str) else None
         out.issues = _on_line(n, issues)
-        return None, out
+        return None, out, []
     out.warnings = _on_line(n, verdict.warnings)
     out.rtype, out.rid = rtype, ensure_id(doc, hospital)
-    return doc, out
+    return doc, out, verdict.coded
 
 
 def chunk_ranges(lines: list[bytes], max_lines: int, max_bytes: int = CHUNK_BYTES) -> list[tuple[int, int]]:
@@ -316,6 +327,8 @@ def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: i
     """
     prepared = Prepared()
     accepted: list[tuple[int, dict[str, Any]]] = []
+    labels: list[list[str]] = []
+    table = ctx.labels
     for i, raw in enumerate(lines):
         if not raw.strip():
             continue
@@ -324,17 +337,18 @@ def prepare_lines(ctx: Context, hospital: str, submission_id: str, first_line: i
             prepared.outcomes.append(Outcome(index=n, issues=[refused[n]]))
             prepared.tally.rejected(None, [(refused[n][2], None)])
             continue
-        doc, outcome = check_line(raw, n, hospital, ctx.code_systems)
+        doc, outcome, coded = _check_line(raw, n, hospital, ctx.code_systems)
         prepared.outcomes.append(outcome)
         if doc is not None:
             accepted.append((n, doc))
+            labels.append(table.labels_of(doc, coded))
             prepared.tally.observe(doc, warnings=[w[4] for w in outcome.warnings], priority=ctx.priority)
         else:
             prepared.tally.rejected(outcome.rtype, [(i[2], i[1]) for i in outcome.issues])
     prepared.claims = claims_of(ctx, accepted)
     prepared.resources = len(accepted)
     prepared.messages = seal_grouped(ctx, submission_id=f"{submission_id}.{first_line}", hospital=hospital,
-                                     resources=[doc for _, doc in accepted])
+                                     resources=[doc for _, doc in accepted], labels=labels)
     return prepared
 
 
@@ -343,6 +357,6 @@ def validate_entries(docs: list[bytes], wheres: list[str], systems: frozenset[st
     """The verdicts on serialised resources, as (errors, warnings) tuples (a worker job for large Bundles)."""
     out = []
     for d, w in zip(docs, wheres, strict=True):
-        verdict = check_resource(orjson.loads(d), w, d, systems)
+        verdict = check_resource(orjson.loads(d), w, systems)
         out.append(([i.as_tuple() for i in verdict.errors], [i.as_tuple() for i in verdict.warnings]))
     return out

@@ -16,9 +16,11 @@ Diagnostics name the element path, never the reference value (it may be PHI).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
+from services.fhir.structure import spell
 from services.fhir.validation import Issue
 
 _CONDITIONAL = re.compile(r"^([A-Z][A-Za-z]+)\?(.*)$")
@@ -84,7 +86,7 @@ def rewrite(resource: dict[str, Any], where: str, *, full_urls: dict[str, str] |
         if type(node) is dict:
             ref = node.get("reference")
             if type(ref) is str:
-                fix(node, ref, trail)
+                _fix(node, ref, lambda: _spell(trail, where), full_urls, ids, issues)
             for key, value in node.items():
                 kind = type(value)
                 if kind is dict or kind is list:
@@ -95,28 +97,47 @@ def rewrite(resource: dict[str, Any], where: str, *, full_urls: dict[str, str] |
                 if kind is dict or kind is list:
                     visit(value, (trail, i))
 
-    def fix(node: dict[str, Any], ref: str, trail: Trail) -> None:
-        if ref.startswith(("urn:uuid:", "urn:oid:")):
-            target = (full_urls or {}).get(ref)
-            if target is None:
-                path = _spell(trail, where)
-                issues.append(Issue(f"{path}.reference: reference does not resolve to an entry of this Bundle",
-                                    f"{path}.reference", "not-found"))
-            else:
-                node["reference"] = target
-            return
-        if "?" not in ref:
-            return
-        m = _CONDITIONAL.match(ref)
-        if m:
-            error = _conditional(node, m.group(1), m.group(2), ids)
-            if error:
-                path = _spell(trail, where)
-                issues.append(Issue(f"{path}.reference: {error}", f"{path}.reference", "not-supported"))
-
     if type(resource) in (dict, list):
         visit(resource, None)
     return issues
+
+
+def rewrite_held(holders: list[tuple[dict[str, Any], Any]], *, full_urls: dict[str, str] | None,
+                 ids: IdentifierIndex | None) -> list[Issue]:
+    """``rewrite`` over the objects the structure's walk found holding a reference (``Verdict.holders``).
+
+    The same rewriting and issues, without a walk of its own: for NDJSON, where
+    nearly every line has a reference to look at, that walk cost as much as the
+    structure check.
+    """
+    issues: list[Issue] = []
+    for node, trail in holders:
+        ref = node.get("reference")
+        if type(ref) is str:
+            _fix(node, ref, lambda t=trail: spell(t), full_urls, ids, issues)
+    return issues
+
+
+def _fix(node: dict[str, Any], ref: str, path_of: Callable[[], str], full_urls: dict[str, str] | None,
+         ids: IdentifierIndex | None, issues: list[Issue]) -> None:
+    """Rewrite one reference in place, or add the issue that names it (``path_of`` spells its location)."""
+    if ref.startswith(("urn:uuid:", "urn:oid:")):
+        target = (full_urls or {}).get(ref)
+        if target is None:
+            path = path_of()
+            issues.append(Issue(f"{path}.reference: reference does not resolve to an entry of this Bundle",
+                                f"{path}.reference", "not-found"))
+        else:
+            node["reference"] = target
+        return
+    if "?" not in ref:
+        return
+    m = _CONDITIONAL.match(ref)
+    if m:
+        error = _conditional(node, m.group(1), m.group(2), ids)
+        if error:
+            path = path_of()
+            issues.append(Issue(f"{path}.reference: {error}", f"{path}.reference", "not-supported"))
 
 
 def needs_rewrite(raw: bytes) -> bool:

@@ -76,8 +76,12 @@ def _restart(stack: Any, name: str) -> float:
     return time.monotonic()
 
 
+BULK_COPIES = 3  # long enough a submission that ingest is still sending when it is killed, however fast it validates
+
+
 def _bulk_ndjson() -> bytes:
-    return b"\n".join(gzip.decompress((TEN / f"{t}.000.ndjson.gz").read_bytes()).strip() for t in BULK) + b"\n"
+    once = b"\n".join(gzip.decompress((TEN / f"{t}.000.ndjson.gz").read_bytes()).strip() for t in BULK)
+    return b"\n".join([once] * BULK_COPIES) + b"\n"
 
 
 def _high_watermark(settings: Any) -> int:

@@ -153,3 +153,44 @@ def test_deep_nesting_is_walked_without_recursion() -> None:
     for _ in range(5000):
         node = {"extension": [{"url": "x", "valueCodeableConcept": node}]}
     assert load_table().labels_for({"resourceType": "Basic", "code": node}) == ["HIV"]
+
+
+def _coding(system: str, code: str) -> dict[str, Any]:
+    return {"system": system, "code": code}
+
+
+HIV_SCT = _coding("http://snomed.info/sct", "86406008")
+HIV_ICD = _coding("http://hl7.org/fhir/sid/icd-10", "B20.1")  # matched hierarchically (B20)
+PREGNANCY = _coding("http://snomed.info/sct", "72892002")
+CRAFTED = [
+    # codes in the resource's own meta are not labelled; meta.security's confidentiality codes are
+    {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+     "code": {"coding": [HIV_ICD]}, "meta": {"tag": [PREGNANCY], "security": [_coding("x", "PSY")]}},
+    # a contained resource's codes, its meta's too, and a Coding inside a primitive's extension
+    {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+     "contained": [{"resourceType": "Condition", "id": "k", "subject": {"reference": "Patient/p1"},
+                    "meta": {"tag": [HIV_SCT]}, "code": {"coding": [PREGNANCY]}}],
+     "_status": {"extension": [{"url": "http://example.org/why", "valueCoding": HIV_ICD}]}},
+    {"resourceType": "Observation", "id": "o2", "status": "final", "code": {"coding": [PREGNANCY]},
+     "valueQuantity": {"value": 1, "system": "http://snomed.info/sct", "code": "86406008"}},
+]
+
+
+@pytest.mark.parametrize("where", ["synthea-10-patients", "synthea-100-patients", "crafted"])
+def test_labels_from_the_validation_walk_are_the_labels_of_the_table_walk(
+        where: str, all_fixture_lines: dict[str, list[bytes]]) -> None:
+    """``labels_of`` (codes validation found) gives exactly what ``labels_for`` (a walk of its own) gives."""
+    import orjson
+
+    from services.fhir.validation import check_resource
+
+    table = load_table()
+    docs = CRAFTED if where == "crafted" else [
+        orjson.loads(ln) for name, lines in all_fixture_lines.items() if name.startswith(where) for ln in lines]
+    labelled = 0
+    for doc in docs:
+        verdict = check_resource(doc, "R")
+        assert verdict.accepted, verdict.errors
+        assert table.labels_of(doc, verdict.coded) == table.labels_for(doc), doc["id"]
+        labelled += bool(table.labels_for(doc))
+    assert labelled >= {"crafted": 3, "synthea-10-patients": 10}.get(where, 0)  # the 100-patient set: Patients
