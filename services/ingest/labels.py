@@ -103,39 +103,32 @@ class LabelTable:
                 removed |= found[1]
         return frozenset(added - removed)
 
+    def _code(self, node: dict[str, Any], found: set[str]) -> None:
+        """The labels of one object's ``system`` and ``code`` (a Coding, or an element holding a code) into ``found``."""
+        code = node.get("code")
+        if code.__class__ is str:
+            system = node.get("system")
+            hit = self.exact.get((system, code))
+            if hit is not None:
+                found.update(hit)
+            elif system in self.hierarchy:
+                found.update(self.lookup(system, code))
+
     def labels_of(self, resource: dict[str, Any], coded: list[dict[str, Any]]) -> list[str]:
         """``labels_for`` from the objects holding a code that validation's walk found (``Verdict.coded``).
 
         The same labels without a walk of its own: the structure check already
         visits every element, and NDJSON lines are labelled right after it.
         """
-        found: set[str] = set()
-        meta = resource.get("meta")
-        if isinstance(meta, dict):
-            for sec in meta.get("security") or ():
-                if isinstance(sec, dict) and sec.get("code") in SENSITIVE:
-                    found.add(sec["code"])
-        exact, hierarchy = self.exact, self.hierarchy
+        found = _declared(resource)
         for node in coded:
-            code = node.get("code")
-            if code.__class__ is str:
-                system = node.get("system")
-                hit = exact.get((system, code))
-                if hit is not None:
-                    found.update(hit)
-                elif system in hierarchy:
-                    found.update(self.lookup(system, code))
+            self._code(node, found)
         return sorted(found) if found else []
 
     def labels_for(self, resource: dict[str, Any]) -> list[str]:
         """Labels of one resource (every resource of every submission passes here: one walk, dict look-ups)."""
-        found: set[str] = set()
-        meta = resource.get("meta")
-        if isinstance(meta, dict):
-            for sec in meta.get("security") or ():
-                if isinstance(sec, dict) and sec.get("code") in SENSITIVE:
-                    found.add(sec["code"])
-        exact, hierarchy, lookup = self.exact, self.hierarchy, self.lookup
+        found = _declared(resource)
+        code_labels = self._code
         # An explicit stack, not recursion: nesting depth is the sender's choice.
         stack = [v for k, v in resource.items() if k != "meta" and v.__class__ in (dict, list)]
         pop, push = stack.pop, stack.append
@@ -146,14 +139,7 @@ class LabelTable:
                     if item.__class__ is dict:
                         push(item)
                 continue
-            code = node.get("code")
-            if code.__class__ is str:
-                system = node.get("system")
-                hit = exact.get((system, code))
-                if hit is not None:
-                    found.update(hit)
-                elif system in hierarchy:
-                    found.update(lookup(system, code))
+            code_labels(node, found)
             for value in node.values():
                 if value.__class__ is dict or value.__class__ is list:
                     push(value)
@@ -163,3 +149,14 @@ class LabelTable:
 @lru_cache(maxsize=4)
 def load_table(path: Path = DEFAULT_TABLE) -> LabelTable:
     return LabelTable(json.loads(path.read_text()))
+
+
+def _declared(resource: dict[str, Any]) -> set[str]:
+    """The sensitivity labels the sender declared in ``meta.security`` (kept; the platform only ever adds)."""
+    found: set[str] = set()
+    meta = resource.get("meta")
+    if isinstance(meta, dict):
+        for sec in meta.get("security") or ():
+            if isinstance(sec, dict) and sec.get("code") in SENSITIVE:
+                found.add(sec["code"])
+    return found
