@@ -104,7 +104,7 @@ class LabelTable:
         return frozenset(added - removed)
 
     def _code(self, node: dict[str, Any], found: set[str]) -> None:
-        """The labels of one object's ``system`` and ``code`` (a Coding, or an element holding a code) into ``found``."""
+        """The labels of one object's ``system`` and ``code`` (a Coding, or what holds a code) into ``found``."""
         code = node.get("code")
         if code.__class__ is str:
             system = node.get("system")
